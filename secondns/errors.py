@@ -1,0 +1,41 @@
+"""One exception root, subclasses named for the condition (as dnspython does)."""
+
+from __future__ import annotations
+
+
+class SecondnsError(Exception):
+    """Root of every error secondns raises on purpose."""
+
+
+class NameError_(SecondnsError):
+    """A domain name in text or wire form is malformed."""
+
+
+class WireError(SecondnsError):
+    """A DNS message or record could not be decoded."""
+
+
+class ZoneError(SecondnsError):
+    """Zone data is inconsistent (no SOA, records outside the origin, ...)."""
+
+
+class ZoneFileError(ZoneError):
+    """A zone file could not be parsed; carries file and line."""
+
+    def __init__(self, message: str, path: str = "", line: int = 0) -> None:
+        self.path = path
+        self.line = line
+        where = f"{path}:{line}: " if path else (f"line {line}: " if line else "")
+        super().__init__(f"{where}{message}")
+
+
+class ConfigError(SecondnsError):
+    """The configuration is invalid; the message lists every problem found."""
+
+
+class TransferError(SecondnsError):
+    """A zone transfer failed; the served zone is left untouched."""
+
+
+class StorageError(SecondnsError):
+    """A zone copy on disk is missing, corrupt or could not be written."""

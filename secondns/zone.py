@@ -1,0 +1,275 @@
+"""The in-memory zone: one immutable snapshot per zone version.
+
+Layout, chosen for memory (a 1M-record zone must stay near BIND's RSS) and
+for a dict-probe lookup:
+
+* ``names`` maps each owner name (lowercased wire form) to a *node blob*:
+  the node's records concatenated as ``type(2) ttl(4) rdlength(2) rdata``,
+  RRsets contiguous, record order within an RRset as received.  Rdata is kept
+  byte for byte, names in it uncompressed, so unknown types (RFC 3597) survive.
+* Empty non-terminals are present with an empty blob, so "does this name
+  exist" (RFC 4592 2.2.2) is a plain membership test.
+* ``cuts`` and ``dnames`` hold the owners of delegation NS RRsets and DNAME
+  RRsets, precomputed once so the per-query walk of RFC 1034 4.3.2 step 3b
+  costs nothing for zones without them.
+
+A snapshot is never mutated after ``ZoneBuilder.build`` returns it; a new
+version is a new snapshot swapped into the registry.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from . import rrtypes
+from .errors import ZoneError
+from .names import is_subdomain, parent, to_text
+
+_REC_HDR = struct.Struct("!HIH")  # type, ttl, rdlength
+
+
+@dataclass(frozen=True, slots=True)
+class SOA:
+    """The fields of the apex SOA that timers and negative answers need."""
+
+    ttl: int
+    rdata: bytes
+    serial: int
+    refresh: int
+    retry: int
+    expire: int
+    minimum: int
+
+    @classmethod
+    def from_rdata(cls, ttl: int, rdata: bytes) -> SOA:
+        """Parse the five counters that follow MNAME and RNAME (RFC 1035 3.3.13)."""
+        pos = _skip_name(rdata, 0)
+        pos = _skip_name(rdata, pos)
+        if len(rdata) != pos + 20:
+            raise ZoneError("malformed SOA rdata")
+        serial, refresh, retry, expire, minimum = struct.unpack_from("!5I", rdata, pos)
+        return cls(ttl, rdata, serial, refresh, retry, expire, minimum)
+
+    @property
+    def negative_ttl(self) -> int:
+        """RFC 2308 3: the TTL of the SOA in a negative answer."""
+        return min(self.ttl, self.minimum)
+
+
+def _skip_name(buf: bytes, pos: int) -> int:
+    while True:
+        if pos >= len(buf):
+            raise ZoneError("name runs past the end of rdata")
+        length = buf[pos]
+        if length == 0:
+            return pos + 1
+        if length > 63:
+            raise ZoneError("compressed or bad label in rdata")
+        pos += length + 1
+
+
+def encode_record(rtype: int, ttl: int, rdata: bytes) -> bytes:
+    """One record in node-blob form."""
+    return _REC_HDR.pack(rtype, ttl, len(rdata)) + rdata
+
+
+def iter_records(blob: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """Yield (type, ttl, rdata) for every record of a node blob, in order."""
+    pos = 0
+    end = len(blob)
+    unpack = _REC_HDR.unpack_from
+    while pos < end:
+        rtype, ttl, rdlen = unpack(blob, pos)
+        pos += 8
+        yield rtype, ttl, blob[pos:pos + rdlen]
+        pos += rdlen
+
+
+RRsetMap = dict[int, list[tuple[int, bytes]]]
+
+
+def decode_node(blob: bytes) -> RRsetMap:
+    """A node blob as {type: [(ttl, rdata), ...]} with RRset order kept."""
+    out: RRsetMap = {}
+    for rtype, ttl, rdata in iter_records(blob):
+        lst = out.get(rtype)
+        if lst is None:
+            out[rtype] = [(ttl, rdata)]
+        else:
+            lst.append((ttl, rdata))
+    return out
+
+
+def node_types(blob: bytes) -> set[int]:
+    """The RR types present at a node (cheap: no rdata slicing)."""
+    types = set()
+    pos = 0
+    end = len(blob)
+    unpack = _REC_HDR.unpack_from
+    while pos < end:
+        rtype, _ttl, rdlen = unpack(blob, pos)
+        types.add(rtype)
+        pos += 8 + rdlen
+    return types
+
+
+class Zone:
+    """An immutable zone snapshot; see the module docstring for the layout."""
+
+    __slots__ = ("_names", "cuts", "dnames", "origin", "record_count", "soa")
+
+    def __init__(self, origin: bytes, names: dict[bytes, bytes], soa: SOA,
+                 cuts: frozenset[bytes], dnames: frozenset[bytes], record_count: int) -> None:
+        self.origin = origin
+        self._names = names
+        self.soa = soa
+        self.cuts = cuts
+        self.dnames = dnames
+        self.record_count = record_count
+
+    @property
+    def serial(self) -> int:
+        """The SOA serial of this version."""
+        return self.soa.serial
+
+    def get(self, name: bytes) -> bytes | None:
+        """The node blob of a lowercased name; b"" for an empty non-terminal."""
+        return self._names.get(name)
+
+    def __contains__(self, name: bytes) -> bool:
+        return name in self._names
+
+    def __len__(self) -> int:
+        """Number of names, empty non-terminals included."""
+        return len(self._names)
+
+    def rrsets(self, name: bytes) -> RRsetMap | None:
+        """Decoded RRsets at *name*, or None when the name does not exist."""
+        blob = self._names.get(name)
+        if blob is None:
+            return None
+        return decode_node(blob)
+
+    def nodes(self) -> Iterator[tuple[bytes, bytes]]:
+        """(name, blob) pairs, apex first, otherwise in no particular order."""
+        yield self.origin, self._names[self.origin]
+        for name, blob in self._names.items():
+            if name != self.origin and blob:
+                yield name, blob
+
+    def records(self) -> Iterator[tuple[bytes, int, int, bytes]]:
+        """Every record as (owner, type, ttl, rdata), the apex SOA first.
+
+        This is the order AXFR and the on-disk copy use (RFC 5936 2.2).
+        """
+        soa_rec = (self.origin, rrtypes.SOA, self.soa.ttl, self.soa.rdata)
+        yield soa_rec
+        for name, blob in self.nodes():
+            for rtype, ttl, rdata in iter_records(blob):
+                if rtype == rrtypes.SOA and name == self.origin:
+                    continue
+                yield name, rtype, ttl, rdata
+
+    def __repr__(self) -> str:
+        return f"<Zone {to_text(self.origin)} serial={self.serial} records={self.record_count}>"
+
+
+class ZoneBuilder:
+    """Collects records off to the side and freezes them into a Zone.
+
+    Used by the zone file loader, the on-disk copy loader and AXFR; nothing
+    can observe a half-built zone because only ``build`` returns one.
+    """
+
+    __slots__ = ("_cuts", "_dnames", "_pending", "_soa", "ignored", "origin")
+
+    def __init__(self, origin: bytes) -> None:
+        self.origin = origin.lower()
+        self._pending: dict[bytes, bytes | list[bytes]] = {}
+        self._cuts: set[bytes] = set()
+        self._dnames: set[bytes] = set()
+        self._soa: SOA | None = None
+        self.ignored = 0  # records outside the origin, counted not stored
+
+    def add(self, owner: bytes, rtype: int, ttl: int, rdata: bytes) -> bool:
+        """Add one record; False (and counted) when it lies outside the zone."""
+        owner = owner.lower()
+        if not is_subdomain(owner, self.origin):
+            self.ignored += 1
+            return False
+        if rtype == rrtypes.SOA:
+            if owner != self.origin:
+                raise ZoneError(f"SOA record at {to_text(owner)}, not at the zone apex")
+            soa = SOA.from_rdata(ttl, rdata)
+            if self._soa is not None and self._soa.rdata != rdata:
+                raise ZoneError("more than one SOA record at the zone apex")
+            self._soa = soa
+        elif rtype == rrtypes.NS and owner != self.origin:
+            self._cuts.add(owner)
+        elif rtype == rrtypes.DNAME:
+            self._dnames.add(owner)
+        rec = _REC_HDR.pack(rtype, ttl, len(rdata)) + rdata
+        pending = self._pending
+        cur = pending.get(owner)
+        if cur is None:
+            pending[owner] = rec
+        elif type(cur) is bytes:
+            pending[owner] = [cur, rec]
+        else:
+            cur.append(rec)  # type: ignore[union-attr]
+        return True
+
+    def add_many(self, records: Iterable[tuple[bytes, int, int, bytes]]) -> None:
+        """Add (owner, type, ttl, rdata) tuples."""
+        for owner, rtype, ttl, rdata in records:
+            self.add(owner, rtype, ttl, rdata)
+
+    def build(self) -> Zone:
+        """Freeze the collected records; raises ZoneError when there is no SOA."""
+        if self._soa is None:
+            raise ZoneError(f"zone {to_text(self.origin)} has no SOA record at its apex")
+        names: dict[bytes, bytes] = self._pending  # type: ignore[assignment]
+        count = 0
+        for owner, cur in self._pending.items():
+            if type(cur) is bytes:
+                count += 1
+            else:
+                blob, n = _merge(cur)  # type: ignore[arg-type]
+                names[owner] = blob
+                count += n
+        _add_empty_non_terminals(names, self.origin)
+        zone = Zone(self.origin, names, self._soa, frozenset(self._cuts),
+                    frozenset(self._dnames), count)
+        self._pending = {}
+        return zone
+
+
+def _merge(recs: list[bytes]) -> tuple[bytes, int]:
+    """Group a node's records into contiguous RRsets, dropping duplicates (RFC 2181 5)."""
+    groups: dict[int, list[bytes]] = {}
+    seen: set[bytes] = set()
+    for rec in recs:
+        key = rec[:2] + rec[6:]  # type and rdata: the TTL does not make a record distinct
+        if key in seen:
+            continue
+        seen.add(key)
+        rtype = (rec[0] << 8) | rec[1]
+        groups.setdefault(rtype, []).append(rec)
+    ordered = [r for group in groups.values() for r in group]
+    return b"".join(ordered), len(ordered)
+
+
+def _add_empty_non_terminals(names: dict[bytes, bytes], origin: bytes) -> None:
+    """Insert every missing ancestor up to the origin with an empty blob."""
+    missing: list[bytes] = []
+    for owner in names:
+        name = owner
+        while name != origin and len(name) > len(origin):
+            name = parent(name)
+            if name in names:
+                break
+            missing.append(name)
+    for name in missing:
+        names.setdefault(name, b"")
