@@ -1,0 +1,260 @@
+"""From request bytes to response bytes: dispatch, zone choice, caching.
+
+The network layer calls ``Responder.respond`` for every message it could not
+answer from ``AnswerCache`` by itself.  The cache is keyed by the request's
+exact bytes after the ID, so a hit costs one slice, one dict probe and one
+concatenation; anything whose answer depends on more than those bytes (the
+source address, a TSIG signature, a NOTIFY) is never cached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import rrtypes
+from .answer import Answer, answer_query
+from .names import from_text
+from .registry import Registry
+from .stats import ServingStats
+from .wire import (
+    AA,
+    BADVERS,
+    CD,
+    EDNS_NSID,
+    FORMERR,
+    NOERROR,
+    NOTIMP,
+    OPCODE_NOTIFY,
+    OPCODE_QUERY,
+    QR,
+    RD,
+    REFUSED,
+    SERVFAIL,
+    FormatError,
+    Query,
+    ResponseWriter,
+    error_response,
+    opt_record,
+    parse_query,
+)
+
+UDP = 0
+TCP = 1
+
+NotifyHandler = Callable[[Query, tuple[str, int]], int]
+"""Takes a parsed NOTIFY and its source; returns the rcode to answer with."""
+
+_CHAOS_IDENTITY = frozenset({from_text("id.server."), from_text("hostname.bind.")})
+_CHAOS_VERSION = frozenset({from_text("version.bind."), from_text("version.server.")})
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """The server-wide knobs the answer path needs."""
+
+    udp_max_payload: int = 1232
+    identity: str | None = None
+    version: str | None = None
+    cache_entries: int = 200_000
+
+
+class AnswerCache:
+    """Responses keyed by request bytes (ID excluded), bounded, forgettable per zone.
+
+    Negative answers are capped separately so a flood of random names (a
+    random-subdomain attack) churns only them, not the hot positive answers.
+    """
+
+    __slots__ = ("_by_zone", "_max", "_max_negative", "_negative", "map")
+
+    def __init__(self, max_entries: int) -> None:
+        self.map: dict[bytes, bytes] = {}
+        self._by_zone: dict[bytes | None, list[bytes]] = {}
+        self._negative: list[bytes] = []
+        self._max = max_entries
+        self._max_negative = max(1, max_entries // 4)
+
+    def put(self, key: bytes, value: bytes, zone: bytes | None, negative: bool) -> None:
+        """Remember a response; *zone* is the origin it came from (None: no zone)."""
+        if len(self.map) >= self._max:
+            self.clear()
+        if negative:
+            if len(self._negative) >= self._max_negative:
+                for old in self._negative:
+                    self.map.pop(old, None)
+                self._negative.clear()
+            self._negative.append(key)
+        self.map[key] = value
+        self._by_zone.setdefault(zone, []).append(key)
+
+    def forget(self, zone: bytes | None) -> None:
+        """Drop what one zone answered, or everything when *zone* is None."""
+        if zone is None:
+            self.clear()
+            return
+        for key in self._by_zone.pop(zone, ()):
+            self.map.pop(key, None)
+
+    def clear(self) -> None:
+        """Drop everything."""
+        self.map.clear()
+        self._by_zone.clear()
+        self._negative.clear()
+
+    def __len__(self) -> int:
+        return len(self.map)
+
+
+class Responder:
+    """Answers requests from the registry's zones; counts what it answers."""
+
+    def __init__(self, registry: Registry, settings: ServeSettings, stats: ServingStats) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.stats = stats
+        self.caches = (AnswerCache(settings.cache_entries), AnswerCache(settings.cache_entries // 4))
+        self.notify_handler: NotifyHandler | None = None
+        registry.subscribe(self._forget)
+        self._identity_txt = _txt(settings.identity) if settings.identity else None
+        self._version_txt = _txt(settings.version) if settings.version else None
+
+    def _forget(self, origin: bytes | None) -> None:
+        for cache in self.caches:
+            cache.forget(origin)
+
+    def respond(self, data: bytes, transport: int, addr: tuple[str, int]) -> bytes | None:
+        """The response to *data*, or None when nothing must be sent (RFC 1035 4.1.1: QR set)."""
+        if len(data) < 12 or data[2] & 0x80:
+            self.stats.dropped += 1
+            return None
+        try:
+            query = parse_query(data)
+        except FormatError as exc:
+            return self._count(error_response(data, FORMERR, exc.query, self._opt_for(exc.query)))
+        if query.opcode == OPCODE_QUERY:
+            return self._query(query, transport)
+        if query.opcode == OPCODE_NOTIFY and self.notify_handler is not None:
+            self.stats.notifies += 1
+            rcode = self.notify_handler(query, addr)
+            return self._count(self._notify_response(query, rcode))
+        return self._count(error_response(data, NOTIMP, query, self._opt_for(query)))
+
+    def _count(self, response: bytes | None) -> bytes | None:
+        if response is not None:
+            self.stats.rcodes[response[3] & 0xF] += 1
+        return response
+
+    def _opt_for(self, query: Query | None) -> bytes | None:
+        if query is None or not query.edns:
+            return None
+        return opt_record(self.settings.udp_max_payload, 0, query.do)
+
+    def _query(self, q: Query, transport: int) -> bytes | None:
+        if q.edns and q.edns_version > 0:
+            # RFC 6891 6.1.3: BADVERS, answered with the version we speak (0).
+            opt = opt_record(self.settings.udp_max_payload, BADVERS >> 4, q.do)
+            response = error_response(q.raw, NOERROR, q, opt)
+            self.stats.rcodes[BADVERS] += 1
+            return response
+        qtype = q.qtype
+        if qtype in rrtypes.META_QTYPES:
+            # AXFR/IXFR: no transfer-out is offered; MAILA/MAILB are obsolete.
+            rcode = REFUSED if qtype in (rrtypes.AXFR, rrtypes.IXFR) else (
+                NOTIMP if qtype in (rrtypes.MAILA, rrtypes.MAILB) else FORMERR)
+            return self._count(error_response(q.raw, rcode, q, self._opt_for(q)))
+        zone_key: bytes | None = None
+        if q.qclass == rrtypes.CLASS_IN:
+            entry = self.registry.find(q.qname_lower)
+            if entry is not None and qtype == rrtypes.DS and entry.origin == q.qname_lower \
+                    and q.qname_lower != b"\x00":
+                # RFC 4035 3.1.4.1: DS lives in the parent; prefer it when we serve it.
+                parent_entry = self.registry.find(q.qname_lower[q.qname_lower[0] + 1:])
+                if parent_entry is not None and parent_entry.serving:
+                    entry = parent_entry
+            if entry is None:
+                ans = _refused()
+            elif entry.snapshot is None or entry.expired:
+                ans = _servfail()
+                zone_key = entry.origin
+            else:
+                zone_key = entry.origin
+                ans = answer_query(entry.snapshot, q.qname_lower, qtype,
+                                   minimal_any=transport == UDP)
+        elif q.qclass == rrtypes.CLASS_CH:
+            ans = self._chaos(q)
+        else:
+            ans = _refused()
+        response = self._render(q, ans, transport)
+        rcode = response[3] & 0xF
+        self.stats.rcodes[rcode] += 1
+        if response[2] & 0x02:
+            self.stats.truncated += 1
+        elif q.tsig_offset < 0:
+            negative = rcode != NOERROR or not ans.answer
+            self.caches[transport].put(q.raw[2:], response[2:], zone_key, negative)
+        return response
+
+    def _render(self, q: Query, ans: Answer, transport: int) -> bytes:
+        flags = QR | (q.flags & (RD | CD)) | (AA if ans.aa else 0)
+        opt = None
+        if q.edns:
+            options = []
+            if q.nsid and self.settings.identity:
+                options.append((EDNS_NSID, self.settings.identity.encode()))  # RFC 5001 2.3
+            opt = opt_record(self.settings.udp_max_payload, 0, q.do, options)
+        if transport == UDP:
+            limit = min(q.payload, self.settings.udp_max_payload) if q.edns else 512
+        else:
+            limit = 65535
+        writer = ResponseWriter(q.id, flags, q.question, q.qname_lower, limit,
+                                len(opt) if opt else 0)
+        if writer.add_rrsets(0, ans.answer, True) and writer.add_rrsets(1, ans.authority, True):
+            writer.add_rrsets(2, ans.additional, False)
+        if opt is not None:
+            writer.add_raw_additional(opt)
+        return writer.finish(ans.rcode)
+
+    def _chaos(self, q: Query) -> Answer:
+        """CHAOS-class identity queries (BIND's and RFC 4892's names); all else REFUSED."""
+        name = q.qname_lower
+        txt = None
+        if name in _CHAOS_IDENTITY:
+            txt = self._identity_txt
+        elif name in _CHAOS_VERSION:
+            txt = self._version_txt
+        if txt is None or q.qtype not in (rrtypes.TXT, rrtypes.ANY):
+            return _refused()
+        ans = Answer()
+        ans.answer.append((name, rrtypes.TXT, [(0, txt)]))
+        return ans
+
+    def _notify_response(self, q: Query, rcode: int) -> bytes:
+        """RFC 1996 4.7: echo the question with QR and AA set."""
+        flags = QR | (OPCODE_NOTIFY << 11) | (AA if rcode == NOERROR else 0)
+        writer = ResponseWriter(q.id, flags, q.question, q.qname_lower)
+        opt = self._opt_for(q)
+        if opt is not None:
+            writer.add_raw_additional(opt)
+        return writer.finish(rcode)
+
+
+def _refused() -> Answer:
+    ans = Answer()
+    ans.aa = False
+    ans.rcode = REFUSED
+    return ans
+
+
+def _servfail() -> Answer:
+    ans = Answer()
+    ans.aa = False
+    ans.rcode = SERVFAIL
+    return ans
+
+
+def _txt(text: str) -> bytes:
+    """TXT rdata: character-strings of at most 255 octets (RFC 1035 3.3.14)."""
+    raw = text.encode()
+    chunks = [raw[i:i + 255] for i in range(0, len(raw), 255)] or [b""]
+    return b"".join(bytes([len(c)]) + c for c in chunks)

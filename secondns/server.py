@@ -1,0 +1,152 @@
+"""Twisted protocols for DNS over UDP and TCP: frame, look up the cache, hand on.
+
+These stay thin (as in Twisted Names): framing and the answer-cache fast
+path live here, everything else in ``Responder``.  The UDP fast path sends
+with the socket's own ``sendto``: Twisted's ``Port.write`` re-validates the
+address string on every call, which costs more than the whole cache hit.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import time
+from typing import Any
+
+from twisted.internet import protocol
+
+from .responder import TCP, UDP, Responder
+from .stats import SAMPLE_EVERY
+
+_SAMPLE_MASK = SAMPLE_EVERY - 1
+_DROPPABLE = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.ECONNREFUSED, errno.EPERM)
+
+
+class UDPServer(protocol.DatagramProtocol):
+    """One per UDP listen address."""
+
+    def __init__(self, responder: Responder) -> None:
+        self.responder = responder
+        self.stats = responder.stats
+        self.cache = responder.caches[UDP].map
+        self._sendto: Any = None
+
+    def startProtocol(self) -> None:
+        transport: Any = self.transport
+        sock = transport.socket
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        self._sendto = sock.sendto
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        stats = self.stats
+        n = stats.udp_queries + 1
+        stats.udp_queries = n
+        if not n & _SAMPLE_MASK:
+            self._timed(datagram, addr)
+            return
+        tail = self.cache.get(datagram[2:])
+        if tail is not None:
+            stats.rcodes[tail[1] & 0xF] += 1
+            self._send(datagram[:2] + tail, addr)
+            return
+        response = self.responder.respond(datagram, UDP, addr)
+        if response is not None:
+            self._send(response, addr)
+
+    def _timed(self, datagram: bytes, addr: Any) -> None:
+        """The sampled query: full path, timed (see stats.SAMPLE_EVERY)."""
+        start = time.perf_counter()
+        tail = self.cache.get(datagram[2:])
+        if tail is not None:
+            self.stats.rcodes[tail[1] & 0xF] += 1
+            response: bytes | None = datagram[:2] + tail
+        else:
+            response = self.responder.respond(datagram, UDP, addr)
+        if response is not None:
+            self._send(response, addr)
+        self.stats.observe_latency(time.perf_counter() - start)
+
+    def _send(self, data: bytes, addr: Any) -> None:
+        try:
+            self._sendto(data, addr)
+        except OSError as exc:
+            # A full send buffer or an ICMP error from a spoofed source: drop, as UDP may.
+            if exc.errno not in _DROPPABLE:
+                raise
+            self.stats.send_errors += 1
+
+
+class TCPServer(protocol.Protocol):
+    """RFC 7766: length-prefixed messages, several per connection, answered in order."""
+
+    def __init__(self, factory: TCPFactory) -> None:
+        self.factory = factory
+        self._buf = b""
+        self._idle: Any = None  # IDelayedCall (zope interfaces do not type-check)
+        self._addr: tuple[str, int] = ("", 0)
+
+    def connectionMade(self) -> None:
+        factory = self.factory
+        factory.open += 1
+        factory.responder.stats.tcp_connections += 1
+        transport: Any = self.transport
+        peer = transport.getPeer()
+        self._addr = (getattr(peer, "host", ""), getattr(peer, "port", 0))
+        if factory.open > factory.max_connections:
+            transport.loseConnection()
+            return
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.reset(self.factory.idle_timeout)
+        else:
+            self._idle = self.factory.clock.callLater(self.factory.idle_timeout, self._timeout)
+
+    def _timeout(self) -> None:
+        transport: Any = self.transport
+        transport.loseConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        buf = self._buf + data
+        responder = self.factory.responder
+        transport: Any = self.transport
+        while len(buf) >= 2:
+            length = (buf[0] << 8) | buf[1]
+            if len(buf) < 2 + length:
+                break
+            message = buf[2:2 + length]
+            buf = buf[2 + length:]
+            responder.stats.tcp_queries += 1
+            tail = responder.caches[TCP].map.get(message[2:])
+            if tail is not None:
+                responder.stats.rcodes[tail[1] & 0xF] += 1
+                response: bytes | None = message[:2] + tail
+            else:
+                response = responder.respond(message, TCP, self._addr)
+            if response is not None:
+                transport.write(len(response).to_bytes(2, "big") + response)
+        self._buf = buf
+        self._arm()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.factory.open -= 1
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self._idle = None
+
+
+class TCPFactory(protocol.Factory):
+    """Shares the responder and limits among a listener's connections."""
+
+    def __init__(self, responder: Responder, clock: Any, idle_timeout: float,
+                 max_connections: int) -> None:
+        self.responder = responder
+        self.clock = clock
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        self.open = 0
+
+    def buildProtocol(self, addr: Any) -> TCPServer:
+        return TCPServer(self)

@@ -1,0 +1,44 @@
+"""Serving counters as plain integers.
+
+The query path only does ``counter += 1`` on attributes and list slots; the
+metrics module turns these into Prometheus families at scrape time (a custom
+collector), so no label lookup or lock happens per query.
+"""
+
+from __future__ import annotations
+
+# Upper bounds (seconds) of the sampled query-latency histogram.
+LATENCY_BUCKETS = (0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05)
+SAMPLE_EVERY = 256  # one query in this many is timed (must be a power of two)
+
+
+class ServingStats:
+    """Counters the network and answer layers bump; read by the metrics collector."""
+
+    __slots__ = ("cache_hits", "dropped", "latency_buckets", "latency_count", "latency_sum",
+                 "notifies", "rcodes", "send_errors", "tcp_connections", "tcp_queries",
+                 "truncated", "udp_queries")
+
+    def __init__(self) -> None:
+        self.udp_queries = 0
+        self.tcp_queries = 0
+        self.tcp_connections = 0
+        self.rcodes = [0] * 24  # indexed by the full (extended) rcode
+        self.truncated = 0
+        self.dropped = 0  # messages too short or responses: no answer sent
+        self.send_errors = 0
+        self.cache_hits = 0
+        self.notifies = 0
+        self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latency_count = 0
+        self.latency_sum = 0.0
+
+    def observe_latency(self, seconds: float) -> None:
+        """Record one sampled query's processing time."""
+        self.latency_count += 1
+        self.latency_sum += seconds
+        for i, bound in enumerate(LATENCY_BUCKETS):
+            if seconds <= bound:
+                self.latency_buckets[i] += 1
+                return
+        self.latency_buckets[-1] += 1

@@ -1,0 +1,348 @@
+"""DNS message codec for the serving side: parse queries, encode responses.
+
+Only what serving needs, written for the hot path: a query is parsed straight
+from bytes into a slotted ``Query`` (no dnslib objects, see docs/architecture.md
+for the measurements behind that), and a response is encoded into one
+bytearray with name compression (RFC 1035 4.1.4) and whole-RRset truncation
+(RFC 2181 9).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+
+from . import rrtypes
+from .errors import WireError
+from .names import read_name
+
+# Header flag bits (RFC 1035 4.1.1, RFC 4035 3.2 for AD/CD).
+QR = 0x8000
+AA = 0x0400
+TC = 0x0200
+RD = 0x0100
+RA = 0x0080
+AD = 0x0020
+CD = 0x0010
+
+OPCODE_QUERY = 0
+OPCODE_NOTIFY = 4
+OPCODE_UPDATE = 5
+
+NOERROR = 0
+FORMERR = 1
+SERVFAIL = 2
+NXDOMAIN = 3
+NOTIMP = 4
+REFUSED = 5
+YXDOMAIN = 6
+NOTAUTH = 9
+BADVERS = 16  # extended rcode, RFC 6891 6.1.3
+
+EDNS_NSID = 3  # RFC 5001
+EDNS_EXPIRE = 9  # RFC 7314
+EDNS_COOKIE = 10  # RFC 7873
+
+_HDR = struct.Struct("!HHHHHH")
+_U16 = struct.Struct("!H")
+_RR_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
+
+
+class FormatError(WireError):
+    """The query is malformed; answer FORMERR (with the question when known)."""
+
+    def __init__(self, reason: str, query: Query | None = None) -> None:
+        super().__init__(reason)
+        self.query = query
+
+
+class Query:
+    """A parsed request; the question is kept as the raw bytes the client sent.
+
+    Echoing ``question`` byte for byte preserves the qname's case in the
+    response, and lets the encoder point owner names at offset 12.
+    """
+
+    __slots__ = ("additional", "do", "edns", "edns_version", "flags", "id", "nsid", "opcode",
+                 "payload", "qclass", "qname", "qname_lower", "qtype", "question", "raw",
+                 "tsig_offset")
+
+    def __init__(self) -> None:
+        self.id = 0
+        self.flags = 0
+        self.opcode = 0
+        self.qname = b""
+        self.qname_lower = b""
+        self.qtype = 0
+        self.qclass = 0
+        self.question = b""
+        self.edns = False
+        self.edns_version = 0
+        self.payload = 512
+        self.do = False
+        self.nsid = False
+        self.raw = b""
+        self.additional: list[tuple[bytes, int, int, int, bytes]] = []
+        self.tsig_offset = -1
+
+
+def parse_query(data: bytes) -> Query:
+    """Parse a request message (QUERY or NOTIFY).
+
+    Raises FormatError for anything RFC 1035/6891 calls malformed; the caller
+    drops messages shorter than a header or with QR set before calling this.
+    """
+    if len(data) < 12:
+        raise FormatError("message shorter than a DNS header")
+    q = Query()
+    q.raw = data
+    msg_id, flags, qdcount, ancount, nscount, arcount = _HDR.unpack_from(data)
+    q.id = msg_id
+    q.flags = flags
+    q.opcode = (flags >> 11) & 0xF
+    if qdcount != 1:
+        raise FormatError(f"QDCOUNT is {qdcount}, not 1")
+    try:
+        qname, pos = read_name(data, 12)
+    except WireError as exc:
+        raise FormatError(f"bad question name: {exc}") from None
+    if pos + 4 > len(data):
+        raise FormatError("question truncated")
+    q.qname = qname
+    q.qname_lower = qname.lower()
+    q.qtype, q.qclass = struct.unpack_from("!HH", data, pos)
+    pos += 4
+    q.question = data[12:pos]
+    if data[12] >= 0xC0:
+        raise FormatError("compression pointer in the question name")
+    # Answer and authority records: a QUERY carries none; NOTIFY may carry
+    # the new SOA in the answer section (RFC 1996 3.7), which we skip.
+    for _ in range(ancount + nscount):
+        pos = _skip_rr(data, pos, q)
+    seen_opt = False
+    for index in range(arcount):
+        start = pos
+        try:
+            owner, pos = read_name(data, pos)
+        except WireError as exc:
+            raise FormatError(f"bad additional record: {exc}", q) from None
+        if pos + 10 > len(data):
+            raise FormatError("additional record truncated", q)
+        rtype, rclass, ttl, rdlen = _RR_FIXED.unpack_from(data, pos)
+        pos += 10
+        if pos + rdlen > len(data):
+            raise FormatError("additional record data truncated", q)
+        rdata = data[pos:pos + rdlen]
+        pos += rdlen
+        if rtype == rrtypes.OPT:
+            if seen_opt:
+                raise FormatError("more than one OPT record", q)  # RFC 6891 6.1.1
+            if owner != b"\x00":
+                raise FormatError("OPT record not owned by the root", q)
+            seen_opt = True
+            _parse_opt(q, rclass, ttl, rdata)
+        elif rtype == rrtypes.TSIG:
+            if index != arcount - 1:
+                raise FormatError("TSIG record is not the last record", q)  # RFC 8945 5.1
+            q.tsig_offset = start
+            q.additional.append((owner, rtype, rclass, ttl, rdata))
+        else:
+            q.additional.append((owner, rtype, rclass, ttl, rdata))
+    if pos != len(data):
+        raise FormatError("trailing bytes after the last record", q)
+    return q
+
+
+def _skip_rr(data: bytes, pos: int, q: Query) -> int:
+    try:
+        _owner, pos = read_name(data, pos)
+    except WireError as exc:
+        raise FormatError(f"bad record: {exc}", q) from None
+    if pos + 10 > len(data):
+        raise FormatError("record truncated", q)
+    rdlen = _U16.unpack_from(data, pos + 8)[0]
+    pos += 10 + rdlen
+    if pos > len(data):
+        raise FormatError("record data truncated", q)
+    return pos
+
+
+def _parse_opt(q: Query, rclass: int, ttl: int, rdata: bytes) -> None:
+    """RFC 6891 6.1.2-6.1.3: payload size, extended flags, options."""
+    q.edns = True
+    q.payload = max(rclass, 512)
+    q.edns_version = (ttl >> 16) & 0xFF
+    q.do = bool(ttl & 0x8000)
+    pos = 0
+    end = len(rdata)
+    while pos < end:
+        if pos + 4 > end:
+            raise FormatError("EDNS option header truncated", q)
+        code, length = struct.unpack_from("!HH", rdata, pos)
+        pos += 4 + length
+        if pos > end:
+            raise FormatError("EDNS option data truncated", q)
+        if code == EDNS_NSID:
+            q.nsid = True
+        # Unknown options are ignored (RFC 6891 6.1.2).
+
+
+def opt_record(payload: int, ext_rcode: int = 0, do: bool = False,
+               options: Sequence[tuple[int, bytes]] = ()) -> bytes:
+    """An OPT pseudo-RR in wire form (RFC 6891 6.1.2)."""
+    rdata = b"".join(_U16.pack(code) + _U16.pack(len(val)) + val for code, val in options)
+    ttl = (ext_rcode << 24) | (0x8000 if do else 0)
+    return b"\x00" + _RR_FIXED.pack(rrtypes.OPT, payload, ttl, len(rdata)) + rdata
+
+
+RRsetOut = tuple[bytes, int, Sequence[tuple[int, bytes]]]
+"""(owner wire name, type, [(ttl, rdata), ...]) as the encoder takes it."""
+
+
+class ResponseWriter:
+    """Encodes one response; sections must be added in order.
+
+    ``limit`` is the most the message may hold; ``reserve`` is kept free for
+    the OPT record, which RFC 6891 7 requires even in a truncated response.
+    """
+
+    __slots__ = ("_buf", "_counts", "_limit", "_ptrs", "_qname_lower", "flags", "truncated")
+
+    def __init__(self, query_id: int, flags: int, question: bytes, qname_lower: bytes,
+                 limit: int = 65535, reserve: int = 0) -> None:
+        self._buf = bytearray(_HDR.pack(query_id, flags, 1 if question else 0, 0, 0, 0))
+        self._buf += question
+        self._counts = [0, 0, 0]
+        self._limit = limit - reserve
+        self.flags = flags
+        self.truncated = False
+        self._qname_lower = qname_lower
+        # Compression targets: lowercased name suffix -> offset (RFC 1035 4.1.4).
+        self._ptrs: dict[bytes, int] = {}
+        if question:
+            self._remember(qname_lower, 12)
+
+    def _remember(self, name_lower: bytes, offset: int) -> None:
+        ptrs = self._ptrs
+        pos = 0
+        while name_lower[pos] != 0 and offset + pos < 0x4000:
+            suffix = name_lower[pos:]
+            if suffix in ptrs:
+                return
+            ptrs[suffix] = offset + pos
+            pos += name_lower[pos] + 1
+
+    def _name(self, name: bytes, compress: bool = True) -> None:
+        """Append a name, compressed against everything written before."""
+        buf = self._buf
+        if not compress:
+            buf += name
+            return
+        lower = name.lower()
+        ptrs = self._ptrs
+        pos = 0
+        start = len(buf)
+        while lower[pos] != 0:
+            target = ptrs.get(lower[pos:])
+            if target is not None:
+                buf += name[:pos]
+                buf += _U16.pack(0xC000 | target)
+                self._remember_prefix(lower, pos, start)
+                return
+            pos += lower[pos] + 1
+        buf += name
+        self._remember(lower, start)
+
+    def _remember_prefix(self, lower: bytes, stop: int, offset: int) -> None:
+        """Record the suffixes of a partly compressed name that precede the pointer."""
+        ptrs = self._ptrs
+        pos = 0
+        while pos < stop and offset + pos < 0x4000:
+            suffix = lower[pos:]
+            if suffix not in ptrs:
+                ptrs[suffix] = offset + pos
+            pos += lower[pos] + 1
+
+    def _rdata(self, rtype: int, rdata: bytes) -> None:
+        """Append rdlength+rdata, compressing names only for RFC 1035 types (RFC 3597 4)."""
+        buf = self._buf
+        if rtype not in rrtypes.COMPRESSIBLE:
+            buf += _U16.pack(len(rdata))
+            buf += rdata
+            return
+        len_at = len(buf)
+        buf += b"\x00\x00"
+        pos = 0
+        for field in rrtypes.NAME_LAYOUT[rtype]:
+            if field == "N":
+                end = pos
+                while rdata[end] != 0:
+                    end += rdata[end] + 1
+                end += 1
+                self._name(rdata[pos:end])
+                pos = end
+            else:
+                buf += rdata[pos:pos + field]  # type: ignore[operator]
+                pos += field  # type: ignore[operator]
+        buf += rdata[pos:]
+        _U16.pack_into(buf, len_at, len(buf) - len_at - 2)
+
+    def add_rrsets(self, section: int, rrsets: Sequence[RRsetOut], required: bool) -> bool:
+        """Append whole RRsets to section 0/1/2 (answer/authority/additional).
+
+        Returns False when one did not fit: the partial RRset is rolled back,
+        and TC is set when the RRset was *required* (RFC 2181 9: missing
+        additional data does not make a response truncated).
+        """
+        buf = self._buf
+        for owner, rtype, records in rrsets:
+            mark = len(buf)
+            saved_ptrs = len(self._ptrs)
+            for ttl, rdata in records:
+                if owner == self._qname_lower:
+                    buf += b"\xc0\x0c"
+                else:
+                    self._name(owner)
+                buf += _U16.pack(rtype)
+                buf += b"\x00\x01"
+                buf += ttl.to_bytes(4, "big")
+                self._rdata(rtype, rdata)
+            if len(buf) > self._limit:
+                del buf[mark:]
+                if len(self._ptrs) != saved_ptrs:
+                    self._ptrs = {k: v for k, v in self._ptrs.items() if v < mark}
+                if required:
+                    self.truncated = True
+                    self.flags |= TC
+                return False
+            self._counts[section] += len(records)
+        return True
+
+    def add_raw_additional(self, rr_wire: bytes) -> None:
+        """Append a pre-encoded record (OPT, TSIG) past the limit check."""
+        self._buf += rr_wire
+        self._counts[2] += 1
+
+    def finish(self, rcode: int) -> bytes:
+        """Patch flags and counts into the header and return the message."""
+        buf = self._buf
+        _U16.pack_into(buf, 2, (self.flags & ~0xF) | (rcode & 0xF))
+        struct.pack_into("!HHH", buf, 6, *self._counts)
+        return bytes(buf)
+
+
+def error_response(data: bytes, rcode: int, query: Query | None = None,
+                   opt: bytes | None = None) -> bytes | None:
+    """A bare response with *rcode*, echoing the question when it parsed.
+
+    Returns None when the message is too short to carry an ID.
+    """
+    if len(data) < 12:
+        return None
+    msg_id, flags = struct.unpack_from("!HH", data)
+    out_flags = QR | (flags & (0x7800 | RD | CD))
+    question = query.question if query is not None and query.question else b""
+    writer = ResponseWriter(msg_id, out_flags, question, query.qname_lower if question and query else b"")
+    if opt is not None:
+        writer.add_raw_additional(opt)
+    return writer.finish(rcode)

@@ -1,0 +1,248 @@
+"""The lookup rules of RFC 1034 4.3.2 and later RFCs, one behaviour per test."""
+
+from __future__ import annotations
+
+import dns.flags
+import dns.rcode
+import pytest
+from zonetools import ask, responder_for, rrs, zone_from_text
+
+from secondns.responder import Responder
+
+ZONE = """
+$TTL 3600
+@       IN SOA ns1 hostmaster 2024010101 7200 900 1209600 300
+        IN NS  ns1
+        IN NS  ns2.example.net.
+        IN MX  10 mail
+ns1     IN A   192.0.2.1
+mail    IN A   192.0.2.2
+        IN AAAA 2001:db8::2
+www     IN A   192.0.2.3
+        IN A   192.0.2.4
+alias   IN CNAME www
+chain1  IN CNAME chain2
+chain2  IN CNAME www
+loop1   IN CNAME loop2
+loop2   IN CNAME loop1
+dangling IN CNAME nothere
+out     IN CNAME www.example.org.
+a.b.c   IN TXT "deep"
+*.wild  IN A   192.0.2.10
+*.wild  IN TXT "wild"
+*.cwild IN CNAME www
+sub     IN NS  ns.sub
+        IN NS  ns.elsewhere.net.
+        IN DS  12345 8 2 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+ns.sub  IN A   192.0.2.20
+dn      IN DNAME target.example.org.
+indn    IN DNAME www.example.com.
+_sip._tcp IN SRV 0 5 5060 mail
+unk     IN TYPE65280 \\# 4 0a0b0c0d
+"""
+
+
+@pytest.fixture(scope="module")
+def responder() -> Responder:
+    return responder_for(zone_from_text(ZONE, "example.com."))
+
+
+def test_positive_answer_is_authoritative(responder: Responder) -> None:
+    r = ask(responder, "www.example.com.")
+    assert r.rcode() == dns.rcode.NOERROR
+    assert r.flags & dns.flags.AA
+    assert not r.flags & dns.flags.RA
+    assert rrs(r.answer) == ["www.example.com. 3600 IN A 192.0.2.3", "www.example.com. 3600 IN A 192.0.2.4"]
+    assert r.authority == []
+
+
+def test_rrset_order_is_kept(responder: Responder) -> None:
+    r = ask(responder, "www.example.com.")
+    assert [rd.to_text() for rd in r.answer[0]] == ["192.0.2.3", "192.0.2.4"]
+
+
+def test_nxdomain_has_soa_with_negative_ttl(responder: Responder) -> None:
+    r = ask(responder, "nope.example.com.")
+    assert r.rcode() == dns.rcode.NXDOMAIN
+    assert r.flags & dns.flags.AA
+    assert len(r.authority) == 1
+    soa = r.authority[0]
+    assert soa.rdtype == dns.rdatatype.SOA
+    assert soa.ttl == 300  # RFC 2308: min(SOA TTL 3600, MINIMUM 300)
+
+
+def test_nodata_has_soa(responder: Responder) -> None:
+    r = ask(responder, "www.example.com.", "AAAA")
+    assert r.rcode() == dns.rcode.NOERROR
+    assert r.answer == []
+    assert r.authority[0].rdtype == dns.rdatatype.SOA
+
+
+def test_empty_non_terminal_is_nodata(responder: Responder) -> None:
+    for name in ("b.c.example.com.", "c.example.com."):
+        r = ask(responder, name)
+        assert r.rcode() == dns.rcode.NOERROR, name
+        assert r.answer == []
+
+
+def test_name_below_leaf_is_nxdomain(responder: Responder) -> None:
+    assert ask(responder, "x.www.example.com.").rcode() == dns.rcode.NXDOMAIN
+
+
+def test_cname_chain_followed(responder: Responder) -> None:
+    r = ask(responder, "chain1.example.com.")
+    types = [(rr.name.to_text(), dns.rdatatype.to_text(rr.rdtype)) for rr in r.answer]
+    assert types == [("chain1.example.com.", "CNAME"), ("chain2.example.com.", "CNAME"),
+                     ("www.example.com.", "A")]
+
+
+def test_cname_loop_terminates(responder: Responder) -> None:
+    r = ask(responder, "loop1.example.com.")
+    assert r.rcode() == dns.rcode.NOERROR
+    assert len(r.answer) == 2
+
+
+def test_cname_to_missing_name_is_nxdomain(responder: Responder) -> None:
+    r = ask(responder, "dangling.example.com.")
+    assert r.rcode() == dns.rcode.NXDOMAIN  # RFC 6604: rcode of the last name
+    assert r.answer[0].rdtype == dns.rdatatype.CNAME
+
+
+def test_cname_out_of_zone_stops(responder: Responder) -> None:
+    r = ask(responder, "out.example.com.")
+    assert rrs(r.answer) == ["out.example.com. 3600 IN CNAME www.example.org."]
+
+
+def test_cname_query_returns_cname_only(responder: Responder) -> None:
+    r = ask(responder, "alias.example.com.", "CNAME")
+    assert rrs(r.answer) == ["alias.example.com. 3600 IN CNAME www.example.com."]
+
+
+def test_wildcard_synthesis(responder: Responder) -> None:
+    r = ask(responder, "anything.wild.example.com.")
+    assert rrs(r.answer) == ["anything.wild.example.com. 3600 IN A 192.0.2.10"]
+    assert r.flags & dns.flags.AA
+
+
+def test_wildcard_nodata(responder: Responder) -> None:
+    r = ask(responder, "x.wild.example.com.", "MX")
+    assert r.rcode() == dns.rcode.NOERROR and r.answer == []
+
+
+def test_wildcard_not_used_below_existing_name(responder: Responder) -> None:
+    # RFC 4592 2.2.1: closest encloser is a.b.c (exists), no *.a.b.c: NXDOMAIN
+    assert ask(responder, "x.a.b.c.example.com.").rcode() == dns.rcode.NXDOMAIN
+
+
+def test_wildcard_multiple_labels(responder: Responder) -> None:
+    r = ask(responder, "a.b.wild.example.com.", "TXT")
+    assert rrs(r.answer) == ['a.b.wild.example.com. 3600 IN TXT "wild"']
+
+
+def test_wildcard_cname_is_followed(responder: Responder) -> None:
+    r = ask(responder, "q.cwild.example.com.")
+    assert [rr.rdtype for rr in r.answer] == [dns.rdatatype.CNAME, dns.rdatatype.A]
+    assert r.answer[0].name.to_text() == "q.cwild.example.com."
+
+
+def test_referral_below_cut(responder: Responder) -> None:
+    r = ask(responder, "host.sub.example.com.")
+    assert r.rcode() == dns.rcode.NOERROR
+    assert not r.flags & dns.flags.AA
+    assert r.answer == []
+    assert rrs(r.authority) == ["sub.example.com. 3600 IN NS ns.elsewhere.net.",
+                                "sub.example.com. 3600 IN NS ns.sub.example.com."]
+    assert rrs(r.additional) == ["ns.sub.example.com. 3600 IN A 192.0.2.20"]
+
+
+def test_referral_at_cut(responder: Responder) -> None:
+    r = ask(responder, "sub.example.com.", "NS")
+    assert not r.flags & dns.flags.AA and r.answer == []
+    assert r.authority[0].rdtype == dns.rdatatype.NS
+
+
+def test_ds_at_cut_answered_from_parent(responder: Responder) -> None:
+    r = ask(responder, "sub.example.com.", "DS")
+    assert r.flags & dns.flags.AA
+    assert r.answer[0].rdtype == dns.rdatatype.DS
+
+
+def test_glue_is_not_authoritative_data(responder: Responder) -> None:
+    r = ask(responder, "ns.sub.example.com.")
+    assert not r.flags & dns.flags.AA
+    assert r.authority[0].rdtype == dns.rdatatype.NS
+
+
+def test_dname_synthesis(responder: Responder) -> None:
+    r = ask(responder, "x.y.dn.example.com.")
+    assert rrs(r.answer) == ["dn.example.com. 3600 IN DNAME target.example.org.",
+                             "x.y.dn.example.com. 3600 IN CNAME x.y.target.example.org."]
+
+
+def test_dname_owner_itself_is_not_redirected(responder: Responder) -> None:
+    r = ask(responder, "dn.example.com.", "DNAME")
+    assert rrs(r.answer) == ["dn.example.com. 3600 IN DNAME target.example.org."]
+
+
+def test_dname_into_zone_is_followed(responder: Responder) -> None:
+    r = ask(responder, "a.indn.example.com.")
+    assert [rr.rdtype for rr in r.answer] == [dns.rdatatype.DNAME, dns.rdatatype.CNAME]
+    assert r.rcode() == dns.rcode.NXDOMAIN  # a.www.example.com does not exist
+
+
+def test_dname_too_long_is_yxdomain() -> None:
+    label = "a" * 63
+    long_target = f"{label}.{label}.{label}.example.org."
+    zone = zone_from_text(ZONE + f"long IN DNAME {long_target}\n", "example.com.")
+    qname = f"{'b' * 50}.{'c' * 20}.long.example.com."
+    assert ask(responder_for(zone), qname).rcode() == dns.rcode.YXDOMAIN
+
+
+def test_mx_target_address_in_additional(responder: Responder) -> None:
+    r = ask(responder, "example.com.", "MX")
+    assert rrs(r.additional) == ["mail.example.com. 3600 IN A 192.0.2.2",
+                                 "mail.example.com. 3600 IN AAAA 2001:db8::2"]
+
+
+def test_srv_target_address_in_additional(responder: Responder) -> None:
+    r = ask(responder, "_sip._tcp.example.com.", "SRV")
+    assert "mail.example.com. 3600 IN A 192.0.2.2" in rrs(r.additional)
+
+
+def test_ns_at_apex_has_glue(responder: Responder) -> None:
+    r = ask(responder, "example.com.", "NS")
+    assert r.flags & dns.flags.AA
+    assert rrs(r.additional) == ["ns1.example.com. 3600 IN A 192.0.2.1"]
+
+
+def test_unknown_type_served_byte_for_byte(responder: Responder) -> None:
+    r = ask(responder, "unk.example.com.", "TYPE65280")
+    assert r.answer[0][0].to_wire() == bytes.fromhex("0a0b0c0d")
+
+
+def test_any_over_udp_is_minimal(responder: Responder) -> None:
+    r = ask(responder, "mail.example.com.", "ANY")
+    assert len(r.answer) == 1  # RFC 8482 4.2
+
+
+def test_any_over_tcp_is_complete(responder: Responder) -> None:
+    r = ask(responder, "mail.example.com.", "ANY", tcp=True)
+    assert sorted(dns.rdatatype.to_text(rr.rdtype) for rr in r.answer) == ["A", "AAAA"]
+
+
+def test_name_outside_zones_refused(responder: Responder) -> None:
+    r = ask(responder, "www.example.org.")
+    assert r.rcode() == dns.rcode.REFUSED
+    assert not r.flags & dns.flags.AA
+
+
+def test_qname_case_preserved_and_matched(responder: Responder) -> None:
+    r = ask(responder, "WwW.ExAmPlE.cOm.")
+    assert r.question[0].name.to_text() == "WwW.ExAmPlE.cOm."
+    assert len(r.answer[0]) == 2
+
+
+def test_case_variants_get_their_own_cached_question(responder: Responder) -> None:
+    ask(responder, "www.example.com.")
+    r = ask(responder, "WWW.EXAMPLE.COM.")
+    assert r.question[0].name.to_text() == "WWW.EXAMPLE.COM."

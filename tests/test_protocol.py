@@ -1,0 +1,258 @@
+"""Message-level rules: malformed input, EDNS, truncation, opcodes, CHAOS."""
+
+from __future__ import annotations
+
+import struct
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.opcode
+import dns.rcode
+import dns.rdatatype
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from zonetools import ask, responder_for, zone_from_text
+
+from secondns.responder import TCP, UDP, Responder, ServeSettings
+
+BIG = "\n".join(f'big IN TXT "{"x" * 200} {i}"' for i in range(20))
+ZONE = f"""
+$TTL 3600
+@       IN SOA ns1 hostmaster 1 7200 900 1209600 300
+        IN NS  ns1
+ns1     IN A   192.0.2.1
+www     IN A   192.0.2.3
+{BIG}
+"""
+
+
+@pytest.fixture(scope="module")
+def responder() -> Responder:
+    return responder_for(zone_from_text(ZONE, "example.com."),
+                         settings=ServeSettings(identity="ns2.example.net", version="secondns test"))
+
+
+def raw(responder: Responder, data: bytes, tcp: bool = False) -> bytes | None:
+    return responder.respond(data, TCP if tcp else UDP, ("127.0.0.1", 1))
+
+
+def query_wire(qname: str = "www.example.com.", qtype: str = "A", **kw: object) -> bytes:
+    return dns.message.make_query(qname, qtype, **kw).to_wire()  # type: ignore[arg-type]
+
+
+def test_short_message_dropped(responder: Responder) -> None:
+    assert raw(responder, b"\x12\x34\x00") is None
+
+
+def test_response_message_not_answered(responder: Responder) -> None:
+    wire = bytearray(query_wire())
+    wire[2] |= 0x80
+    assert raw(responder, bytes(wire)) is None
+
+
+def test_two_questions_formerr(responder: Responder) -> None:
+    wire = bytearray(query_wire())
+    struct.pack_into("!H", wire, 4, 2)
+    resp = dns.message.from_wire(raw(responder, bytes(wire)) or b"", question_only=True)
+    assert resp.rcode() == dns.rcode.FORMERR
+
+
+def test_no_question_formerr(responder: Responder) -> None:
+    wire = struct.pack("!HHHHHH", 7, 0, 0, 0, 0, 0)
+    resp = raw(responder, wire)
+    assert resp is not None and resp[:2] == b"\x00\x07" and resp[3] & 0xF == dns.rcode.FORMERR
+
+
+def test_truncated_question_formerr(responder: Responder) -> None:
+    wire = query_wire()[:-3]
+    resp = raw(responder, wire)
+    assert resp is not None and resp[3] & 0xF == dns.rcode.FORMERR
+
+
+def test_trailing_garbage_formerr(responder: Responder) -> None:
+    resp = raw(responder, query_wire() + b"\x00\x01")
+    assert resp is not None and resp[3] & 0xF == dns.rcode.FORMERR
+
+
+def test_two_opt_records_formerr(responder: Responder) -> None:
+    wire = bytearray(query_wire(use_edns=0))
+    opt = wire[-11:]
+    struct.pack_into("!H", wire, 10, 2)
+    resp = raw(responder, bytes(wire + opt))
+    assert resp is not None and resp[3] & 0xF == dns.rcode.FORMERR
+
+
+def test_edns_version_1_badvers(responder: Responder) -> None:
+    msg = dns.message.make_query("www.example.com.", "A", use_edns=1)
+    resp = dns.message.from_wire(raw(responder, msg.to_wire()) or b"")
+    assert resp.rcode() == dns.rcode.BADVERS
+    assert resp.edns == 0
+    assert resp.answer == []
+
+
+def test_opt_echoed_with_our_payload(responder: Responder) -> None:
+    r = ask(responder, "www.example.com.", edns=0, payload=4096)
+    assert r.edns == 0
+    assert r.payload == 1232
+
+
+def test_do_bit_echoed(responder: Responder) -> None:
+    r = ask(responder, "www.example.com.", edns=0, do=True)
+    assert r.ednsflags & dns.flags.DO
+
+
+def test_unknown_edns_option_ignored(responder: Responder) -> None:
+    msg = dns.message.make_query("www.example.com.", "A", use_edns=0,
+                                 options=[dns.edns.GenericOption(65001, b"abc")])
+    resp = dns.message.from_wire(raw(responder, msg.to_wire()) or b"")
+    assert resp.rcode() == dns.rcode.NOERROR and resp.answer
+    assert all(o.otype != 65001 for o in resp.options)
+
+
+def test_nsid_returned_when_asked(responder: Responder) -> None:
+    r = ask(responder, "www.example.com.", edns=0, nsid=True)
+    nsid = [o for o in r.options if o.otype == dns.edns.NSID]
+    assert nsid and nsid[0].to_wire() == b"ns2.example.net"
+
+
+def test_nsid_not_returned_unasked(responder: Responder) -> None:
+    r = ask(responder, "www.example.com.", edns=0)
+    assert not r.options
+
+
+def test_no_edns_means_512_and_tc(responder: Responder) -> None:
+    wire = raw(responder, query_wire("big.example.com.", "TXT"))
+    assert wire is not None and len(wire) <= 512
+    r = dns.message.from_wire(wire)
+    assert r.flags & dns.flags.TC
+    assert r.question[0].name.to_text() == "big.example.com."
+
+
+def test_edns_payload_honoured(responder: Responder) -> None:
+    small = raw(responder, query_wire("big.example.com.", "TXT", use_edns=0, payload=1232))
+    assert small is not None and len(small) <= 1232
+    assert dns.message.from_wire(small).flags & dns.flags.TC
+
+
+def test_tcp_not_truncated(responder: Responder) -> None:
+    r = ask(responder, "big.example.com.", "TXT", tcp=True)
+    assert not r.flags & dns.flags.TC
+    assert len(r.answer[0]) == 20
+
+
+def test_truncation_keeps_whole_rrsets() -> None:
+    zone = zone_from_text(ZONE + "big IN MX 10 ns1\n", "example.com.")
+    resp = responder_for(zone)
+    wire = resp.respond(query_wire("big.example.com.", "ANY"), UDP, ("127.0.0.1", 1))
+    assert wire is not None
+    r = dns.message.from_wire(wire)
+    for rrset in r.answer:
+        if rrset.rdtype == dns.rdatatype.TXT:
+            assert len(rrset) == 20
+
+
+def test_opcode_update_notimp(responder: Responder) -> None:
+    msg = dns.message.make_query("www.example.com.", "A")
+    msg.set_opcode(dns.opcode.UPDATE)
+    resp = raw(responder, msg.to_wire())
+    assert resp is not None and resp[3] & 0xF == dns.rcode.NOTIMP
+
+
+def test_notify_without_transfers_notimp(responder: Responder) -> None:
+    msg = dns.message.make_query("example.com.", "SOA")
+    msg.set_opcode(dns.opcode.NOTIFY)
+    resp = raw(responder, msg.to_wire())
+    assert resp is not None and resp[3] & 0xF == dns.rcode.NOTIMP
+
+
+def test_axfr_refused(responder: Responder) -> None:
+    r = ask(responder, "example.com.", "AXFR", tcp=True)
+    assert r.rcode() == dns.rcode.REFUSED
+
+
+def test_chaos_identity(responder: Responder) -> None:
+    for name in ("id.server.", "hostname.bind."):
+        r = ask(responder, name, "TXT", rdclass="CH")
+        assert r.answer[0][0].strings == (b"ns2.example.net",)
+
+
+def test_chaos_version_configured(responder: Responder) -> None:
+    r = ask(responder, "version.bind.", "TXT", rdclass="CH")
+    assert r.answer[0][0].strings == (b"secondns test",)
+
+
+def test_chaos_version_refused_by_default() -> None:
+    resp = responder_for(zone_from_text(ZONE, "example.com."))
+    assert ask(resp, "version.bind.", "TXT", rdclass="CH").rcode() == dns.rcode.REFUSED
+
+
+def test_chaos_other_names_refused(responder: Responder) -> None:
+    assert ask(responder, "www.example.com.", "TXT", rdclass="CH").rcode() == dns.rcode.REFUSED
+
+
+def test_rd_and_cd_copied_ra_never_set(responder: Responder) -> None:
+    msg = dns.message.make_query("www.example.com.", "A")
+    msg.flags |= dns.flags.RD | dns.flags.CD
+    r = dns.message.from_wire(raw(responder, msg.to_wire()) or b"")
+    assert r.flags & dns.flags.RD and r.flags & dns.flags.CD
+    assert not r.flags & dns.flags.RA
+
+
+def test_response_id_matches(responder: Responder) -> None:
+    msg = dns.message.make_query("www.example.com.", "A")
+    msg.id = 0xBEEF
+    for _ in range(2):  # second time from the answer cache
+        resp = raw(responder, msg.to_wire())
+        assert resp is not None and resp[:2] == b"\xbe\xef"
+
+
+def test_servfail_for_zone_without_data() -> None:
+    resp = responder_for()
+    resp.registry.add(b"\x07example\x03com\x00")
+    assert ask(resp, "www.example.com.").rcode() == dns.rcode.SERVFAIL
+
+
+def test_swap_invalidates_cached_answers() -> None:
+    resp = responder_for(zone_from_text(ZONE, "example.com."))
+    assert ask(resp, "www.example.com.").answer[0][0].to_text() == "192.0.2.3"
+    newer = zone_from_text(ZONE.replace("192.0.2.3", "192.0.2.99"), "example.com.")
+    resp.registry.swap(newer.origin, newer)
+    assert ask(resp, "www.example.com.").answer[0][0].to_text() == "192.0.2.99"
+
+
+def test_expired_zone_servfail_then_recovers() -> None:
+    zone = zone_from_text(ZONE, "example.com.")
+    resp = responder_for(zone)
+    assert ask(resp, "www.example.com.").rcode() == dns.rcode.NOERROR
+    resp.registry.set_expired(zone.origin, True)
+    assert ask(resp, "www.example.com.").rcode() == dns.rcode.SERVFAIL
+    resp.registry.set_expired(zone.origin, False)
+    assert ask(resp, "www.example.com.").rcode() == dns.rcode.NOERROR
+
+
+_VALID = [query_wire(), query_wire("nope.example.com.", "MX", use_edns=0, want_dnssec=True),
+          query_wire("big.example.com.", "TXT"), query_wire("example.com.", "ANY", use_edns=0)]
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(
+    st.binary(max_size=300),
+    st.tuples(st.sampled_from(_VALID), st.integers(0, 80), st.binary(min_size=1, max_size=4))
+      .map(lambda t: t[0][:t[1]] + t[2] + t[0][t[1] + len(t[2]):]),
+    st.tuples(st.sampled_from(_VALID), st.integers(0, 80)).map(lambda t: t[0][:t[1]]),
+))
+def test_random_and_mutated_packets_never_raise(responder: Responder, data: bytes) -> None:
+    for transport in (UDP, TCP):
+        resp = responder.respond(data, transport, ("127.0.0.1", 1))
+        if len(data) < 12 or data[2] & 0x80:
+            assert resp is None
+            continue
+        assert resp is not None
+        assert resp[:2] == data[:2]
+        assert resp[2] & 0x80  # QR
+        parsed = dns.message.from_wire(resp, question_only=True)
+        assert parsed.id == int.from_bytes(data[:2], "big")
+        # Every response dnspython can fully parse (well-formed output).
+        dns.message.from_wire(resp)
