@@ -39,3 +39,7 @@ class TransferError(SecondnsError):
 
 class StorageError(SecondnsError):
     """A zone copy on disk is missing, corrupt or could not be written."""
+
+
+class ResponseMismatch(TransferError):
+    """A reply whose ID does not match our query: possibly spoofed (RFC 5452), so ignored."""
