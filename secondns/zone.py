@@ -196,7 +196,10 @@ class ZoneBuilder:
     def add(self, owner: bytes, rtype: int, ttl: int, rdata: bytes) -> bool:
         """Add one record; False (and counted) when it lies outside the zone."""
         owner = owner.lower()
-        if not is_subdomain(owner, self.origin):
+        pending = self._pending
+        cur = pending.get(owner)
+        # Only a new owner needs the label walk of is_subdomain (the AXFR hot loop).
+        if cur is None and not is_subdomain(owner, self.origin):
             self.ignored += 1
             return False
         if rtype == rrtypes.SOA:
@@ -211,8 +214,6 @@ class ZoneBuilder:
         elif rtype == rrtypes.DNAME:
             self._dnames.add(owner)
         rec = _REC_HDR.pack(rtype, ttl, len(rdata)) + rdata
-        pending = self._pending
-        cur = pending.get(owner)
         if cur is None:
             pending[owner] = rec
         elif type(cur) is bytes:
