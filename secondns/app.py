@@ -1,28 +1,73 @@
-"""Assembles a running server from a Config: registry, listeners, zone loading.
+"""Assembles a running server from a Config: registry, listeners, refreshers, storage.
 
 The one place that knows every part; each part only knows its own inputs.
+Start order matters: zones are loaded from disk before the listeners open,
+so the first query is already answered from the last good copy.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from typing import Any
 
-from .config import Config
-from .errors import StorageError, ZoneError
+from twisted.internet import defer, threads
+
+from . import rrtypes, storage
+from .config import Config, Endpoint, ZoneConfig, load_config
+from .errors import ConfigError, StorageError, ZoneError
+from .httpapi import StatusSite
+from .metrics import SecondnsCollector, build_registry
+from .refresh import Refresher, TransferClient, ZoneStatus
 from .registry import Registry
 from .responder import Responder, ServeSettings
 from .server import TCPFactory, UDPServer
 from .stats import ServingStats
-from . import storage
+from .storage import CopyMeta
+from .transfer import TwistedTransferClient
+from .wire import FORMERR, NOERROR, NOTAUTH, REFUSED, Query
+from .zone import Zone
 
 log = logging.getLogger("secondns")
 
 
-class Application:
-    """Owns the registry, the responder and the listening ports."""
+class DiskStore:
+    """refresh.ZoneStore on the storage directory; writes run in a worker thread.
 
-    def __init__(self, config: Config, reactor: Any) -> None:
+    Saves of one zone are serialised, so an older copy can never land after
+    a newer one, and ``drain`` lets shutdown wait for the write in progress.
+    """
+
+    def __init__(self, directory: Any) -> None:
+        self.directory = directory
+        self._locks: dict[str, defer.DeferredLock] = {}
+        self._pending: set[defer.Deferred[Any]] = set()
+
+    def save_zone(self, zc: ZoneConfig, zone: Zone, meta: CopyMeta) -> defer.Deferred[Any]:
+        lock = self._locks.setdefault(zc.name, defer.DeferredLock())
+        d: defer.Deferred[Any] = lock.run(threads.deferToThread, storage.save_zone, self.directory,
+                                          zc.name, zone, meta)
+        self._pending.add(d)
+
+        def done(result: Any) -> Any:
+            self._pending.discard(d)
+            return result
+
+        d.addBoth(done)
+        return d
+
+    def save_meta(self, zc: ZoneConfig, meta: CopyMeta) -> None:
+        storage.save_meta(self.directory, zc.name, meta)
+
+    def drain(self) -> defer.Deferred[Any]:
+        """Fires when every write in progress has finished (for graceful shutdown)."""
+        return defer.DeferredList(list(self._pending), consumeErrors=True)
+
+
+class Application:
+    """Owns the registry, the responder, the refreshers and the listening ports."""
+
+    def __init__(self, config: Config, reactor: Any, client: TransferClient | None = None) -> None:
         self.config = config
         self.reactor = reactor
         self.registry = Registry()
@@ -31,29 +76,129 @@ class Application:
         self.responder = Responder(self.registry, ServeSettings(
             udp_max_payload=srv.udp_max_payload, identity=srv.identity, version=srv.version),
             self.stats)
+        self.responder.notify_handler = self.on_notify
+        self.client = client or TwistedTransferClient(reactor)
+        self.store = DiskStore(srv.storage)
+        self.refreshers: dict[bytes, Refresher] = {}
+        self.notifies_unknown_zone = 0
         self.ports: list[Any] = []
 
-    def load_zones(self) -> None:
-        """Serve every configured zone from its copy on disk, when there is one.
+    # -- zones
+
+    def load_zone(self, zc: ZoneConfig) -> CopyMeta | None:
+        """Serve a zone from its copy on disk, when there is a good one.
 
         A zone without a usable copy stays in the registry with no snapshot,
         so its names get SERVFAIL (not REFUSED) until a transfer fills it.
         """
-        directory = self.config.server.storage
-        for zc in self.config.zones.values():
-            self.registry.add(zc.origin)
-            try:
-                loaded = storage.load_zone(directory, zc.name, zc.origin)
-            except (StorageError, ZoneError) as exc:
-                log.error("zone %s: copy on disk not served: %s", zc.name, exc)
-                continue
-            if loaded is None:
-                log.warning("zone %s: no copy on disk yet; SERVFAIL until transferred", zc.name)
-                continue
-            zone, _meta = loaded
-            self.registry.swap(zc.origin, zone)
-            log.info("zone %s: serving serial %d from disk (%d records)", zc.name, zone.serial,
-                     zone.record_count)
+        self.registry.add(zc.origin)
+        try:
+            loaded = storage.load_zone(self.config.server.storage, zc.name, zc.origin)
+        except (StorageError, ZoneError, OSError) as exc:
+            log.error("zone %s: copy on disk not served, will transfer afresh: %s", zc.name, exc)
+            return None
+        if loaded is None:
+            log.warning("zone %s: no copy on disk yet; SERVFAIL until the first transfer", zc.name)
+            return None
+        zone, meta = loaded
+        self.registry.swap(zc.origin, zone)
+        log.info("zone %s: serving serial %d from disk (%d records)", zc.name, zone.serial,
+                 zone.record_count)
+        return meta
+
+    def start_zone(self, zc: ZoneConfig) -> None:
+        """Load from disk and start the zone's refresh machine."""
+        meta = self.load_zone(zc)
+        refresher = Refresher(zc, self.registry, self.client, self.store, self.reactor)
+        self.refreshers[zc.origin] = refresher
+        refresher.start(meta)
+
+    def stop_zone(self, origin: bytes) -> None:
+        """Stop a zone's timers and stop serving it."""
+        refresher = self.refreshers.pop(origin, None)
+        if refresher is not None:
+            refresher.stop()
+        self.registry.remove(origin)
+
+    # -- NOTIFY (RFC 1996)
+
+    def on_notify(self, query: Query, addr: tuple[str, int]) -> int:
+        """Accept a NOTIFY from the zone's primaries or allow-notify sources only."""
+        refresher = self.refreshers.get(query.qname_lower)
+        if refresher is None:
+            self.notifies_unknown_zone += 1
+            log.warning("NOTIFY from %s for %s: not a zone we serve", addr[0], query.qname.decode(
+                "ascii", "replace"))
+            return NOTAUTH
+        zc = refresher.zc
+        if query.qtype != rrtypes.SOA:
+            return FORMERR
+        source = _source_primary(zc, addr[0])
+        if source is None and not _in_acl(zc, addr[0]):
+            refresher.status.notifies["refused"] += 1
+            log.warning("zone %s: NOTIFY from %s refused: not a primary or allow-notify source",
+                        zc.name, addr[0])
+            return REFUSED
+        refresher.status.notifies["accepted"] += 1
+        log.info("zone %s: NOTIFY from %s accepted", zc.name, addr[0])
+        refresher.notify(source)
+        return NOERROR
+
+    # -- operations
+
+    def zone_statuses(self) -> list[ZoneStatus]:
+        """Status of every configured zone, in configuration order."""
+        return [r.status for r in self.refreshers.values()]
+
+    def control(self, action: str, zone: str | None) -> tuple[int, str]:
+        """Control actions from the HTTP listener (secondns refresh/retransfer/reload)."""
+        if action == "reload":
+            return self.reload()
+        if action not in ("refresh", "retransfer"):
+            return 404, f"unknown action {action!r}"
+        if not zone:
+            return 400, f"{action} needs a zone name"
+        name = zone.lower().rstrip(".") + "."
+        refresher = next((r for r in self.refreshers.values() if r.zc.name == name), None)
+        if refresher is None:
+            return 404, f"zone {name} is not configured"
+        if refresher.zc.static:
+            return 409, f"zone {name} has no primaries"
+        if action == "refresh":
+            refresher.refresh_now()
+            return 202, f"zone {name}: SOA check started"
+        refresher.retransfer()
+        return 202, f"zone {name}: full transfer (AXFR) started"
+
+    def reload(self) -> tuple[int, str]:
+        """Re-read the configuration; an invalid one is rejected and the old one kept running."""
+        try:
+            new = load_config(self.config.path)
+        except ConfigError as exc:
+            log.error("reload rejected, old configuration still in force:\n%s", exc)
+            return 400, f"reload rejected: {exc}"
+        old_zones = {zc.origin: zc for zc in self.config.zones.values()}
+        new_zones = {zc.origin: zc for zc in new.zones.values()}
+        if new.server != self.config.server:
+            log.warning("reload: changes under `server:` take effect only after a restart")
+        removed = [o for o in old_zones if o not in new_zones]
+        added = [zc for o, zc in new_zones.items() if o not in old_zones]
+        changed = [zc for o, zc in new_zones.items() if o in old_zones and old_zones[o] != zc]
+        for origin in removed:
+            log.info("reload: zone %s removed", old_zones[origin].name)
+            self.stop_zone(origin)
+        for zc in changed:
+            log.info("reload: zone %s reconfigured (applies from its next check)", zc.name)
+            self.refreshers[zc.origin].reconfigure(zc)
+        for zc in added:
+            log.info("reload: zone %s added", zc.name)
+            self.start_zone(zc)
+        self.config = Config(new.path, self.config.server, new.keys, new.zones)
+        message = f"reloaded: {len(added)} added, {len(removed)} removed, {len(changed)} changed"
+        log.info("%s", message)
+        return 200, message
+
+    # -- network
 
     def listen(self) -> None:
         """Bind UDP and TCP on every configured address."""
@@ -65,8 +210,57 @@ class Application:
             tcp = self.reactor.listenTCP(ep.port, factory, interface=ep.host, backlog=128)
             self.ports += [udp, tcp]
             log.info("listening on %s (UDP and TCP)", ep)
+        if srv.http is not None:
+            collector = SecondnsCollector(self.stats, self.zone_statuses, self._gauges,
+                                          lambda: self.notifies_unknown_zone)
+            site = StatusSite(build_registry(collector), self.zone_statuses, self,
+                              lambda: self.config.server.control_token)
+            self.ports.append(self.reactor.listenTCP(srv.http.port, site.site, interface=srv.http.host))
+            log.info("HTTP (metrics, status, control) on %s", srv.http)
+
+    def _gauges(self) -> dict[str, float]:
+        return {"secondns_answer_cache_entries": float(sum(len(c) for c in self.responder.caches))}
 
     def start(self) -> None:
         """Load zones, then listen: queries are never answered from an empty registry."""
-        self.load_zones()
+        for zc in self.config.zones.values():
+            self.start_zone(zc)
         self.listen()
+        self.reactor.addSystemEventTrigger("before", "shutdown", self.shutdown)
+
+    def shutdown(self) -> defer.Deferred[Any]:
+        """Stop timers and listeners, then wait for the disk write in progress."""
+        for origin in list(self.refreshers):
+            self.refreshers[origin].stop()
+        for port in self.ports:
+            port.stopListening()
+        log.info("shutting down")
+        return self.store.drain()
+
+
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The source address, with IPv4-mapped IPv6 (dual-stack sockets) unmapped."""
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
+def _source_primary(zc: ZoneConfig, host: str) -> Endpoint | None:
+    src = _address(host)
+    if src is None:
+        return None
+    for primary in zc.primaries:
+        if ipaddress.ip_address(primary.host) == src:
+            return primary
+    return None
+
+
+def _in_acl(zc: ZoneConfig, host: str) -> bool:
+    src = _address(host)
+    if src is None:
+        return False
+    return any(src in net for net in zc.allow_notify)

@@ -1,0 +1,168 @@
+"""Prometheus metrics, built at scrape time from state the server already holds.
+
+The query path only bumps plain integers (``stats.ServingStats``) and each
+zone's ``Refresher`` keeps its ``ZoneStatus``; this collector turns both into
+metric families when Prometheus scrapes, as NSD and Knot render their
+statistics.  Zone labels come only from configured zones, so a query for a
+random name can never create a new time series.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+)
+from prometheus_client.registry import Collector
+
+from . import __version__
+from .refresh import TRANSFER_BUCKETS, ZoneStatus
+from .stats import LATENCY_BUCKETS, ServingStats
+
+RCODE_NAMES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED",
+               6: "YXDOMAIN", 7: "YXRRSET", 8: "NXRRSET", 9: "NOTAUTH", 10: "NOTZONE", 16: "BADVERS"}
+
+
+def _bucket_pairs(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str, float]]:
+    """Cumulative (le, count) pairs as HistogramMetricFamily wants them."""
+    out = []
+    total = 0
+    for bound, count in zip(bounds, counts, strict=False):
+        total += count
+        out.append((repr(float(bound)), float(total)))
+    total += counts[-1]
+    out.append(("+Inf", float(total)))
+    return out
+
+
+class SecondnsCollector(Collector):
+    """Yields every secondns family from live objects on each scrape."""
+
+    def __init__(self, stats: ServingStats, zones: Callable[[], Iterable[ZoneStatus]],
+                 extra: Callable[[], dict[str, float]] | None = None,
+                 unknown_notifies: Callable[[], int] | None = None) -> None:
+        self.stats = stats
+        self.zones = zones
+        self.extra = extra
+        self.unknown_notifies = unknown_notifies
+
+    def collect(self) -> Iterator[Any]:
+        yield from self._serving()
+        yield from self._zones(list(self.zones()))
+        info = InfoMetricFamily("secondns_build", "secondns version running.")
+        info.add_metric([], {"version": __version__})
+        yield info
+
+    def _serving(self) -> Iterator[Any]:
+        st = self.stats
+        queries = CounterMetricFamily("secondns_queries", "DNS requests received.", labels=["transport"])
+        queries.add_metric(["udp"], st.udp_queries)
+        queries.add_metric(["tcp"], st.tcp_queries)
+        yield queries
+        responses = CounterMetricFamily("secondns_responses", "DNS responses sent, by rcode.",
+                                        labels=["rcode"])
+        for code, count in enumerate(st.rcodes):
+            if count or code in (0, 2, 3, 5):
+                responses.add_metric([RCODE_NAMES.get(code, str(code))], count)
+        yield responses
+        yield CounterMetricFamily("secondns_responses_truncated", "UDP responses sent with TC=1.",
+                                  value=st.truncated)
+        yield CounterMetricFamily("secondns_requests_dropped",
+                                  "Messages not answered (shorter than a header, or responses).",
+                                  value=st.dropped)
+        yield CounterMetricFamily("secondns_tcp_connections", "TCP connections accepted.",
+                                  value=st.tcp_connections)
+        latency = HistogramMetricFamily(
+            "secondns_query_duration_seconds",
+            "Processing time of one query in every 256 (sampled; excludes kernel and queueing time).")
+        latency.add_metric([], _bucket_pairs(LATENCY_BUCKETS, st.latency_buckets), st.latency_sum)
+        yield latency
+        if self.extra is not None:
+            for name, value in self.extra().items():
+                yield GaugeMetricFamily(name, name.replace("_", " "), value=value)
+
+    def _zones(self, zones: list[ZoneStatus]) -> Iterator[Any]:
+        def gauge(name: str, doc: str, labels: tuple[str, ...] = ("zone",)) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, doc, labels=list(labels))
+
+        serial = gauge("secondns_zone_serial", "SOA serial of the zone as served.")
+        primary_serial = gauge("secondns_zone_primary_serial",
+                               "SOA serial the last check saw at each primary.", ("zone", "primary"))
+        loaded = gauge("secondns_zone_loaded", "1 when the zone has data to serve.")
+        expired = gauge("secondns_zone_expired", "1 when the zone expired and answers SERVFAIL.")
+        records = gauge("secondns_zone_records", "Records in the served zone.")
+        success = gauge("secondns_zone_last_refresh_success_timestamp_seconds",
+                        "When a primary last confirmed our serial or a transfer finished.")
+        attempt = gauge("secondns_zone_last_refresh_attempt_timestamp_seconds",
+                        "When the last SOA check started.")
+        expiry = gauge("secondns_zone_expiry_timestamp_seconds",
+                       "When the zone expires unless a check succeeds first.")
+        nxt = gauge("secondns_zone_next_refresh_timestamp_seconds", "When the next SOA check is due.")
+        refresh = gauge("secondns_zone_refresh_seconds", "REFRESH interval in force (clamped SOA value).")
+        retry = gauge("secondns_zone_retry_seconds", "RETRY interval in force (clamped SOA value).")
+        expire = gauge("secondns_zone_expire_seconds", "EXPIRE interval in force (clamped SOA value).")
+        up = gauge("secondns_primary_up", "1 when the last SOA check reached the primary.",
+                   ("zone", "primary"))
+        transfers = CounterMetricFamily("secondns_transfers", "Zone transfers, by type and result.",
+                                        labels=["zone", "type", "result"])
+        tbytes = CounterMetricFamily("secondns_transfer_bytes", "Bytes received in zone transfers.",
+                                     labels=["zone"])
+        checks = CounterMetricFamily("secondns_soa_checks", "SOA checks, by primary and result.",
+                                     labels=["zone", "primary", "result"])
+        notifies = CounterMetricFamily("secondns_notifies", "NOTIFY messages received, by result.",
+                                       labels=["zone", "result"])
+        durations = HistogramMetricFamily("secondns_transfer_duration_seconds",
+                                          "Duration of zone transfers.", labels=["type"])
+        by_kind: dict[str, tuple[list[int], float]] = {}
+        for z in zones:
+            name = z.name
+            loaded.add_metric([name], 1.0 if z.loaded else 0.0)
+            expired.add_metric([name], 1.0 if z.expired else 0.0)
+            records.add_metric([name], z.records)
+            if z.serial is not None:
+                serial.add_metric([name], z.serial)
+            for value, fam in ((z.last_success, success), (z.last_attempt, attempt),
+                               (z.expire_at, expiry), (z.next_refresh, nxt), (z.refresh, refresh),
+                               (z.retry, retry), (z.expire, expire)):
+                if value is not None:
+                    fam.add_metric([name], value)
+            for primary, ps in z.primaries.items():
+                if ps.serial is not None:
+                    primary_serial.add_metric([name, primary], ps.serial)
+                if ps.up is not None:
+                    up.add_metric([name, primary], 1.0 if ps.up else 0.0)
+                for result, count in ps.checks.items():
+                    checks.add_metric([name, primary, result], count)
+            for kind in ("axfr", "ixfr"):
+                for result in ("success", "failure"):
+                    transfers.add_metric([name, kind, result], z.transfers.get((kind, result), 0))
+            tbytes.add_metric([name], z.transfer_bytes)
+            for result, count in z.notifies.items():
+                notifies.add_metric([name, result], count)
+            for kind, buckets in z.transfer_buckets.items():
+                acc, total = by_kind.get(kind, ([0] * len(buckets), 0.0))
+                by_kind[kind] = ([a + b for a, b in zip(acc, buckets, strict=True)],
+                                 total + z.transfer_seconds.get(kind, 0.0))
+        if self.unknown_notifies is not None:
+            # The zone label stays bounded: NOTIFYs for zones we do not serve share zone="".
+            notifies.add_metric(["", "unknown_zone"], self.unknown_notifies())
+        for kind in ("axfr", "ixfr"):
+            buckets, total = by_kind.get(kind, ([0] * (len(TRANSFER_BUCKETS) + 1), 0.0))
+            durations.add_metric([kind], _bucket_pairs(TRANSFER_BUCKETS, buckets), total)
+        yield from (serial, primary_serial, loaded, expired, records, success, attempt, expiry, nxt,
+                    refresh, retry, expire, up, transfers, tbytes, checks, notifies, durations)
+
+
+def build_registry(collector: SecondnsCollector) -> CollectorRegistry:
+    """A registry of our own (never the global one), with process and platform collectors."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    return registry

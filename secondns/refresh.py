@@ -1,0 +1,530 @@
+"""Per-zone refresh state machine: SOA checks, transfers, retry, expiry (RFC 1034 4.3.5).
+
+Like NSD's xfrd and Knot's zone events, each zone has one small machine
+whose phase changes in one method (``_enter``), and whose timers are plain
+arithmetic (``Timers``).  The machine does no I/O itself: it asks a
+``TransferClient`` for SOA probes and transfers (Deferreds), tells the
+``Registry`` when the served data changes, and a ``ZoneStore`` to persist.
+A ``task.Clock`` and fake clients drive it in tests without sleeping.
+
+Timeline of a zone::
+
+    start --> CHECKING --(primary newer)--> TRANSFERRING --ok--> IDLE (refresh timer)
+                 |  \\--(same serial)-----------------------------^
+                 |                                 \\--fail--> IDLE (retry timer)
+                 \\--(every primary failed)--> IDLE (retry timer)
+    no success for EXPIRE seconds --> expired (SERVFAIL) until a check succeeds
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .config import Endpoint, ZoneConfig
+from .errors import SecondnsError, StorageError
+from .registry import Registry
+from .serial import serial_gt, serial_lt
+from .storage import CopyMeta
+from .xfrin import SoaProbeResult
+from .zone import SOA, Zone
+
+log = logging.getLogger("secondns.refresh")
+
+IDLE = "idle"
+CHECKING = "checking"
+TRANSFERRING = "transferring"
+STOPPED = "stopped"
+
+# Transfer duration histogram bounds (seconds), for the metrics collector.
+TRANSFER_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+# Used before a zone has an SOA of its own (never transferred).
+BOOTSTRAP_RETRY = 10.0
+
+
+@dataclass(frozen=True)
+class Timers:
+    """REFRESH, RETRY and EXPIRE of a zone after the configured clamps."""
+
+    refresh: float
+    retry: float
+    expire: float
+
+    @classmethod
+    def for_zone(cls, soa: SOA | None, zc: ZoneConfig) -> Timers:
+        """Clamp the SOA's timers to the zone's configured bounds."""
+        if soa is None:
+            return cls(zc.refresh_min, min(max(BOOTSTRAP_RETRY, zc.retry_min), zc.retry_max),
+                       float(zc.expire_max))
+        return cls(_clamp(soa.refresh, zc.refresh_min, zc.refresh_max),
+                   _clamp(soa.retry, zc.retry_min, zc.retry_max),
+                   _clamp(soa.expire, zc.expire_min, zc.expire_max))
+
+
+def _clamp(value: int, low: int, high: int) -> float:
+    return float(min(max(value, low), high))
+
+
+def jittered(seconds: float, rand: Callable[[], float]) -> float:
+    """Retry a little early, by up to 20%, so many zones do not retry in lockstep."""
+    return seconds * (0.8 + 0.2 * rand())
+
+
+@dataclass
+class PrimaryStatus:
+    """What the last SOA check learnt about one primary."""
+
+    serial: int | None = None
+    up: bool | None = None
+    last_check: float | None = None
+    error: str | None = None
+    checks: dict[str, int] = field(default_factory=lambda: {"success": 0, "failure": 0})
+
+
+@dataclass
+class TransferRecord:
+    """One finished (or failed) transfer, for status and logs."""
+
+    kind: str
+    result: str
+    primary: str
+    started: float
+    duration: float
+    records: int = 0
+    bytes: int = 0
+    serial: int | None = None
+    error: str | None = None
+
+
+@dataclass
+class ZoneStatus:
+    """Everything operators and metrics see of a zone; written only by its Refresher."""
+
+    name: str
+    static: bool
+    phase: str = IDLE
+    serial: int | None = None
+    records: int = 0
+    loaded: bool = False
+    expired: bool = False
+    last_success: float | None = None
+    last_attempt: float | None = None
+    next_refresh: float | None = None
+    expire_at: float | None = None
+    refresh: float | None = None
+    retry: float | None = None
+    expire: float | None = None
+    primaries: dict[str, PrimaryStatus] = field(default_factory=dict)
+    last_transfer: TransferRecord | None = None
+    last_error: str | None = None
+    transfers: dict[tuple[str, str], int] = field(default_factory=dict)
+    transfer_bytes: int = 0
+    # Per transfer type: histogram bucket counts (TRANSFER_BUCKETS, then +Inf) and sum of seconds.
+    transfer_buckets: dict[str, list[int]] = field(default_factory=dict)
+    transfer_seconds: dict[str, float] = field(default_factory=dict)
+    notifies: dict[str, int] = field(default_factory=lambda: {"accepted": 0, "refused": 0})
+
+    @property
+    def state(self) -> str:
+        """fresh, stale (last check failed or behind a primary), expired, or loading."""
+        if self.expired:
+            return "expired"
+        if not self.loaded:
+            return "loading"
+        if self.static:
+            return "fresh"
+        behind = any(p.serial is not None and self.serial is not None and serial_gt(p.serial, self.serial)
+                     for p in self.primaries.values())
+        failing = self.last_error is not None and (
+            self.last_success is None or (self.last_attempt or 0) > self.last_success)
+        return "stale" if behind or failing else "fresh"
+
+
+@dataclass(frozen=True)
+class TransferOutcome:
+    """A validated zone from a primary, not yet served."""
+
+    zone: Zone
+    kind: str
+    bytes: int
+    messages: int
+    records: int
+    expire: int | None = None
+    ignored: int = 0
+
+
+class TransferClient(Protocol):
+    """The I/O the machine needs; transfer.py implements it with Twisted."""
+
+    def soa_query(self, primary: Endpoint, zc: ZoneConfig) -> Any:
+        """Deferred firing with a SoaProbeResult, or failing with a reason."""
+
+    def transfer(self, primary: Endpoint, zc: ZoneConfig, current: Zone | None, kind: str) -> Any:
+        """Deferred firing with a TransferOutcome, or failing with a reason."""
+
+
+class ZoneStore(Protocol):
+    """Persistence the machine needs; storage-backed in the app, in memory in tests."""
+
+    def save_zone(self, zc: ZoneConfig, zone: Zone, meta: CopyMeta) -> Any:
+        """Deferred (or None) firing once the copy is durable."""
+
+    def save_meta(self, zc: ZoneConfig, meta: CopyMeta) -> None:
+        """Persist timestamps only."""
+
+
+class Refresher:
+    """The state machine of one secondary zone."""
+
+    def __init__(self, zc: ZoneConfig, registry: Registry, client: TransferClient, store: ZoneStore,
+                 clock: Any, rand: Callable[[], float] = random.random,
+                 wallclock: Callable[[], float] = time.time) -> None:
+        self.zc = zc
+        self.registry = registry
+        self.client = client
+        self.store = store
+        self.clock = clock
+        self.rand = rand
+        self.wallclock = wallclock
+        self.status = ZoneStatus(zc.name, zc.static)
+        for primary in zc.primaries:
+            self.status.primaries[str(primary)] = PrimaryStatus()
+        self._timer: Any = None
+        self._expire_timer: Any = None
+        self._pending_check = False
+        self._force_axfr = False
+        self._prefer: Endpoint | None = None
+
+    # -- time: the clock is reactor time (seconds); status shows wall time.
+
+    def _now(self) -> float:
+        return float(self.clock.seconds())
+
+    def _wall(self, at: float) -> float:
+        """Convert a reactor time to UNIX time for status and on-disk metadata."""
+        return self.wallclock() + (at - self._now())
+
+    def _from_wall(self, unix: float) -> float:
+        return self._now() + (unix - self.wallclock())
+
+    @property
+    def zone(self) -> Zone | None:
+        """The snapshot currently served."""
+        entry = self.registry.get(self.zc.origin)
+        return entry.snapshot if entry is not None else None
+
+    def timers(self) -> Timers:
+        """The clamped timers of the zone as served now."""
+        zone = self.zone
+        return Timers.for_zone(zone.soa if zone is not None else None, self.zc)
+
+    # -- lifecycle
+
+    def start(self, meta: CopyMeta | None) -> None:
+        """Begin: restore the expiry clock from disk metadata, then check at once."""
+        zone = self.zone
+        st = self.status
+        if zone is not None:
+            self._mark_loaded(zone)
+        if self.zc.static:
+            st.expire_at = None
+            return
+        timers = self.timers()
+        if zone is not None and meta is not None and meta.last_refresh is not None:
+            # The expiry clock continues across restarts (issue: timers survive restarts).
+            st.last_success = meta.last_refresh
+            expire_at = meta.expire_at if meta.expire_at is not None else meta.last_refresh + timers.expire
+            st.expire_at = expire_at
+            if expire_at <= self.wallclock():
+                self._set_expired(True, "copy on disk is older than EXPIRE")
+            else:
+                self._arm_expiry()
+        elif zone is not None:
+            # A hand-placed zone file with no metadata: its age is unknown, count from now.
+            st.expire_at = self.wallclock() + timers.expire
+            self._arm_expiry()
+        self._schedule(0.0)
+
+    def stop(self) -> None:
+        """Cancel timers; an in-flight check or transfer is ignored when it returns."""
+        self._enter(STOPPED)
+        for timer in (self._timer, self._expire_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._timer = self._expire_timer = None
+
+    def reconfigure(self, zc: ZoneConfig) -> None:
+        """New primaries, key or limits from a reload; used from the next check on."""
+        self.zc = zc
+        self.status.static = zc.static
+        keep = {str(p) for p in zc.primaries}
+        for name in list(self.status.primaries):
+            if name not in keep:
+                del self.status.primaries[name]
+        for primary in zc.primaries:
+            self.status.primaries.setdefault(str(primary), PrimaryStatus())
+
+    # -- external triggers
+
+    def notify(self, source: Endpoint | None) -> None:
+        """RFC 1996 3.11: check now; during a check or transfer, check once more afterwards."""
+        if self.zc.static or self.status.phase == STOPPED:
+            return
+        if source is not None:
+            self._prefer = source
+        if self.status.phase == IDLE:
+            self._schedule(0.0)
+        else:
+            self._pending_check = True
+
+    def refresh_now(self) -> None:
+        """Operator asked for an SOA check now."""
+        self.notify(None)
+
+    def retransfer(self) -> None:
+        """Operator asked for a full AXFR now, whatever the serials say."""
+        self._force_axfr = True
+        self.notify(None)
+
+    # -- the machine
+
+    def _enter(self, phase: str) -> None:
+        """The only place the phase changes, so every change is logged the same way."""
+        if self.status.phase != phase:
+            log.debug("zone %s: %s -> %s", self.zc.name, self.status.phase, phase)
+            self.status.phase = phase
+
+    def _schedule(self, delay: float) -> None:
+        if self.status.phase == STOPPED:
+            return
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = self.clock.callLater(delay, self._check)
+        self.status.next_refresh = self._wall(self._now() + delay)
+
+    def _check(self) -> None:
+        self._timer = None
+        if self.status.phase != IDLE:
+            return
+        self._enter(CHECKING)
+        self.status.last_attempt = self.wallclock()
+        self._pending_check = False
+        self.status.next_refresh = None
+        order = list(self.zc.primaries)
+        if self._prefer in order:
+            order.remove(self._prefer)
+            order.insert(0, self._prefer)
+        self._prefer = None
+        self._probe(order, [])
+
+    def _probe(self, remaining: list[Endpoint], errors: list[str]) -> None:
+        if self.status.phase == STOPPED:
+            return
+        if not remaining:
+            self._failed("; ".join(errors) or "no primaries configured")
+            return
+        primary = remaining[0]
+        d = self.client.soa_query(primary, self.zc)
+        d.addCallbacks(self._probed, self._probe_failed, callbackArgs=(primary, remaining[1:], errors),
+                       errbackArgs=(primary, remaining[1:], errors))
+
+    def _probe_failed(self, failure: Any, primary: Endpoint, rest: list[Endpoint],
+                      errors: list[str]) -> None:
+        reason = _reason(failure)
+        self._primary_result(primary, None, reason)
+        log.warning("zone %s: SOA check of %s failed: %s", self.zc.name, primary, reason)
+        self._probe(rest, [*errors, f"{primary}: {reason}"])
+
+    def _probed(self, result: SoaProbeResult, primary: Endpoint, rest: list[Endpoint],
+                errors: list[str]) -> None:
+        if self.status.phase == STOPPED:
+            return
+        if result.serial is None:
+            from .xfrin import rcode_text
+
+            reason = f"answered {rcode_text(result.rcode)}"
+            self._primary_result(primary, None, reason)
+            log.warning("zone %s: SOA check of %s failed: %s", self.zc.name, primary, reason)
+            self._probe(rest, [*errors, f"{primary}: {reason}"])
+            return
+        self._primary_result(primary, result.serial, None)
+        zone = self.zone
+        force = self._force_axfr
+        if zone is None or force or serial_gt(result.serial, zone.serial):
+            kind = "axfr" if (zone is None or force or self.zc.transfer == "axfr") else "ixfr"
+            self._force_axfr = False
+            self._transfer(primary, [primary, *[p for p in rest]], kind, [], result.expire)
+            return
+        if serial_lt(result.serial, zone.serial):
+            # Never go back to an older serial (RFC 1982 comparison).
+            log.warning("zone %s: primary %s has serial %d, older than ours (%d); keeping ours",
+                        self.zc.name, primary, result.serial, zone.serial)
+        self._succeeded(primary, result.expire)
+
+    def _primary_result(self, primary: Endpoint, serial: int | None, error: str | None) -> None:
+        ps = self.status.primaries.setdefault(str(primary), PrimaryStatus())
+        ps.last_check = self.wallclock()
+        ps.up = error is None
+        ps.error = error
+        if serial is not None:
+            ps.serial = serial
+        ps.checks["success" if error is None else "failure"] += 1
+
+    def _transfer(self, primary: Endpoint, candidates: list[Endpoint], kind: str, errors: list[str],
+                  expire: int | None) -> None:
+        self._enter(TRANSFERRING)
+        started = self.clock.seconds()
+        log.info("zone %s: %s from %s started", self.zc.name, kind.upper(), primary)
+        d = self.client.transfer(primary, self.zc, self.zone, kind)
+        d.addCallbacks(self._transferred, self._transfer_failed,
+                       callbackArgs=(primary, kind, started, expire),
+                       errbackArgs=(primary, candidates, kind, started, errors, expire))
+
+    def _transfer_failed(self, failure: Any, primary: Endpoint, candidates: list[Endpoint], kind: str,
+                         started: float, errors: list[str], expire: int | None) -> None:
+        if self.status.phase == STOPPED:
+            return
+        reason = _reason(failure)
+        self._record_transfer(TransferRecord(kind, "failure", str(primary), self._wall(started),
+                                             self.clock.seconds() - started, error=reason))
+        log.error("zone %s: %s from %s failed: %s", self.zc.name, kind.upper(), primary, reason)
+        errors = [*errors, f"{kind.upper()} from {primary}: {reason}"]
+        rest = candidates[1:]
+        if rest:
+            self._transfer(rest[0], rest, kind, errors, expire)
+            return
+        self._failed("; ".join(errors))
+
+    def _transferred(self, outcome: TransferOutcome, primary: Endpoint, kind: str, started: float,
+                     expire: int | None) -> None:
+        if self.status.phase == STOPPED:
+            return
+        zone = outcome.zone
+        current = self.zone
+        duration = self.clock.seconds() - started
+        if current is not None and not serial_gt(zone.serial, current.serial) and kind != "axfr":
+            # Up to date after all (IXFR answered with our own SOA).
+            self._succeeded(primary, outcome.expire if outcome.expire is not None else expire)
+            return
+        self.registry.swap(self.zc.origin, zone)
+        self._mark_loaded(zone)
+        self._record_transfer(TransferRecord(outcome.kind, "success", str(primary), self._wall(started),
+                                             duration, outcome.records, outcome.bytes, zone.serial))
+        log.info("zone %s: %s from %s finished: serial %d, %d records, %d bytes, %.2f s",
+                 self.zc.name, outcome.kind.upper(), primary, zone.serial, zone.record_count,
+                 outcome.bytes, duration)
+        self._succeeded(primary, outcome.expire if outcome.expire is not None else expire, saved=zone)
+
+    def _record_transfer(self, rec: TransferRecord) -> None:
+        st = self.status
+        st.last_transfer = rec
+        key = (rec.kind, rec.result)
+        st.transfers[key] = st.transfers.get(key, 0) + 1
+        st.transfer_bytes += rec.bytes
+        st.transfer_seconds[rec.kind] = st.transfer_seconds.get(rec.kind, 0.0) + rec.duration
+        buckets = st.transfer_buckets.setdefault(rec.kind, [0] * (len(TRANSFER_BUCKETS) + 1))
+        for i, bound in enumerate(TRANSFER_BUCKETS):
+            if rec.duration <= bound:
+                buckets[i] += 1
+                break
+        else:
+            buckets[-1] += 1
+        if rec.result == "failure":
+            st.last_error = rec.error
+
+    def _succeeded(self, primary: Endpoint, expire_option: int | None, saved: Zone | None = None) -> None:
+        """A primary vouched for our serial: reset the expiry clock, wait REFRESH."""
+        st = self.status
+        timers = self.timers()
+        now_wall = self.wallclock()
+        st.last_success = now_wall
+        st.last_error = None
+        # RFC 7314 4: a primary that is itself a secondary passes on its remaining expiry.
+        expire = timers.expire if expire_option is None else min(float(expire_option), timers.expire)
+        st.expire_at = now_wall + expire
+        self._set_expired(False, None)
+        self._arm_expiry()
+        meta = CopyMeta(serial=self.zone.serial if self.zone else 0, last_refresh=now_wall,
+                        expire_at=st.expire_at, primary=str(primary), saved=now_wall)
+        self._persist(saved, meta)
+        self._enter(IDLE)
+        self._schedule(0.0 if self._pending_check else timers.refresh)
+
+    def _failed(self, reason: str) -> None:
+        """Every primary failed: retry at RETRY (jittered); expiry keeps counting."""
+        st = self.status
+        st.last_error = reason
+        self._enter(IDLE)
+        timers = self.timers()
+        log.warning("zone %s: refresh failed, retrying in %.0f s: %s", self.zc.name, timers.retry, reason)
+        self._schedule(0.0 if self._pending_check else jittered(timers.retry, self.rand))
+
+    def _persist(self, zone: Zone | None, meta: CopyMeta) -> None:
+        try:
+            if zone is not None:
+                d = self.store.save_zone(self.zc, zone, meta)
+                if d is not None:
+                    d.addErrback(self._save_failed)
+            else:
+                self.store.save_meta(self.zc, meta)
+        except (StorageError, OSError) as exc:
+            self._save_failed(exc)
+
+    def _save_failed(self, failure: Any) -> None:
+        reason = _reason(failure)
+        self.status.last_error = f"saving the zone copy failed: {reason}"
+        log.error("zone %s: saving the copy on disk failed (still served from memory): %s",
+                  self.zc.name, reason)
+
+    def _mark_loaded(self, zone: Zone) -> None:
+        st = self.status
+        st.loaded = True
+        st.serial = zone.serial
+        st.records = zone.record_count
+        timers = Timers.for_zone(zone.soa, self.zc)
+        st.refresh, st.retry, st.expire = timers.refresh, timers.retry, timers.expire
+
+    # -- expiry
+
+    def _arm_expiry(self) -> None:
+        if self._expire_timer is not None and self._expire_timer.active():
+            self._expire_timer.cancel()
+        self._expire_timer = None
+        st = self.status
+        if st.expire_at is None or st.phase == STOPPED:
+            return
+        delay = max(0.0, st.expire_at - self.wallclock())
+        self._expire_timer = self.clock.callLater(delay, self._expire_due)
+
+    def _expire_due(self) -> None:
+        self._expire_timer = None
+        st = self.status
+        if st.expire_at is not None and self.wallclock() >= st.expire_at - 0.001:
+            self._set_expired(True, "no successful check for EXPIRE seconds")
+        else:
+            self._arm_expiry()
+
+    def _set_expired(self, expired: bool, why: str | None) -> None:
+        st = self.status
+        if st.expired == expired:
+            return
+        st.expired = expired
+        if self.registry.get(self.zc.origin) is not None:
+            self.registry.set_expired(self.zc.origin, expired)
+        if expired:
+            log.error("zone %s: expired, answering SERVFAIL: %s", self.zc.name, why)
+        else:
+            log.info("zone %s: no longer expired", self.zc.name)
+
+
+def _reason(failure: Any) -> str:
+    """A one-line reason from a Failure or exception, never a traceback."""
+    exc = getattr(failure, "value", failure)
+    if isinstance(exc, SecondnsError):
+        return str(exc)
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0] if text else type(exc).__name__
