@@ -12,7 +12,7 @@ from __future__ import annotations
 from . import rrtypes
 from .names import MAX_NAME, WILDCARD_LABEL, ancestors, is_subdomain, parent
 from .wire import NOERROR, NXDOMAIN, YXDOMAIN, RRsetOut
-from .zone import SOA, Zone, decode_node
+from .zone import SOA, Zone, blob_has_type, decode_node
 
 MAX_CHAIN = 16  # CNAME/DNAME hops followed inside one zone before giving up
 
@@ -41,24 +41,30 @@ def find_cut(zone: Zone, qname: bytes, qtype: int) -> tuple[bytes, bool] | None:
 
     Returns (owner, is_dname).  A DS query at a cut is answered from the
     parent side (RFC 4035 3.1.4.1), so the cut at *qname* itself is skipped.
+    Zones without delegations or DNAMEs skip the walk entirely.
     """
-    cuts = zone.cuts
-    dnames = zone.dnames
+    cuts = zone.n_cuts
+    dnames = zone.n_dnames
     for name in ancestors(qname, zone.origin):
-        if name in cuts:
+        blob = zone.get(name)
+        if blob is None:
+            return None  # nothing exists below a missing name
+        if not blob:
+            continue  # empty non-terminal
+        if cuts and blob_has_type(blob, rrtypes.NS):
             if name == qname and qtype == rrtypes.DS:
                 return None
             return name, False
-        if name in dnames and name != qname:
+        if dnames and name != qname and blob_has_type(blob, rrtypes.DNAME):
             return name, True
     return None
 
 
 def _under_cut(zone: Zone, name: bytes) -> bool:
     """True when *name* is at or below a delegation (occluded, i.e. glue)."""
-    if not zone.cuts:
+    if not zone.n_cuts:
         return False
-    return any(anc in zone.cuts for anc in ancestors(name, zone.origin))
+    return any(zone.has_type(anc, rrtypes.NS) for anc in ancestors(name, zone.origin))
 
 
 def answer_query(zone: Zone, qname: bytes, qtype: int, *, minimal_any: bool) -> Answer:
@@ -80,7 +86,7 @@ def answer_query(zone: Zone, qname: bytes, qtype: int, *, minimal_any: bool) -> 
 
 def _step(zone: Zone, ans: Answer, name: bytes, qtype: int, minimal_any: bool) -> bytes | None:
     """Resolve one name of a chain; return the next name to follow, if any."""
-    if zone.cuts or zone.dnames:
+    if zone.n_cuts or zone.n_dnames:
         hit = find_cut(zone, name, qtype)
         if hit is not None:
             owner, is_dname = hit

@@ -115,18 +115,49 @@ def node_types(blob: bytes) -> set[int]:
     return types
 
 
+_MISSING = object()
+
+
+def blob_has_type(blob: bytes, rtype: int) -> bool:
+    """True when a node blob holds a record of *rtype* (no rdata is sliced)."""
+    pos = 0
+    end = len(blob)
+    unpack = _REC_HDR.unpack_from
+    while pos < end:
+        rt, _ttl, rdlen = unpack(blob, pos)
+        if rt == rtype:
+            return True
+        pos += 8 + rdlen
+    return False
+
+
 class Zone:
-    """An immutable zone snapshot; see the module docstring for the layout."""
+    """An immutable zone snapshot; see the module docstring for the layout.
 
-    __slots__ = ("_names", "cuts", "dnames", "origin", "record_count", "soa")
+    A version made by ``apply`` (IXFR) shares its predecessor's ``base`` dicts
+    and keeps only what changed in ``delta`` dicts (None marks a deletion), so
+    applying a change costs the size of the change, not of the zone.  Once the
+    delta grows past a fraction of the base it is folded in (``folded``).
+    ``children`` counts the direct children of every interior name: it is how
+    a deletion knows whether a name that lost its last record must stay as an
+    empty non-terminal.
+    """
 
-    def __init__(self, origin: bytes, names: dict[bytes, bytes], soa: SOA,
-                 cuts: frozenset[bytes], dnames: frozenset[bytes], record_count: int) -> None:
+    __slots__ = ("_children", "_child_delta", "_delta", "_names", "n_cuts", "n_dnames", "origin",
+                 "record_count", "soa")
+
+    def __init__(self, origin: bytes, names: dict[bytes, bytes], soa: SOA, n_cuts: int, n_dnames: int,
+                 record_count: int, children: dict[bytes, int],
+                 delta: dict[bytes, bytes | None] | None = None,
+                 child_delta: dict[bytes, int] | None = None) -> None:
         self.origin = origin
         self._names = names
+        self._delta = delta
+        self._children = children
+        self._child_delta = child_delta
         self.soa = soa
-        self.cuts = cuts
-        self.dnames = dnames
+        self.n_cuts = n_cuts
+        self.n_dnames = n_dnames
         self.record_count = record_count
 
     @property
@@ -134,29 +165,64 @@ class Zone:
         """The SOA serial of this version."""
         return self.soa.serial
 
+    @property
+    def delta_size(self) -> int:
+        """Names changed since the last fold (0 for a freshly built zone)."""
+        return len(self._delta) if self._delta else 0
+
     def get(self, name: bytes) -> bytes | None:
         """The node blob of a lowercased name; b"" for an empty non-terminal."""
+        delta = self._delta
+        if delta:
+            value = delta.get(name, _MISSING)
+            if value is not _MISSING:
+                return value  # type: ignore[return-value]
         return self._names.get(name)
 
     def __contains__(self, name: bytes) -> bool:
-        return name in self._names
+        return self.get(name) is not None
 
-    def __len__(self) -> int:
-        """Number of names, empty non-terminals included."""
-        return len(self._names)
+    def child_count(self, name: bytes) -> int:
+        """How many names lie directly below *name*."""
+        delta = self._child_delta
+        if delta and name in delta:
+            return delta[name]
+        return self._children.get(name, 0)
+
+    def has_type(self, name: bytes, rtype: int) -> bool:
+        """True when *name* owns an RRset of *rtype*."""
+        blob = self.get(name)
+        return bool(blob) and blob_has_type(blob, rtype)  # type: ignore[arg-type]
 
     def rrsets(self, name: bytes) -> RRsetMap | None:
         """Decoded RRsets at *name*, or None when the name does not exist."""
-        blob = self._names.get(name)
+        blob = self.get(name)
         if blob is None:
             return None
         return decode_node(blob)
 
-    def nodes(self) -> Iterator[tuple[bytes, bytes]]:
-        """(name, blob) pairs, apex first, otherwise in no particular order."""
-        yield self.origin, self._names[self.origin]
+    def _items(self) -> Iterator[tuple[bytes, bytes]]:
+        delta = self._delta
+        if not delta:
+            yield from self._names.items()
+            return
         for name, blob in self._names.items():
-            if name != self.origin and blob:
+            if name not in delta:
+                yield name, blob
+        for name, value in delta.items():
+            if value is not None:
+                yield name, value
+
+    def __len__(self) -> int:
+        """Number of names, empty non-terminals included."""
+        return sum(1 for _ in self._items())
+
+    def nodes(self) -> Iterator[tuple[bytes, bytes]]:
+        """(name, blob) pairs with records, apex first, otherwise in no particular order."""
+        origin = self.origin
+        yield origin, self.get(origin) or b""
+        for name, blob in self._items():
+            if name != origin and blob:
                 yield name, blob
 
     def records(self) -> Iterator[tuple[bytes, int, int, bytes]]:
@@ -172,6 +238,35 @@ class Zone:
                     continue
                 yield name, rtype, ttl, rdata
 
+    def folded(self) -> Zone:
+        """The same version with its delta merged into fresh base dicts (O(zone size))."""
+        if not self._delta and not self._child_delta:
+            return self
+        names = dict(self._names)
+        for name, value in (self._delta or {}).items():
+            if value is None:
+                names.pop(name, None)
+            else:
+                names[name] = value
+        children = dict(self._children)
+        for name, count in (self._child_delta or {}).items():
+            if count:
+                children[name] = count
+            else:
+                children.pop(name, None)
+        return Zone(self.origin, names, self.soa, self.n_cuts, self.n_dnames, self.record_count,
+                    children)
+
+    def derive(self, changes: dict[bytes, bytes | None], child_changes: dict[bytes, int], soa: SOA,
+               n_cuts: int, n_dnames: int, record_count: int) -> Zone:
+        """A new version sharing this one's base; used by ``diff.apply_ixfr``."""
+        delta = dict(self._delta) if self._delta else {}
+        delta.update(changes)
+        child_delta = dict(self._child_delta) if self._child_delta else {}
+        child_delta.update(child_changes)
+        return Zone(self.origin, self._names, soa, n_cuts, n_dnames, record_count, self._children,
+                    delta, child_delta)
+
     def __repr__(self) -> str:
         return f"<Zone {to_text(self.origin)} serial={self.serial} records={self.record_count}>"
 
@@ -184,6 +279,7 @@ class ZoneBuilder:
     """
 
     __slots__ = ("_cuts", "_dnames", "_pending", "_soa", "ignored", "origin")
+    # _cuts/_dnames are sets of owners: an RRset of several records counts once.
 
     def __init__(self, origin: bytes) -> None:
         self.origin = origin.lower()
@@ -240,9 +336,8 @@ class ZoneBuilder:
                 blob, n = _merge(cur)  # type: ignore[arg-type]
                 names[owner] = blob
                 count += n
-        _add_empty_non_terminals(names, self.origin)
-        zone = Zone(self.origin, names, self._soa, frozenset(self._cuts),
-                    frozenset(self._dnames), count)
+        children = _add_empty_non_terminals(names, self.origin)
+        zone = Zone(self.origin, names, self._soa, len(self._cuts), len(self._dnames), count, children)
         self._pending = {}
         return zone
 
@@ -262,15 +357,23 @@ def _merge(recs: list[bytes]) -> tuple[bytes, int]:
     return b"".join(ordered), len(ordered)
 
 
-def _add_empty_non_terminals(names: dict[bytes, bytes], origin: bytes) -> None:
-    """Insert every missing ancestor up to the origin with an empty blob."""
-    missing: list[bytes] = []
+def _add_empty_non_terminals(names: dict[bytes, bytes], origin: bytes) -> dict[bytes, int]:
+    """Insert every missing ancestor up to the origin with an empty blob.
+
+    Returns the direct-child count of every interior name, which IXFR needs
+    to tell an empty non-terminal from a name to delete (see Zone).
+    """
+    children: dict[bytes, int] = {}
+    ents: set[bytes] = set()
     for owner in names:
         name = owner
-        while name != origin and len(name) > len(origin):
-            name = parent(name)
-            if name in names:
-                break
-            missing.append(name)
-    for name in missing:
-        names.setdefault(name, b"")
+        while name != origin:
+            up = parent(name)
+            children[up] = children.get(up, 0) + 1
+            if up in names or up in ents:
+                break  # that name's own link upwards is counted on its own turn
+            ents.add(up)
+            name = up
+    for name in ents:
+        names[name] = b""
+    return children
