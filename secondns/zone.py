@@ -166,6 +166,11 @@ class Zone:
         return self.soa.serial
 
     @property
+    def base_size(self) -> int:
+        """Names in the shared base (cheap; the delta is not counted)."""
+        return len(self._names)
+
+    @property
     def delta_size(self) -> int:
         """Names changed since the last fold (0 for a freshly built zone)."""
         return len(self._delta) if self._delta else 0

@@ -1,0 +1,213 @@
+"""Applying incremental changes (IXFR, RFC 1995; journal replay) to a zone snapshot.
+
+A change is a sequence of version steps, each a set of deletions then a set
+of additions, exactly as an IXFR stream and the on-disk journal carry them.
+Everything is checked before anything is visible: a deletion of a record
+that is not there, a version gap or a missing SOA raises DiffError and the
+caller keeps the old snapshot (and falls back to AXFR).  Only the names the
+change touches are decoded and re-encoded; the result shares everything else
+with its predecessor (``Zone.derive``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from . import rrtypes
+from .errors import ZoneError
+from .names import is_subdomain, parent, to_text
+from .serial import serial_gt
+from .zone import SOA, RRsetMap, Zone, decode_node, encode_record
+
+Rec = tuple[bytes, int, int, bytes]
+"""(owner, type, ttl, rdata) with the owner in wire form."""
+
+# Fold the delta into the base once it holds this share of the zone's names.
+FOLD_FRACTION = 8
+FOLD_MINIMUM = 4096
+
+
+class DiffError(ZoneError):
+    """The change does not apply to this version; fall back to a full transfer."""
+
+
+@dataclass
+class VersionStep:
+    """One RFC 1995 difference sequence: from_serial -> to_serial."""
+
+    from_serial: int
+    to_serial: int
+    deleted: list[Rec] = field(default_factory=list)
+    added: list[Rec] = field(default_factory=list)
+
+
+def _rdata_key(rtype: int, rdata: bytes) -> bytes:
+    """Rdata compared as DNS compares it: names inside are case-insensitive (RFC 4343)."""
+    if rtype in rrtypes.NAME_LAYOUT:
+        return rdata.lower()
+    return rdata
+
+
+class _Work:
+    """Nodes touched by a change, decoded once, re-encoded once."""
+
+    def __init__(self, zone: Zone) -> None:
+        self.zone = zone
+        self.nodes: dict[bytes, RRsetMap] = {}
+        self.existed: dict[bytes, bool] = {}
+        self.records = zone.record_count
+
+    def node(self, name: bytes) -> RRsetMap:
+        got = self.nodes.get(name)
+        if got is None:
+            blob = self.zone.get(name)
+            self.existed[name] = bool(blob)
+            got = decode_node(blob) if blob else {}
+            self.nodes[name] = got
+        return got
+
+    def delete(self, owner: bytes, rtype: int, rdata: bytes) -> None:
+        node = self.node(owner)
+        records = node.get(rtype)
+        key = _rdata_key(rtype, rdata)
+        if records:
+            for i, (_ttl, have) in enumerate(records):
+                if _rdata_key(rtype, have) == key:
+                    del records[i]
+                    if not records:
+                        del node[rtype]
+                    self.records -= 1
+                    return
+        raise DiffError(f"deletion of a record that is not there: {to_text(owner)} "
+                        f"{rrtypes.type_name(rtype)}")
+
+    def add(self, owner: bytes, rtype: int, ttl: int, rdata: bytes) -> None:
+        node = self.node(owner)
+        records = node.setdefault(rtype, [])
+        key = _rdata_key(rtype, rdata)
+        for i, (_ttl, have) in enumerate(records):
+            if _rdata_key(rtype, have) == key:
+                records[i] = (ttl, rdata)  # RFC 1995 leaves this open: treat as a TTL change
+                return
+        records.append((ttl, rdata))
+        self.records += 1
+
+
+def apply_steps(zone: Zone, steps: Sequence[VersionStep]) -> Zone:
+    """The zone after every step, or DiffError (the zone itself is never modified)."""
+    if not steps:
+        return zone
+    origin = zone.origin
+    work = _Work(zone)
+    serial = zone.serial
+    for step in steps:
+        if step.from_serial != serial:
+            raise DiffError(f"version gap: the change starts at serial {step.from_serial}, "
+                            f"we have {serial}")
+        if not serial_gt(step.to_serial, step.from_serial):
+            raise DiffError(f"step {step.from_serial} -> {step.to_serial} does not move forward")
+        for owner, rtype, _ttl, rdata in step.deleted:
+            owner = owner.lower()
+            if rtype == rrtypes.SOA:
+                continue  # the SOA is replaced as a whole below
+            if not is_subdomain(owner, origin):
+                raise DiffError(f"deletion outside the zone: {to_text(owner)}")
+            work.delete(owner, rtype, rdata)
+        new_soa: SOA | None = None
+        for owner, rtype, ttl, rdata in step.added:
+            owner = owner.lower()
+            if not is_subdomain(owner, origin):
+                raise DiffError(f"addition outside the zone: {to_text(owner)}")
+            if rtype == rrtypes.SOA:
+                if owner != origin:
+                    raise DiffError(f"SOA added at {to_text(owner)}, not at the apex")
+                new_soa = SOA.from_rdata(ttl, rdata)
+                continue
+            work.add(owner, rtype, ttl, rdata)
+        if new_soa is None or new_soa.serial != step.to_serial:
+            raise DiffError(f"step to serial {step.to_serial} does not add that SOA")
+        work.node(origin)[rrtypes.SOA] = [(new_soa.ttl, new_soa.rdata)]
+        serial = step.to_serial
+    assert new_soa is not None
+    return _freeze(zone, work, new_soa)
+
+
+def _encode(node: RRsetMap) -> bytes:
+    return b"".join(encode_record(rtype, ttl, rdata) for rtype, recs in node.items()
+                    for ttl, rdata in recs)
+
+
+def _freeze(zone: Zone, work: _Work, soa: SOA) -> Zone:
+    """Turn touched nodes into delta entries, keeping empty non-terminals exact."""
+    origin = zone.origin
+    changes: dict[bytes, bytes | None] = {}
+    child_changes: dict[bytes, int] = {}
+    n_cuts, n_dnames = zone.n_cuts, zone.n_dnames
+
+    def children(name: bytes) -> int:
+        if name in child_changes:
+            return child_changes[name]
+        return zone.child_count(name)
+
+    def current(name: bytes) -> bytes | None:
+        if name in changes:
+            return changes[name]
+        return zone.get(name)
+
+    for name, node in work.nodes.items():
+        before = zone.get(name)
+        had_ns = bool(before) and name != origin and zone.has_type(name, rrtypes.NS)
+        had_dname = bool(before) and zone.has_type(name, rrtypes.DNAME)
+        has_ns = name != origin and rrtypes.NS in node
+        has_dname = rrtypes.DNAME in node
+        n_cuts += int(has_ns) - int(had_ns)
+        n_dnames += int(has_dname) - int(had_dname)
+        blob = _encode(node)
+        if blob:
+            # current(), not before: a new child processed earlier may have created
+            # this name as an empty non-terminal and linked it already.
+            if current(name) is None:
+                _link(name, origin, changes, child_changes, current, children)
+            changes[name] = blob
+        elif name == origin:
+            raise DiffError("the change empties the zone apex")
+        elif before is not None:
+            if children(name) > 0:
+                changes[name] = b""  # still an empty non-terminal
+            else:
+                _unlink(name, origin, changes, child_changes, current, children)
+    derived = zone.derive(changes, child_changes, soa, n_cuts, n_dnames, work.records)
+    if derived.delta_size >= max(FOLD_MINIMUM, zone.base_size // FOLD_FRACTION):
+        return derived.folded()
+    return derived
+
+
+
+
+def _link(name: bytes, origin: bytes, changes: dict[bytes, bytes | None],
+          child_changes: dict[bytes, int], get: Callable[[bytes], bytes | None],
+          count: Callable[[bytes], int]) -> None:
+    """A new name: count it under its parent, creating empty non-terminals as needed."""
+    while name != origin:
+        up = parent(name)
+        child_changes[up] = count(up) + 1
+        if get(up) is not None:
+            return
+        changes[up] = b""
+        name = up
+
+
+def _unlink(name: bytes, origin: bytes, changes: dict[bytes, bytes | None],
+            child_changes: dict[bytes, int], get: Callable[[bytes], bytes | None],
+            count: Callable[[bytes], int]) -> None:
+    """A name gone: drop it, and every empty non-terminal it leaves childless."""
+    changes[name] = None
+    while name != origin:
+        up = parent(name)
+        remaining = count(up) - 1
+        child_changes[up] = remaining
+        if up == origin or remaining > 0 or get(up) != b"":
+            return
+        changes[up] = None
+        name = up
