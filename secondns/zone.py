@@ -143,8 +143,17 @@ class Zone:
     empty non-terminal.
     """
 
-    __slots__ = ("_children", "_child_delta", "_delta", "_names", "n_cuts", "n_dnames", "origin",
-                 "record_count", "soa")
+    __slots__ = (
+        "_child_delta",
+        "_children",
+        "_delta",
+        "_names",
+        "n_cuts",
+        "n_dnames",
+        "origin",
+        "record_count",
+        "soa",
+    )
 
     def __init__(self, origin: bytes, names: dict[bytes, bytes], soa: SOA, n_cuts: int, n_dnames: int,
                  record_count: int, children: dict[bytes, int],

@@ -21,7 +21,8 @@ TYPES = [rrtypes.A, rrtypes.TXT, rrtypes.NS, rrtypes.DNAME]
 
 
 def soa(serial: int) -> bytes:
-    return from_text("ns.example.com.") + from_text("h.example.com.") + struct.pack("!5I", serial, 60, 30, 600, 30)
+    names = from_text("ns.example.com.") + from_text("h.example.com.")
+    return names + struct.pack("!5I", serial, 60, 30, 600, 30)
 
 
 def rdata(rtype: int, i: int) -> bytes:
@@ -72,9 +73,9 @@ def test_incremental_equals_rebuilt(start: set[tuple[bytes, int, bytes]],
     for dels, adds in changes:
         dels = dels & current  # a valid IXFR only deletes what exists
         current = (current - dels) | adds
-        step = VersionStep(serial, serial + 1,
-                           [(ORIGIN, rrtypes.SOA, 300, soa(serial))] + [(o, t, 300, r) for o, t, r in dels],
-                           [(ORIGIN, rrtypes.SOA, 300, soa(serial + 1))] + [(o, t, 300, r) for o, t, r in adds])
+        deleted = [(ORIGIN, rrtypes.SOA, 300, soa(serial)), *((o, t, 300, r) for o, t, r in dels)]
+        added = [(ORIGIN, rrtypes.SOA, 300, soa(serial + 1)), *((o, t, 300, r) for o, t, r in adds)]
+        step = VersionStep(serial, serial + 1, deleted, added)
         steps.append(step)
         serial += 1
     result = apply_steps(zone, steps)
@@ -90,7 +91,8 @@ def test_incremental_equals_rebuilt(start: set[tuple[bytes, int, bytes]],
 
 def test_deleting_missing_record_fails() -> None:
     zone = build(1, {(NAMES[0], rrtypes.A, rdata(rrtypes.A, 1))})
-    step = VersionStep(1, 2, [(ORIGIN, rrtypes.SOA, 300, soa(1)), (NAMES[0], rrtypes.A, 300, rdata(rrtypes.A, 2))],
+    missing = (NAMES[0], rrtypes.A, 300, rdata(rrtypes.A, 2))
+    step = VersionStep(1, 2, [(ORIGIN, rrtypes.SOA, 300, soa(1)), missing],
                        [(ORIGIN, rrtypes.SOA, 300, soa(2))])
     with pytest.raises(DiffError, match="not there"):
         apply_steps(zone, [step])
