@@ -1,0 +1,328 @@
+"""The copy of each zone a secondary keeps on disk, and when it last heard from a primary.
+
+A restart serves from this copy, so it must never be half written or
+silently damaged:
+
+* Writes are atomic: a temporary file in the same directory, fsync, rename
+  over the old copy, fsync the directory.  A crash (even ``kill -9``) at any
+  point leaves either the previous copy or the new one; a leftover temporary
+  file is removed the next time the zone is loaded.
+* The copy is an ordinary zone file (``named-checkzone`` accepts it as is)
+  framed by comment lines: a header naming the zone and serial, and a
+  trailer with the record count and a SHA-256 of everything before it.  A
+  copy whose trailer is missing or does not match is refused, never served.
+* A zone file without the header is taken as hand-written and loaded with
+  no checksum, so an operator can seed a zone by dropping a file in place.
+
+The timestamps that expiry counts from (RFC 1035 4.3.5: a secondary stops
+answering EXPIRE seconds after its last successful refresh) live in a small
+JSON sidecar, so a refresh that finds the serial unchanged rewrites only
+that, never the whole zone.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import secrets
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import StorageError, ZoneError
+from .names import to_text as name_to_text
+from .zone import Zone
+from .zonefile import load_zone_text, zone_text_chunks
+
+log = logging.getLogger("secondns.storage")
+
+MAGIC = "; secondns zone copy"
+HEADER = MAGIC + " v1"
+_HEADER_LINES = 4
+_TRAILER_RE = re.compile(rb"; end records=([0-9]+) sha256=([0-9a-f]{64})\n")
+_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-_.")
+_META_VERSION = 1
+
+
+@dataclass
+class CopyMeta:
+    """What a restart needs besides the records: when the zone was last confirmed, and by whom.
+
+    ``last_refresh`` is the UNIX time of the last successful SOA check or
+    transfer; expiry counts from it across restarts.  ``expire_at`` is the
+    absolute expiry time when a primary told us one (RFC 7314 EDNS EXPIRE).
+    """
+
+    serial: int
+    last_refresh: float | None
+    expire_at: float | None
+    primary: str | None
+    saved: float
+
+
+def zone_path(directory: Path, zone_name: str) -> Path:
+    """``<directory>/<name without the trailing dot>.zone``; the root zone is ``root.zone``.
+
+    ASCII letters are lowercased (names compare case-insensitively, RFC 4343)
+    and every byte outside ``[a-z0-9._-]`` is written ``%XX``, so no zone name
+    can reach outside the directory or collide with another zone's file.
+    """
+    text = zone_name[:-1] if zone_name.endswith(".") else zone_name
+    if not text:
+        return Path(directory) / "root.zone"
+    out = []
+    for byte in text.encode("utf-8"):
+        if 0x41 <= byte <= 0x5A:
+            byte += 0x20
+        out.append(chr(byte) if byte in _SAFE else f"%{byte:02X}")
+    stem = "".join(out)
+    if stem == "root":  # a zone literally named "root." must not take the root zone's file
+        stem = "%72oot"
+    return Path(directory) / f"{stem}.zone"
+
+
+def meta_path(directory: Path, zone_name: str) -> Path:
+    """The JSON sidecar: ``<zone file>.meta``."""
+    path = zone_path(directory, zone_name)
+    return path.with_name(path.name + ".meta")
+
+
+def _temp_name(final: Path) -> Path:
+    # Hidden, and never ending in ".zone": no zone's own file can look like this.
+    return final.with_name(f".{final.name}.tmp-{secrets.token_hex(8)}")
+
+
+def _temp_pattern(zone_file: Path) -> re.Pattern[str]:
+    return re.compile(r"\." + re.escape(zone_file.name) + r"(?:\.meta)?\.tmp-[0-9a-f]{16}")
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable: on POSIX the directory entry lives in the directory."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(final: Path, chunks: Iterable[bytes]) -> None:
+    tmp = _temp_name(final)
+    try:
+        try:
+            with open(tmp, "xb") as f:
+                for chunk in chunks:
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+        _fsync_dir(final.parent)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise StorageError(f"cannot write {final}: {reason}") from exc
+
+
+def _iso(when: float) -> str:
+    return datetime.datetime.fromtimestamp(when, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _copy_chunks(zone: Zone, meta: CopyMeta) -> Iterator[bytes]:
+    """Header, records and trailer; the trailer's digest covers every byte before it."""
+    digest = hashlib.sha256()
+    header = (f"{HEADER}\n; zone {name_to_text(zone.origin)}\n; serial {zone.serial}\n"
+              f"; saved {_iso(meta.saved)}\n").encode("ascii")
+    digest.update(header)
+    yield header
+    count = 0
+    for text in zone_text_chunks(zone):
+        chunk = text.encode("ascii")
+        count += chunk.count(b"\n")
+        digest.update(chunk)
+        yield chunk
+    yield f"; end records={count} sha256={digest.hexdigest()}\n".encode("ascii")
+
+
+def save_zone(directory: Path, name: str, zone: Zone, meta: CopyMeta) -> Path:
+    """Replace the zone's copy on disk atomically, then its sidecar; returns the copy's path.
+
+    On failure (disk full, permissions) the previous copy is left as it was
+    and StorageError names the file and the reason.
+    """
+    directory = Path(directory)
+    final = zone_path(directory, name)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create {directory}: {exc.strerror or exc}") from exc
+    _atomic_write(final, _copy_chunks(zone, meta))
+    save_meta(directory, name, meta)
+    return final
+
+
+def save_meta(directory: Path, name: str, meta: CopyMeta) -> None:
+    """Rewrite only the sidecar: a refresh that found the serial unchanged."""
+    directory = Path(directory)
+    body = dict(asdict(meta), version=_META_VERSION)
+    data = (json.dumps(body, sort_keys=True) + "\n").encode("ascii")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create {directory}: {exc.strerror or exc}") from exc
+    _atomic_write(meta_path(directory, name), [data])
+
+
+def _opt_time(body: dict[str, Any], key: str) -> float | None:
+    value = body[key]
+    if value is None:
+        return None
+    if type(value) not in (int, float) or not math.isfinite(value):
+        raise ValueError(f"{key} is not a time")
+    return float(value)
+
+
+def load_meta(directory: Path, name: str) -> CopyMeta | None:
+    """The sidecar, or None when it is missing or unreadable (logged: never fatal)."""
+    path = meta_path(Path(directory), name)
+    try:
+        body = json.loads(path.read_bytes())
+        if not isinstance(body, dict) or body.get("version") != _META_VERSION:
+            raise ValueError("not a version 1 sidecar")
+        serial = body["serial"]
+        if type(serial) is not int or not 0 <= serial <= 0xFFFFFFFF:
+            raise ValueError("bad serial")
+        primary = body["primary"]
+        if primary is not None and not isinstance(primary, str):
+            raise ValueError("bad primary")
+        saved = _opt_time(body, "saved")
+        if saved is None:
+            raise ValueError("bad saved time")
+        return CopyMeta(serial=serial, last_refresh=_opt_time(body, "last_refresh"),
+                        expire_at=_opt_time(body, "expire_at"), primary=primary, saved=saved)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        log.warning("%s: cannot read zone metadata: %s", path, exc.strerror or exc)
+    except (ValueError, KeyError) as exc:  # JSONDecodeError is a ValueError
+        log.warning("%s: ignoring corrupt zone metadata: %s", path, exc)
+    return None
+
+
+def clean_temp_files(directory: Path, name: str) -> int:
+    """Remove temporary files left by interrupted writes of this zone; returns how many."""
+    final = zone_path(Path(directory), name)
+    pattern = _temp_pattern(final)
+    removed = 0
+    try:
+        entries = list(os.scandir(final.parent))
+    except OSError:
+        return 0
+    for entry in entries:
+        if pattern.fullmatch(entry.name):
+            log.info("%s: removing leftover of an interrupted write", entry.path)
+            _unlink_quietly(Path(entry.path))
+            removed += 1
+    return removed
+
+
+def _corrupt(path: Path, why: str) -> StorageError:
+    return StorageError(f"{path}: corrupt or truncated copy ({why}); not served")
+
+
+def _decode(path: Path, data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise StorageError(f"{path}:{line}: not valid UTF-8") from None
+
+
+def _load_copy(path: Path, data: bytes, origin: bytes) -> Zone:
+    """Check a secondns copy's framing and checksum, then parse it."""
+    end = data.find(b"\n")
+    if end < 0:
+        raise _corrupt(path, "no complete header")
+    first = data[:end]
+    if first != HEADER.encode("ascii"):
+        raise StorageError(f"{path}: unsupported zone copy format {first.decode('ascii', 'replace')!r}")
+    if not data.endswith(b"\n"):
+        raise _corrupt(path, "no trailer")
+    start = data.rfind(b"\n", 0, len(data) - 1) + 1
+    trailer = _TRAILER_RE.fullmatch(data, start)
+    if trailer is None:
+        raise _corrupt(path, "no trailer")
+    body = data[:start]
+    if hashlib.sha256(body).hexdigest() != trailer[2].decode("ascii"):
+        raise _corrupt(path, "checksum mismatch")
+    text = _decode(path, body)
+    lines = text.split("\n", _HEADER_LINES)
+    if len(lines) <= _HEADER_LINES or text.count("\n") - _HEADER_LINES != int(trailer[1]):
+        raise _corrupt(path, "record count mismatch")
+    zone_line, serial_line = lines[1], lines[2]
+    want = name_to_text(origin)
+    if zone_line.lower() != f"; zone {want}".lower():
+        raise StorageError(f"{path}: copy is of {zone_line[7:]!r}, not {want}")
+    try:
+        zone = load_zone_text(text, origin, path=str(path))
+    except ZoneError as exc:
+        raise StorageError(str(exc)) from exc
+    if serial_line != f"; serial {zone.serial}":
+        raise StorageError(f"{path}: header says {serial_line[2:]!r} but the SOA has {zone.serial}")
+    return zone
+
+
+def load_zone(directory: Path, name: str, origin: bytes) -> tuple[Zone, CopyMeta | None] | None:
+    """The zone's copy and sidecar; None when there is no copy.
+
+    StorageError when the copy is corrupt, truncated or does not parse.  A
+    sidecar for another serial (a crash between writing the copy and the
+    sidecar) is ignored: its timestamps were about a different version.
+    """
+    directory = Path(directory)
+    path = zone_path(directory, name)
+    clean_temp_files(directory, name)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if data.startswith(MAGIC.encode("ascii")):
+        zone = _load_copy(path, data, origin)
+    else:
+        try:
+            zone = load_zone_text(_decode(path, data), origin, path=str(path))
+        except ZoneError as exc:
+            raise StorageError(str(exc)) from exc
+    meta = load_meta(directory, name)
+    if meta is not None and meta.serial != zone.serial:
+        log.info("%s: metadata is for serial %d, copy has %d; ignoring it", path, meta.serial,
+                 zone.serial)
+        meta = None
+    return zone, meta
+
+
+__all__ = [
+    "CopyMeta",
+    "clean_temp_files",
+    "load_meta",
+    "load_zone",
+    "meta_path",
+    "save_meta",
+    "save_zone",
+    "zone_path",
+]

@@ -1,0 +1,355 @@
+"""The on-disk zone copy: atomic, checksummed, and readable by BIND."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from secondns import names, rrtypes, storage
+from secondns.errors import StorageError
+from secondns.storage import CopyMeta, load_meta, load_zone, meta_path, save_meta, save_zone, zone_path
+from secondns.zone import Zone, ZoneBuilder
+
+ROOT_DIR = Path(__file__).resolve().parents[1]
+NAME = "example.com."
+ORIGIN = names.from_text(NAME)
+
+
+def make_zone(serial: int, hosts: int = 20, origin: bytes = ORIGIN) -> Zone:
+    builder = ZoneBuilder(origin)
+    ns = names.from_text("ns1", origin)
+    builder.add(origin, rrtypes.SOA, 3600,
+                ns + names.from_text("hostmaster", origin) + serial.to_bytes(4, "big")
+                + bytes.fromhex("00000e10 00000384 00093a80 0000012c"))
+    builder.add(origin, rrtypes.NS, 3600, ns)
+    builder.add(ns, rrtypes.A, 3600, b"\xc0\x00\x02\x01")
+    for i in range(hosts):
+        owner = names.from_text(f"h{i}", origin)
+        builder.add(owner, rrtypes.A, 300, bytes((10, 0, i >> 8 & 255, i & 255)))
+        builder.add(owner, rrtypes.TXT, 300, b"\x0bhello world\x04a;b\"")
+    builder.add(names.from_text("odd", origin), 65280, 60, b"\x00\xff")
+    return builder.build()
+
+
+def meta_for(zone: Zone, **kw: Any) -> CopyMeta:
+    values: dict[str, Any] = dict(serial=zone.serial, last_refresh=1_700_000_000.5,
+                                  expire_at=1_700_600_000.0, primary="192.0.2.1#53",
+                                  saved=1_700_000_001.0)
+    values.update(kw)
+    return CopyMeta(**values)
+
+
+def records(zone: Zone) -> list[tuple[bytes, int, int, bytes]]:
+    return sorted(zone.records())
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if ".tmp-" in p.name)
+
+
+def named_checkzone() -> str:
+    """The named-checkzone binary; its absence fails under CI and skips elsewhere."""
+    for candidate in ("/usr/bin/named-checkzone", "/usr/sbin/named-checkzone"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    found = shutil.which("named-checkzone")
+    if found:
+        return found
+    if os.environ.get("CI"):
+        pytest.fail("named-checkzone is required under CI (install bind9utils)")
+    pytest.skip("named-checkzone not installed")
+
+
+# --- naming -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "file"), [
+    ("example.com.", "example.com.zone"),
+    ("Example.COM.", "example.com.zone"),
+    (".", "root.zone"),
+    ("root.", "%72oot.zone"),
+    ("a/b.example.", "a%2Fb.example.zone"),
+    ("..", "..zone"),
+    ("x%y.", "x%25y.zone"),
+    ("caf\u00e9.", "caf%C3%A9.zone"),
+])
+def test_zone_path_is_safe_and_unique(tmp_path: Path, name: str, file: str) -> None:
+    assert zone_path(tmp_path, name) == tmp_path / file
+    assert meta_path(tmp_path, name) == tmp_path / (file + ".meta")
+
+
+# --- round trip ---------------------------------------------------------------------------
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    zone = make_zone(7)
+    path = save_zone(tmp_path / "new-dir", NAME, zone, meta_for(zone))
+    assert path == tmp_path / "new-dir" / "example.com.zone"
+    loaded = load_zone(tmp_path / "new-dir", NAME, ORIGIN)
+    assert loaded is not None
+    again, meta = loaded
+    assert records(again) == records(zone)
+    assert meta == meta_for(zone)
+
+
+def test_copy_format_has_header_and_trailer(tmp_path: Path) -> None:
+    zone = make_zone(7)
+    text = save_zone(tmp_path, NAME, zone, meta_for(zone)).read_text()
+    lines = text.splitlines()
+    assert lines[:4] == ["; secondns zone copy v1", "; zone example.com.", "; serial 7",
+                         "; saved 2023-11-14T22:13:21Z"]
+    assert lines[4].startswith("example.com.\t3600\tIN\tSOA\t")
+    assert lines[-1].startswith(f"; end records={zone.record_count} sha256=")
+    assert len(lines) == zone.record_count + 5
+
+
+def test_missing_copy_is_none(tmp_path: Path) -> None:
+    assert load_zone(tmp_path, NAME, ORIGIN) is None
+    assert load_zone(tmp_path / "absent", NAME, ORIGIN) is None
+
+
+def test_save_meta_rewrites_only_the_sidecar(tmp_path: Path) -> None:
+    zone = make_zone(7)
+    path = save_zone(tmp_path, NAME, zone, meta_for(zone))
+    before = path.stat()
+    save_meta(tmp_path, NAME, meta_for(zone, last_refresh=1_800_000_000.0))
+    after = path.stat()
+    assert (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)
+    loaded = load_zone(tmp_path, NAME, ORIGIN)
+    assert loaded is not None and loaded[1] is not None
+    assert loaded[1].last_refresh == 1_800_000_000.0
+
+
+def test_sidecar_for_another_serial_is_ignored(tmp_path: Path) -> None:
+    zone = make_zone(7)
+    save_zone(tmp_path, NAME, zone, meta_for(zone))
+    save_meta(tmp_path, NAME, meta_for(zone, serial=6))
+    loaded = load_zone(tmp_path, NAME, ORIGIN)
+    assert loaded is not None and loaded[1] is None
+
+
+@pytest.mark.parametrize("content", [b"", b"{", b"[]", b'{"version": 1}', b'{"version": 2}',
+                                     b'{"version":1,"serial":true,"last_refresh":null,'
+                                     b'"expire_at":null,"primary":null,"saved":1}'])
+def test_corrupt_sidecar_is_none_not_fatal(tmp_path: Path, content: bytes,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    zone = make_zone(7)
+    save_zone(tmp_path, NAME, zone, meta_for(zone))
+    meta_path(tmp_path, NAME).write_bytes(content)
+    assert load_meta(tmp_path, NAME) is None
+    loaded = load_zone(tmp_path, NAME, ORIGIN)
+    assert loaded is not None and loaded[1] is None
+    assert "corrupt zone metadata" in caplog.text
+
+
+def test_sidecar_is_json(tmp_path: Path) -> None:
+    zone = make_zone(7)
+    save_zone(tmp_path, NAME, zone, meta_for(zone, expire_at=None, primary=None))
+    body = json.loads(meta_path(tmp_path, NAME).read_text())
+    assert body == {"version": 1, "serial": 7, "last_refresh": 1_700_000_000.5, "expire_at": None,
+                    "primary": None, "saved": 1_700_000_001.0}
+
+
+# --- damage is detected ---------------------------------------------------------------------
+
+
+def test_truncated_copy_is_refused(tmp_path: Path) -> None:
+    zone = make_zone(7)
+    path = save_zone(tmp_path, NAME, zone, meta_for(zone))
+    data = path.read_bytes()
+    for cut in [0, 10, 21, 23, 24, 30, len(data) // 3, len(data) // 2, len(data) - 80, len(data) - 1]:
+        path.write_bytes(data[:cut])
+        if cut < len("; secondns zone copy"):
+            # Too short to carry the header: a (broken) hand-written file, refused all the same.
+            with pytest.raises(StorageError):
+                load_zone(tmp_path, NAME, ORIGIN)
+            continue
+        with pytest.raises(StorageError, match=rf"^{path}: corrupt or truncated copy"):
+            load_zone(tmp_path, NAME, ORIGIN)
+
+
+def test_flipped_byte_is_refused(tmp_path: Path) -> None:
+    zone = make_zone(7)
+    path = save_zone(tmp_path, NAME, zone, meta_for(zone))
+    data = path.read_bytes()
+    rng = random.Random(5)
+    for offset in [len("; secondns zone copy v1\n") + 3, len(data) // 2, len(data) - 70,
+                   *rng.sample(range(30, len(data) - 2), 10)]:
+        damaged = bytearray(data)
+        damaged[offset] ^= 0x01
+        path.write_bytes(bytes(damaged))
+        with pytest.raises(StorageError, match="corrupt or truncated copy"):
+            load_zone(tmp_path, NAME, ORIGIN)
+
+
+def test_appended_data_is_refused(tmp_path: Path) -> None:
+    zone = make_zone(7)
+    path = save_zone(tmp_path, NAME, zone, meta_for(zone))
+    with path.open("ab") as f:
+        f.write(b"extra.example.com.\t1\tIN\tA\t192.0.2.9\n")
+    with pytest.raises(StorageError, match="corrupt or truncated copy"):
+        load_zone(tmp_path, NAME, ORIGIN)
+
+
+def test_copy_of_another_zone_is_refused(tmp_path: Path) -> None:
+    other = names.from_text("example.org.")
+    zone = make_zone(7, origin=other)
+    path = save_zone(tmp_path, "example.org.", zone, meta_for(zone))
+    os.replace(path, zone_path(tmp_path, NAME))
+    with pytest.raises(StorageError, match="copy is of"):
+        load_zone(tmp_path, NAME, ORIGIN)
+
+
+def test_hand_written_file_is_accepted_without_checksum(tmp_path: Path) -> None:
+    (tmp_path / "example.com.zone").write_text(
+        "$TTL 1h\n@ SOA ns1 hostmaster ( 42 1h 15m 1w 5m )\n  NS ns1\nns1 A 192.0.2.1\n")
+    loaded = load_zone(tmp_path, NAME, ORIGIN)
+    assert loaded is not None
+    assert loaded[0].serial == 42 and loaded[1] is None
+
+
+def test_broken_hand_written_file_is_a_storage_error_naming_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "example.com.zone"
+    path.write_text("$TTL 1h\n@ SOA ns1 hostmaster 42 1h 15m 1w 5m\nns1 A 192.0.2.300\n")
+    with pytest.raises(StorageError, match=rf"^{path}:3: "):
+        load_zone(tmp_path, NAME, ORIGIN)
+
+
+# --- crashes and failures ------------------------------------------------------------------
+
+
+def test_leftover_temp_file_is_ignored_and_cleaned(tmp_path: Path) -> None:
+    zone = make_zone(7)
+    path = save_zone(tmp_path, NAME, zone, meta_for(zone))
+    half = path.read_bytes()[:100]
+    (tmp_path / ".example.com.zone.tmp-0123456789abcdef").write_bytes(half)
+    (tmp_path / ".example.com.zone.meta.tmp-fedcba9876543210").write_bytes(b"{")
+    unrelated = tmp_path / ".example.com.zone.x.zone.tmp-0123456789abcdef"  # another zone's
+    unrelated.write_bytes(b"")
+    loaded = load_zone(tmp_path, NAME, ORIGIN)
+    assert loaded is not None and loaded[0].serial == 7 and loaded[1] is not None
+    assert leftovers(tmp_path) == [unrelated.name]
+
+
+class _FullDisk:
+    """A file whose second write fails as a full disk would."""
+
+    def __init__(self, f: Any) -> None:
+        self.f = f
+        self.writes = 0
+
+    def write(self, data: bytes) -> int:
+        self.writes += 1
+        if self.writes > 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return int(self.f.write(data))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.f, name)
+
+    def __enter__(self) -> _FullDisk:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.f.close()
+
+
+def test_disk_full_leaves_the_old_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    old = make_zone(7)
+    path = save_zone(tmp_path, NAME, old, meta_for(old))
+    real_open = open
+    monkeypatch.setattr(storage, "open", lambda *a, **k: _FullDisk(real_open(*a, **k)), raising=False)
+    new = make_zone(8, hosts=200)
+    with pytest.raises(StorageError, match=rf"^cannot write {path}: No space left on device"):
+        save_zone(tmp_path, NAME, new, meta_for(new))
+    monkeypatch.undo()
+    assert leftovers(tmp_path) == []
+    loaded = load_zone(tmp_path, NAME, ORIGIN)
+    assert loaded is not None
+    assert records(loaded[0]) == records(old)
+    assert loaded[1] == meta_for(old)
+
+
+def test_failed_fsync_leaves_the_old_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    old = make_zone(7)
+    save_zone(tmp_path, NAME, old, meta_for(old))
+
+    def fail(fd: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(storage.os, "fsync", fail)
+    new = make_zone(8)
+    with pytest.raises(StorageError, match="Input/output error"):
+        save_zone(tmp_path, NAME, new, meta_for(new))
+    monkeypatch.undo()
+    assert leftovers(tmp_path) == []
+    loaded = load_zone(tmp_path, NAME, ORIGIN)
+    assert loaded is not None and loaded[0].serial == 7
+
+
+_WRITER = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from test_storage import make_zone, meta_for, NAME
+from secondns.storage import save_zone
+zones = [make_zone(1, hosts=6000), make_zone(2, hosts=9000)]
+directory = Path(sys.argv[1])
+save_zone(directory, NAME, zones[0], meta_for(zones[0]))
+print("ready", flush=True)
+i = 1
+while True:
+    zone = zones[i % 2]
+    save_zone(directory, NAME, zone, meta_for(zone))
+    i += 1
+"""
+
+
+def test_sigkill_mid_write_leaves_a_loadable_copy(tmp_path: Path) -> None:
+    expected = {z.serial: records(z) for z in (make_zone(1, hosts=6000), make_zone(2, hosts=9000))}
+    env = dict(os.environ, PYTHONPATH=str(ROOT_DIR))
+    rng = random.Random(11)
+    deadline = time.monotonic() + 2.0
+    rounds = 0
+    while rounds < 3 or time.monotonic() < deadline:
+        directory = tmp_path / f"round{rounds}"
+        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(directory),
+                                 str(Path(__file__).parent)],
+                                stdout=subprocess.PIPE, env=env, cwd=ROOT_DIR)
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline() == b"ready\n"
+            time.sleep(rng.uniform(0.0, 0.3))
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+        loaded = load_zone(directory, NAME, ORIGIN)
+        assert loaded is not None
+        zone, meta = loaded
+        assert records(zone) == expected[zone.serial]
+        assert meta is None or meta.serial == zone.serial
+        assert leftovers(directory) == []
+        rounds += 1
+
+
+def test_named_checkzone_accepts_a_saved_copy(tmp_path: Path) -> None:
+    from secondns.zonefile import load_zone_file
+
+    zone = load_zone_file(Path(__file__).parent / "data" / "alltypes.zone", ORIGIN)
+    path = save_zone(tmp_path, NAME, zone, meta_for(zone))
+    proc = subprocess.run([named_checkzone(), "example.com", str(path)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    loaded = load_zone(tmp_path, NAME, ORIGIN)
+    assert loaded is not None and records(loaded[0]) == records(zone)
