@@ -13,14 +13,15 @@ from typing import Any
 
 from twisted.internet import defer, threads
 
-from . import rrtypes, storage
+from . import journal, rrtypes, storage, tsig
 from .config import Config, Endpoint, ZoneConfig, load_config
+from .diff import VersionStep, apply_steps
 from .errors import ConfigError, StorageError, ZoneError
 from .httpapi import StatusSite
 from .metrics import SecondnsCollector, build_registry
 from .refresh import Refresher, TransferClient, ZoneStatus
 from .registry import Registry
-from .responder import Responder, ServeSettings
+from .responder import Finaliser, Responder, ServeSettings
 from .server import TCPFactory, UDPServer
 from .stats import ServingStats
 from .storage import CopyMeta
@@ -44,9 +45,34 @@ class DiskStore:
         self._pending: set[defer.Deferred[Any]] = set()
 
     def save_zone(self, zc: ZoneConfig, zone: Zone, meta: CopyMeta) -> defer.Deferred[Any]:
+        directory = self.directory
+
+        def write() -> None:
+            storage.save_zone(directory, zc.name, zone, meta)
+            journal.reset(directory, zc.name)  # the full copy now holds every change
+
+        return self._serialised(zc, write)
+
+    def save_meta(self, zc: ZoneConfig, meta: CopyMeta) -> None:
+        storage.save_meta(self.directory, zc.name, meta)
+
+    def save_diff(self, zc: ZoneConfig, steps: list[VersionStep], zone: Zone,
+                  meta: CopyMeta) -> defer.Deferred[Any]:
+        """Append an IXFR to the journal; fold it into a full copy once it grows large."""
+        directory = self.directory
+
+        def write() -> None:
+            size = journal.append(directory, zc.name, steps)
+            storage.save_meta(directory, zc.name, meta)
+            if journal.needs_fold(directory, zc.name, size):
+                storage.save_zone(directory, zc.name, zone, meta)
+                journal.reset(directory, zc.name)
+
+        return self._serialised(zc, write)
+
+    def _serialised(self, zc: ZoneConfig, work: Any) -> defer.Deferred[Any]:
         lock = self._locks.setdefault(zc.name, defer.DeferredLock())
-        d: defer.Deferred[Any] = lock.run(threads.deferToThread, storage.save_zone, self.directory,
-                                          zc.name, zone, meta)
+        d: defer.Deferred[Any] = lock.run(threads.deferToThread, work)
         self._pending.add(d)
 
         def done(result: Any) -> Any:
@@ -55,9 +81,6 @@ class DiskStore:
 
         d.addBoth(done)
         return d
-
-    def save_meta(self, zc: ZoneConfig, meta: CopyMeta) -> None:
-        storage.save_meta(self.directory, zc.name, meta)
 
     def drain(self) -> defer.Deferred[Any]:
         """Fires when every write in progress has finished (for graceful shutdown)."""
@@ -101,6 +124,18 @@ class Application:
             log.warning("zone %s: no copy on disk yet; SERVFAIL until the first transfer", zc.name)
             return None
         zone, meta = loaded
+        directory = self.config.server.storage
+        try:
+            steps = journal.read(directory, zc.name, zc.origin, zone.serial)
+            if steps:
+                zone = apply_steps(zone, steps).folded()
+                log.info("zone %s: replayed %d journal entries up to serial %d", zc.name, len(steps),
+                         zone.serial)
+                meta = storage.load_meta(directory, zc.name)
+                if meta is not None and meta.serial != zone.serial:
+                    meta = None
+        except (StorageError, ZoneError) as exc:
+            log.error("zone %s: journal not replayed, serving the full copy: %s", zc.name, exc)
         self.registry.swap(zc.origin, zone)
         log.info("zone %s: serving serial %d from disk (%d records)", zc.name, zone.serial,
                  zone.record_count)
@@ -122,27 +157,43 @@ class Application:
 
     # -- NOTIFY (RFC 1996)
 
-    def on_notify(self, query: Query, addr: tuple[str, int]) -> int:
-        """Accept a NOTIFY from the zone's primaries or allow-notify sources only."""
+    def on_notify(self, query: Query, addr: tuple[str, int]) -> tuple[int, Finaliser | None]:
+        """RFC 1996 3.10: accept a NOTIFY from the zone's primaries or allow-notify sources only,
+        signed with the zone's key when it has one (RFC 8945)."""
         refresher = self.refreshers.get(query.qname_lower)
         if refresher is None:
             self.notifies_unknown_zone += 1
             log.warning("NOTIFY from %s for %s: not a zone we serve", addr[0], query.qname.decode(
                 "ascii", "replace"))
-            return NOTAUTH
+            return NOTAUTH, None
         zc = refresher.zc
         if query.qtype != rrtypes.SOA:
-            return FORMERR
+            return FORMERR, None
         source = _source_primary(zc, addr[0])
         if source is None and not _in_acl(zc, addr[0]):
             refresher.status.notifies["refused"] += 1
             log.warning("zone %s: NOTIFY from %s refused: not a primary or allow-notify source",
                         zc.name, addr[0])
-            return REFUSED
+            return REFUSED, None
+        finalise: Finaliser | None = None
+        if zc.key is not None:
+            key = zc.key
+            try:
+                verified = tsig.verify_request(query.raw, key, peer=addr[0])
+            except tsig.TsigError as exc:
+                refresher.status.notifies["refused"] += 1
+                refresher.status.last_error = f"NOTIFY from {addr[0]}: {exc}"
+                log.warning("zone %s: NOTIFY from %s refused: %s", zc.name, addr[0], exc)
+                return NOTAUTH, lambda response: tsig.error_response(response, exc)
+            mac = verified.mac
+
+            def finalise(response: bytes) -> bytes:
+                return tsig.sign_response(response, key, mac)
+
         refresher.status.notifies["accepted"] += 1
         log.info("zone %s: NOTIFY from %s accepted", zc.name, addr[0])
         refresher.notify(source)
-        return NOERROR
+        return NOERROR, finalise
 
     # -- operations
 

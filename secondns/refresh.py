@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .config import Endpoint, ZoneConfig
+from .diff import VersionStep
 from .errors import SecondnsError, StorageError
 from .registry import Registry
 from .serial import serial_gt, serial_lt
@@ -155,6 +156,9 @@ class TransferOutcome:
     records: int
     expire: int | None = None
     ignored: int = 0
+    steps: list[VersionStep] | None = None  # the changes, when the transfer was incremental
+    fallback: str | None = None  # why an IXFR was retried as this AXFR
+    up_to_date: bool = False  # IXFR answered with our own version
 
 
 class TransferClient(Protocol):
@@ -175,6 +179,9 @@ class ZoneStore(Protocol):
 
     def save_meta(self, zc: ZoneConfig, meta: CopyMeta) -> None:
         """Persist timestamps only."""
+
+    def save_diff(self, zc: ZoneConfig, steps: list[VersionStep], zone: Zone, meta: CopyMeta) -> Any:
+        """Persist an IXFR as journal entries (folding into a full copy when due)."""
 
 
 class Refresher:
@@ -406,7 +413,11 @@ class Refresher:
         zone = outcome.zone
         current = self.zone
         duration = self.clock.seconds() - started
-        if current is not None and not serial_gt(zone.serial, current.serial) and kind != "axfr":
+        if outcome.fallback is not None:
+            self._record_transfer(TransferRecord("ixfr", "failure", str(primary), self._wall(started),
+                                                 duration, error=outcome.fallback))
+        if outcome.up_to_date or (current is not None and outcome.kind != "axfr"
+                                  and not serial_gt(zone.serial, current.serial)):
             # Up to date after all (IXFR answered with our own SOA).
             self._succeeded(primary, outcome.expire if outcome.expire is not None else expire)
             return
@@ -417,7 +428,8 @@ class Refresher:
         log.info("zone %s: %s from %s finished: serial %d, %d records, %d bytes, %.2f s",
                  self.zc.name, outcome.kind.upper(), primary, zone.serial, zone.record_count,
                  outcome.bytes, duration)
-        self._succeeded(primary, outcome.expire if outcome.expire is not None else expire, saved=zone)
+        self._succeeded(primary, outcome.expire if outcome.expire is not None else expire, saved=zone,
+                        steps=outcome.steps)
 
     def _record_transfer(self, rec: TransferRecord) -> None:
         st = self.status
@@ -436,7 +448,8 @@ class Refresher:
         if rec.result == "failure":
             st.last_error = rec.error
 
-    def _succeeded(self, primary: Endpoint, expire_option: int | None, saved: Zone | None = None) -> None:
+    def _succeeded(self, primary: Endpoint, expire_option: int | None, saved: Zone | None = None,
+                   steps: list[VersionStep] | None = None) -> None:
         """A primary vouched for our serial: reset the expiry clock, wait REFRESH."""
         st = self.status
         timers = self.timers()
@@ -450,7 +463,7 @@ class Refresher:
         self._arm_expiry()
         meta = CopyMeta(serial=self.zone.serial if self.zone else 0, last_refresh=now_wall,
                         expire_at=st.expire_at, primary=str(primary), saved=now_wall)
-        self._persist(saved, meta)
+        self._persist(saved, meta, steps)
         self._enter(IDLE)
         self._schedule(0.0 if self._pending_check else timers.refresh)
 
@@ -463,10 +476,13 @@ class Refresher:
         log.warning("zone %s: refresh failed, retrying in %.0f s: %s", self.zc.name, timers.retry, reason)
         self._schedule(0.0 if self._pending_check else jittered(timers.retry, self.rand))
 
-    def _persist(self, zone: Zone | None, meta: CopyMeta) -> None:
+    def _persist(self, zone: Zone | None, meta: CopyMeta, steps: list[VersionStep] | None) -> None:
         try:
             if zone is not None:
-                d = self.store.save_zone(self.zc, zone, meta)
+                if steps:
+                    d = self.store.save_diff(self.zc, steps, zone, meta)
+                else:
+                    d = self.store.save_zone(self.zc, zone, meta)
                 if d is not None:
                     d.addErrback(self._save_failed)
             else:

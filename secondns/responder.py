@@ -42,8 +42,10 @@ from .wire import (
 UDP = 0
 TCP = 1
 
-NotifyHandler = Callable[[Query, tuple[str, int]], int]
-"""Takes a parsed NOTIFY and its source; returns the rcode to answer with."""
+Finaliser = Callable[[bytes], bytes]
+NotifyHandler = Callable[[Query, tuple[str, int]], tuple[int, Finaliser | None]]
+"""Takes a parsed NOTIFY and its source; returns the rcode to answer with and an
+optional finaliser for the encoded answer (TSIG signing, RFC 8945 5.3)."""
 
 _CHAOS_IDENTITY = frozenset({from_text("id.server."), from_text("hostname.bind.")})
 _CHAOS_VERSION = frozenset({from_text("version.bind."), from_text("version.server.")})
@@ -136,8 +138,9 @@ class Responder:
             return self._query(query, transport)
         if query.opcode == OPCODE_NOTIFY and self.notify_handler is not None:
             self.stats.notifies += 1
-            rcode = self.notify_handler(query, addr)
-            return self._count(self._notify_response(query, rcode))
+            rcode, finalise = self.notify_handler(query, addr)
+            response = self._notify_response(query, rcode)
+            return self._count(finalise(response) if finalise is not None else response)
         return self._count(error_response(data, NOTIMP, query, self._opt_for(query)))
 
     def _count(self, response: bytes | None) -> bytes | None:

@@ -16,15 +16,28 @@ from typing import Any
 from twisted.internet import defer, protocol, threads
 from twisted.internet.error import ConnectionRefusedError as TxConnectionRefused
 
-from . import rrtypes
+from . import rrtypes, tsig
 from .config import Endpoint, ZoneConfig
-from .errors import ResponseMismatch, TransferError
+from .diff import apply_steps
+from .errors import ResponseMismatch, TransferError, ZoneError
 from .names import to_text
 from .refresh import TransferOutcome
-from .xfrin import AxfrConsumer, SoaProbeResult, make_query, parse_soa_response
+from .xfrin import (
+    AxfrConsumer,
+    IxfrConsumer,
+    Message,
+    SoaProbeResult,
+    _InboundStream,
+    make_query,
+    parse_soa_response,
+)
 from .zone import Zone
 
 log = logging.getLogger("secondns.transfer")
+
+class ConnectFailed(TransferError):
+    """The primary could not be reached at all: try the next one, do not fall back."""
+
 
 MessageHandler = Callable[[bytes], bool]
 """Takes one DNS message; returns True when the exchange is complete."""
@@ -58,8 +71,8 @@ class _UdpProbe(protocol.DatagramProtocol):
     def _send(self) -> None:
         self.tries -= 1
         transport: Any = self.transport
-        transport.write(self.request)
         self._timer = self.clock.callLater(self.timeout, self._timed_out)
+        transport.write(self.request)  # may call connectionRefused at once, which cancels _timer
 
     def _timed_out(self) -> None:
         self._timer = None
@@ -84,6 +97,11 @@ class _UdpProbe(protocol.DatagramProtocol):
     def connectionRefused(self) -> None:
         self._finish(TransferError(f"{self.primary} refused the connection (port unreachable)"))
 
+    def stopProtocol(self) -> None:
+        # epoll reports a queued ICMP port unreachable as EPOLLERR, and Twisted then stops the port
+        # without calling connectionRefused: without this the probe's Deferred would never fire.
+        self.connectionRefused()
+
     def _finish(self, result: Any) -> None:
         if self._done:
             return
@@ -91,7 +109,8 @@ class _UdpProbe(protocol.DatagramProtocol):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         transport: Any = self.transport
-        transport.stopListening()
+        if transport is not None:  # None when the port was already stopped under us
+            transport.stopListening()
         if isinstance(result, Exception):
             self.d.errback(result)
         else:
@@ -175,7 +194,36 @@ class _ExchangeFactory(protocol.ClientFactory):
     def clientConnectionFailed(self, connector: Any, reason: Any) -> None:
         exc = reason.value
         why = "connection refused" if isinstance(exc, TxConnectionRefused) else str(exc).splitlines()[0]
-        self.exchange._finish(TransferError(f"cannot connect to {self.exchange.peer}: {why}"))
+        self.exchange._finish(ConnectFailed(f"cannot connect to {self.exchange.peer}: {why}"))
+
+
+class _Signer:
+    """Signs one request with the zone's key and verifies the replies (RFC 8945)."""
+
+    def __init__(self, zc: ZoneConfig) -> None:
+        self.key = zc.key
+        self.verifier: tsig.StreamVerifier | None = None
+        self.request_mac = b""
+
+    def sign(self, request: bytes) -> bytes:
+        if self.key is None:
+            return request
+        signed, self.request_mac = tsig.sign_request(request, self.key)
+        self.verifier = tsig.StreamVerifier(self.key, self.request_mac)
+        return signed
+
+    def check_single(self, reply: bytes) -> None:
+        """Verify a one-message reply (SOA probe)."""
+        if self.key is not None:
+            tsig.verify_response(reply, self.key, self.request_mac)
+
+    def on_message(self, raw: bytes, msg: Message) -> None:
+        if self.verifier is not None:
+            self.verifier.verify(raw, msg)
+
+    def finish(self) -> None:
+        if self.verifier is not None:
+            self.verifier.finish()  # RFC 8945 5.3.1: the last message must be signed
 
 
 class TwistedTransferClient:
@@ -196,21 +244,17 @@ class TwistedTransferClient:
                                 timeout=self.connect_timeout)
         return d
 
-    def _check_key(self, zc: ZoneConfig) -> None:
-        if zc.key is not None:
-            raise TransferError("TSIG keys are not supported yet: remove `key` from the zone")
+    # -- SOA probe
 
     def soa_query(self, primary: Endpoint, zc: ZoneConfig) -> defer.Deferred[SoaProbeResult]:
         """RFC 1034 4.3.5: ask the primary for its SOA; over TCP when truncated."""
-        try:
-            self._check_key(zc)
-        except TransferError as exc:
-            return defer.fail(exc)
         msg_id = _new_id()
-        request = make_query(zc.origin, rrtypes.SOA, msg_id)
+        signer = _Signer(zc)
+        request = signer.sign(make_query(zc.origin, rrtypes.SOA, msg_id))
         d: defer.Deferred[SoaProbeResult] = defer.Deferred()
 
         def handle(data: bytes) -> SoaProbeResult:
+            signer.check_single(data)
             return parse_soa_response(data, msg_id, zc.origin)
 
         probe = _UdpProbe(request, primary, handle, d, self.reactor, self.udp_timeout, self.udp_tries)
@@ -226,10 +270,12 @@ class TwistedTransferClient:
 
     def _soa_over_tcp(self, primary: Endpoint, zc: ZoneConfig) -> defer.Deferred[SoaProbeResult]:
         msg_id = _new_id()
-        request = make_query(zc.origin, rrtypes.SOA, msg_id)
+        signer = _Signer(zc)
+        request = signer.sign(make_query(zc.origin, rrtypes.SOA, msg_id))
         box: list[SoaProbeResult] = []
 
         def handle(data: bytes) -> bool:
+            signer.check_single(data)
             box.append(parse_soa_response(data, msg_id, zc.origin))
             return True
 
@@ -237,20 +283,53 @@ class TwistedTransferClient:
                       self.udp_timeout * self.udp_tries)
         return d.addCallback(lambda _: box[0])
 
+    # -- transfers
+
     def transfer(self, primary: Endpoint, zc: ZoneConfig, current: Zone | None,
                  kind: str) -> defer.Deferred[TransferOutcome]:
-        """Transfer the zone; IXFR is not offered yet, so every transfer is an AXFR."""
-        try:
-            self._check_key(zc)
-        except TransferError as exc:
-            return defer.fail(exc)
-        return self._axfr(primary, zc)
+        """IXFR when asked and we have a version to start from, else AXFR.
+
+        An IXFR the primary refuses, or whose changes do not apply, is retried
+        at once as an AXFR from the same primary (RFC 1995 4); unreachable
+        primaries and TSIG failures are not, since AXFR would fail the same way.
+        """
+        if kind != "ixfr" or current is None:
+            return self._axfr(primary, zc)
+        d = self._ixfr(primary, zc, current)
+
+        def fallback(failure: Any) -> Any:
+            exc = failure.value
+            if isinstance(exc, ConnectFailed | tsig.TsigError):
+                return failure
+            reason = str(exc)
+            log.warning("zone %s: IXFR from %s failed (%s); falling back to AXFR", zc.name, primary,
+                        reason)
+            d2 = self._axfr(primary, zc)
+            d2.addCallback(lambda outcome: TransferOutcome(
+                outcome.zone, outcome.kind, outcome.bytes, outcome.messages, outcome.records,
+                outcome.expire, outcome.ignored, fallback=reason))
+            return d2
+
+        d.addErrback(fallback)
+        return d
+
+    def _stream(self, primary: Endpoint, zc: ZoneConfig, request: bytes, consumer: _InboundStream,
+                signer: _Signer) -> defer.Deferred[None]:
+        def handle(message: bytes) -> bool:
+            done = consumer.feed(message)
+            if done:
+                signer.finish()
+            return done
+
+        return self._tcp(primary, request, handle, zc.transfer_idle_timeout, zc.transfer_timeout)
 
     def _axfr(self, primary: Endpoint, zc: ZoneConfig) -> defer.Deferred[TransferOutcome]:
         msg_id = _new_id()
-        request = make_query(zc.origin, rrtypes.AXFR, msg_id)
-        consumer = AxfrConsumer(zc.origin, msg_id, max_records=zc.max_records)
-        d = self._tcp(primary, request, consumer.feed, zc.transfer_idle_timeout, zc.transfer_timeout)
+        signer = _Signer(zc)
+        request = signer.sign(make_query(zc.origin, rrtypes.AXFR, msg_id))
+        consumer = AxfrConsumer(zc.origin, msg_id, max_records=zc.max_records,
+                                on_message=signer.on_message)
+        d = self._stream(primary, zc, request, consumer, signer)
 
         def build(_: None) -> defer.Deferred[Zone]:
             # Freezing a large zone takes a while: keep it off the reactor thread.
@@ -258,14 +337,58 @@ class TwistedTransferClient:
             return result
 
         def outcome(zone: Zone) -> TransferOutcome:
-            ignored = consumer.ignored_out_of_zone + consumer.ignored_class
-            if ignored:
-                log.warning(
-                    "zone %s: AXFR from %s carried %d out-of-zone and %d non-IN records, ignored",
-                    to_text(zc.origin), primary, consumer.ignored_out_of_zone, consumer.ignored_class)
+            _log_ignored(zc, primary, consumer.ignored_out_of_zone, consumer.ignored_class)
             return TransferOutcome(zone, "axfr", consumer.bytes, consumer.messages, consumer.records,
-                                   consumer.expire_option, ignored)
+                                   consumer.expire_option,
+                                   consumer.ignored_out_of_zone + consumer.ignored_class)
 
         d2: defer.Deferred[Any] = d.addCallback(build)
         d2.addCallback(outcome)
         return d2
+
+    def _ixfr(self, primary: Endpoint, zc: ZoneConfig, current: Zone) -> defer.Deferred[TransferOutcome]:
+        msg_id = _new_id()
+        signer = _Signer(zc)
+        soa = current.soa
+        # RFC 1995 3: our version goes in the authority section.
+        request = signer.sign(make_query(zc.origin, rrtypes.IXFR, msg_id,
+                                         authority=[(zc.origin, rrtypes.SOA, soa.ttl, soa.rdata)]))
+        consumer = IxfrConsumer(zc.origin, msg_id, current.serial, max_records=zc.max_records,
+                                on_message=signer.on_message)
+        d = self._stream(primary, zc, request, consumer, signer)
+
+        def finish(_: None) -> Any:
+            if consumer.up_to_date:
+                return TransferOutcome(current, "ixfr", consumer.bytes, consumer.messages,
+                                       consumer.records, consumer.expire_option, up_to_date=True)
+            if consumer.full is not None:
+                full = consumer.full
+
+                def whole(zone: Zone) -> TransferOutcome:
+                    return TransferOutcome(zone, "axfr", consumer.bytes, consumer.messages,
+                                           consumer.records, consumer.expire_option,
+                                           full.ignored_out_of_zone + full.ignored_class)
+                zd: defer.Deferred[Zone] = threads.deferToThread(consumer.result)
+                return zd.addCallback(whole)
+            steps = consumer.steps
+
+            def applied(zone: Zone) -> TransferOutcome:
+                return TransferOutcome(zone, "ixfr", consumer.bytes, consumer.messages,
+                                       consumer.records, consumer.expire_option, steps=steps)
+
+            def bad_diff(failure: Any) -> Any:
+                if isinstance(failure.value, ZoneError):
+                    raise TransferError(f"IXFR does not apply: {failure.value}")
+                return failure
+
+            ad: defer.Deferred[Zone] = threads.deferToThread(apply_steps, current, steps)
+            return ad.addCallbacks(applied, bad_diff)
+
+        d2: defer.Deferred[Any] = d.addCallback(finish)
+        return d2
+
+
+def _log_ignored(zc: ZoneConfig, primary: Endpoint, out_of_zone: int, other_class: int) -> None:
+    if out_of_zone or other_class:
+        log.warning("zone %s: transfer from %s carried %d out-of-zone and %d non-IN records, ignored",
+                    to_text(zc.origin), primary, out_of_zone, other_class)

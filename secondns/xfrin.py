@@ -37,8 +37,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import rrtypes
+from .diff import VersionStep
 from .errors import ResponseMismatch, TransferError, WireError, ZoneError
 from .names import ROOT, read_name, to_text
+from .serial import serial_gt as serial_newer
 from .zone import SOA, Zone, ZoneBuilder
 
 # (owner, type, class, ttl, rdata): owner case-preserved, rdata uncompressed.
@@ -690,3 +692,129 @@ class AxfrConsumer(_InboundStream):
             except ZoneError as exc:
                 raise TransferError(f"bad zone data: {exc}") from exc
         return self._zone
+
+
+class IxfrConsumer(_InboundStream):
+    """RFC 1995 4: an IXFR reply in any of its three forms.
+
+    * a lone SOA whose serial is not newer than ours: up to date;
+    * difference sequences: new SOA, then per version old SOA + deletions,
+      new SOA + additions, ..., closing with the new SOA again;
+    * a full zone ("AXFR-style"): new SOA followed by a non-SOA record.
+
+    The result is either ``steps`` (for diff.apply_steps) or a full zone from
+    the embedded AxfrConsumer; nothing is applied here.
+    """
+
+    def __init__(self, origin: bytes, msg_id: int, our_serial: int, *, max_records: int,
+                 on_message: MessageHook | None = None) -> None:
+        super().__init__(origin, msg_id, rrtypes.IXFR, max_records, on_message)
+        self.our_serial = our_serial
+        self.final_serial: int | None = None
+        self.up_to_date = False
+        self.steps: list[VersionStep] = []
+        self.full: AxfrConsumer | None = None
+        self._opening: Record | None = None
+        self._mode = "start"  # start | second | del | add | full
+        self._step: VersionStep | None = None
+        self.ignored_class = 0
+        self.ignored_out_of_zone = 0
+
+    @property
+    def incremental(self) -> bool:
+        """True when the primary sent differences (not a full zone, not 'up to date')."""
+        return self.done and self.full is None and not self.up_to_date
+
+    def _consume(self, answer: list[Record], first: bool) -> bool:
+        for index, rec in enumerate(answer):
+            if self._mode == "full":
+                assert self.full is not None
+                return self._to_full(answer[index:])
+            if self._record(rec):
+                rest = len(answer) - index - 1
+                if rest:
+                    raise TransferError(f"{rest} records after the closing SOA (RFC 1995 4)")
+                return True
+        if self._mode == "second" and self.final_serial is not None and \
+                not serial_newer(self.final_serial, self.our_serial):
+            # A lone SOA that is not newer: we are up to date (RFC 1995 4).
+            self.up_to_date = True
+            return True
+        return False
+
+    def _soa_serial(self, rec: Record) -> int | None:
+        owner, rtype, _rclass, ttl, rdata = rec
+        if rtype != rrtypes.SOA or owner.lower() != self.origin:
+            return None
+        try:
+            return SOA.from_rdata(ttl, rdata).serial
+        except ZoneError as exc:
+            raise TransferError(f"malformed SOA in IXFR: {exc}") from exc
+
+    def _record(self, rec: Record) -> bool:
+        """Advance the state machine by one record; True when the stream is complete."""
+        serial = self._soa_serial(rec)
+        mode = self._mode
+        if mode == "start":
+            if serial is None:
+                raise TransferError("first record of the IXFR reply is not the zone's SOA (RFC 1995 4)")
+            self.final_serial = serial
+            self._opening = rec
+            self._mode = "second"
+            return False
+        if mode == "second":
+            if serial is None:
+                # AXFR-style reply: hand the opening SOA and this record to a full consumer.
+                self._mode = "full"
+                self.full = AxfrConsumer(self.origin, self.msg_id, max_records=self.max_records,
+                                         qtype=rrtypes.IXFR)
+                assert self._opening is not None
+                self.full._open(self._opening)
+                self._to_full([rec])
+                return False
+            if serial == self.final_serial and serial != self.our_serial:
+                raise TransferError("IXFR reply holds only SOA records of the new version")
+            if serial != self.our_serial:
+                raise TransferError(f"IXFR starts from serial {serial}, we asked from {self.our_serial}")
+            self._begin_step(rec, serial)
+            return False
+        assert self._step is not None
+        if serial is None:
+            owner, rtype, rclass, ttl, rdata = rec
+            if rclass != rrtypes.CLASS_IN:
+                self.ignored_class += 1
+                return False
+            target = self._step.deleted if mode == "del" else self._step.added
+            target.append((owner, rtype, ttl, rdata))
+            return False
+        if mode == "del":
+            self._step.to_serial = serial
+            self._step.added.append(rec[:2] + rec[3:])
+            self._mode = "add"
+            return False
+        # mode == "add": an SOA ends the additions of this step.
+        self.steps.append(self._step)
+        if serial == self.final_serial and self._step.to_serial == serial:
+            self._step = None
+            return True
+        if serial != self._step.to_serial:
+            raise TransferError(f"IXFR version gap: a step ends at {self._step.to_serial}, "
+                                f"the next starts at {serial}")
+        self._begin_step(rec, serial)
+        return False
+
+    def _begin_step(self, rec: Record, serial: int) -> None:
+        self._step = VersionStep(serial, serial, [rec[:2] + rec[3:]], [])
+        self._mode = "del"
+
+    def _to_full(self, records: list[Record]) -> bool:
+        assert self.full is not None
+        done = self.full._consume(records, False)
+        self.ignored_out_of_zone = self.full.ignored_out_of_zone
+        return done
+
+    def result(self) -> Zone:
+        """The full zone of an AXFR-style reply."""
+        if self.full is None:
+            raise TransferError("IXFR reply was incremental, not a full zone")
+        return self.full.result()
