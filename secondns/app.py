@@ -184,7 +184,8 @@ class Application:
                 refresher.status.notifies["refused"] += 1
                 refresher.status.last_error = f"NOTIFY from {addr[0]}: {exc}"
                 log.warning("zone %s: NOTIFY from %s refused: %s", zc.name, addr[0], exc)
-                return NOTAUTH, lambda response: tsig.error_response(response, exc)
+                error = exc  # the except variable is unbound once the block ends
+                return NOTAUTH, lambda response: tsig.error_response(response, error)
             mac = verified.mac
 
             def finalise(response: bytes) -> bytes:
