@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 from typing import Any
 
-from twisted.internet import defer, threads
+from twisted.internet import defer, task, threads
 
-from . import journal, rrtypes, storage, tsig
+from . import journal, rrtypes, sdnotify, storage, tsig
 from .config import Config, Endpoint, ZoneConfig, load_config
 from .diff import VersionStep, apply_steps
 from .errors import ConfigError, StorageError, ZoneError
@@ -105,6 +106,7 @@ class Application:
         self.refreshers: dict[bytes, Refresher] = {}
         self.notifies_unknown_zone = 0
         self.ports: list[Any] = []
+        self._watchdog: task.LoopingCall | None = None
 
     # -- zones
 
@@ -116,26 +118,18 @@ class Application:
         """
         self.registry.add(zc.origin)
         try:
-            loaded = storage.load_zone(self.config.server.storage, zc.name, zc.origin)
+            loaded = read_copy(self.config.server.storage, zc)
         except (StorageError, ZoneError, OSError) as exc:
             log.error("zone %s: copy on disk not served, will transfer afresh: %s", zc.name, exc)
             return None
         if loaded is None:
-            log.warning("zone %s: no copy on disk yet; SERVFAIL until the first transfer", zc.name)
+            if zc.static:
+                log.error("zone %s: no primaries and no zone file in %s: SERVFAIL", zc.name,
+                          self.config.server.storage)
+            else:
+                log.warning("zone %s: no copy on disk yet; SERVFAIL until the first transfer", zc.name)
             return None
         zone, meta = loaded
-        directory = self.config.server.storage
-        try:
-            steps = journal.read(directory, zc.name, zc.origin, zone.serial)
-            if steps:
-                zone = apply_steps(zone, steps).folded()
-                log.info("zone %s: replayed %d journal entries up to serial %d", zc.name, len(steps),
-                         zone.serial)
-                meta = storage.load_meta(directory, zc.name)
-                if meta is not None and meta.serial != zone.serial:
-                    meta = None
-        except (StorageError, ZoneError) as exc:
-            log.error("zone %s: journal not replayed, serving the full copy: %s", zc.name, exc)
         self.registry.swap(zc.origin, zone)
         log.info("zone %s: serving serial %d from disk (%d records)", zc.name, zone.serial,
                  zone.record_count)
@@ -274,20 +268,75 @@ class Application:
         return {"secondns_answer_cache_entries": float(sum(len(c) for c in self.responder.caches))}
 
     def start(self) -> None:
-        """Load zones, then listen: queries are never answered from an empty registry."""
+        """Load zones, then listen, then drop privileges and tell systemd we are ready.
+
+        Queries are never answered from an empty registry: the copies on disk
+        are loaded before the first socket opens.
+        """
         for zc in self.config.zones.values():
             self.start_zone(zc)
         self.listen()
+        drop_privileges(self.config.server.user)
         self.reactor.addSystemEventTrigger("before", "shutdown", self.shutdown)
+        sdnotify.notify(f"READY=1\nSTATUS=serving {len(self.refreshers)} zones")
+        interval = sdnotify.watchdog_interval()
+        if interval:
+            self._watchdog = task.LoopingCall(sdnotify.notify, "WATCHDOG=1")
+            self._watchdog.clock = self.reactor
+            self._watchdog.start(interval)
+
+    def on_sighup(self) -> None:
+        """SIGHUP: reload, as systemd's ExecReload and rndc-style tooling expect."""
+        sdnotify.notify("RELOADING=1")
+        self.reload()
+        sdnotify.notify("READY=1")
 
     def shutdown(self) -> defer.Deferred[Any]:
         """Stop timers and listeners, then wait for the disk write in progress."""
+        sdnotify.notify("STOPPING=1")
         for origin in list(self.refreshers):
             self.refreshers[origin].stop()
         for port in self.ports:
             port.stopListening()
         log.info("shutting down")
         return self.store.drain()
+
+
+def read_copy(directory: Any, zc: ZoneConfig) -> tuple[Zone, CopyMeta | None] | None:
+    """The zone as last saved: the full copy plus the journal's complete entries.
+
+    A journal that cannot be replayed is logged and skipped: the full copy is
+    still a consistent (older) version.
+    """
+    loaded = storage.load_zone(directory, zc.name, zc.origin)
+    if loaded is None:
+        return None
+    zone, meta = loaded
+    try:
+        steps = journal.read(directory, zc.name, zc.origin, zone.serial)
+        if steps:
+            zone = apply_steps(zone, steps).folded()
+            log.info("zone %s: replayed %d journal entries up to serial %d", zc.name, len(steps),
+                     zone.serial)
+            meta = storage.load_meta(directory, zc.name)
+            if meta is not None and meta.serial != zone.serial:
+                meta = None
+    except (StorageError, ZoneError) as exc:
+        log.error("zone %s: journal not replayed, using the full copy: %s", zc.name, exc)
+    return zone, meta
+
+
+def drop_privileges(user: str | None) -> None:
+    """Become *user* once the (possibly privileged) ports are bound; no-op unless root."""
+    if not user or os.geteuid() != 0:
+        return
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    os.setgroups([])
+    os.setgid(entry.pw_gid)
+    os.setuid(entry.pw_uid)
+    log.info("running as user %s (uid %d)", user, entry.pw_uid)
 
 
 def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
