@@ -2,38 +2,74 @@
 
 This is RFC 1034 4.3.2 for an authoritative-only server, with the later
 rules layered in: negative answers (RFC 2308), wildcards (RFC 4592), DNAME
-(RFC 6672), minimal ANY (RFC 8482) and CNAME chains (RFC 6604 for the rcode).
-Nothing here does I/O or touches the registry; the caller picks the zone.
-One function per outcome (referral, negative, positive), as NSD and Knot do.
+(RFC 6672), minimal ANY (RFC 8482), CNAME chains (RFC 6604 for the rcode),
+and for DO queries on signed zones the RRSIGs and denial proofs of
+RFC 4035 3.1 / RFC 5155 7.2 (see dnssec.py).  Nothing here does I/O or
+touches the registry; the caller picks the zone.  One function per outcome
+(referral, negative, positive), as NSD and Knot do.
 """
 
 from __future__ import annotations
 
-from . import rrtypes
+from . import dnssec, rrtypes
 from .names import MAX_NAME, WILDCARD_LABEL, ancestors, is_subdomain, parent
 from .wire import NOERROR, NXDOMAIN, YXDOMAIN, RRsetOut
-from .zone import SOA, Zone, blob_has_type, decode_node
+from .zone import SOA, RRsetMap, Zone, blob_has_type, decode_node
 
 MAX_CHAIN = 16  # CNAME/DNAME hops followed inside one zone before giving up
+_NSEC3_ONLY = frozenset({rrtypes.NSEC3, rrtypes.RRSIG})
 
 
 class Answer:
-    """Sections of a response, before encoding."""
+    """Sections of a response, before encoding.
 
-    __slots__ = ("aa", "additional", "answer", "authority", "rcode")
+    An RRSIG RRset directly after the RRset it covers is kept with it when
+    the response is truncated (wire.ResponseWriter).
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("aa", "additional", "answer", "authority", "proofs", "rcode", "signed")
+
+    def __init__(self, signed: bool = False) -> None:
         self.rcode = NOERROR
         self.aa = True
         self.answer: list[RRsetOut] = []
         self.authority: list[RRsetOut] = []
         self.additional: list[RRsetOut] = []
+        self.signed = signed  # DO set and the zone is signed: add RRSIGs and proofs
+        self.proofs: list[dnssec.Proof] = []
 
 
-def _soa_rrset(zone: Zone) -> RRsetOut:
+def _put(ans: Answer, section: list[RRsetOut], owner: bytes, rtype: int,
+         records: list[tuple[int, bytes]], node: RRsetMap | None, sig_ttl: int | None = None) -> None:
+    """Append an RRset, and its signatures from *node* when the client set DO."""
+    section.append((owner, rtype, records))
+    if ans.signed and node is not None:
+        sigs = dnssec.signatures(node, rtype, sig_ttl)
+        if sigs:
+            section.append((owner, rrtypes.RRSIG, sigs))
+
+
+def _negative_soa(zone: Zone, ans: Answer) -> None:
     soa: SOA = zone.soa
-    # RFC 2308 3: the SOA in a negative answer carries min(TTL, MINIMUM).
-    return (zone.origin, rrtypes.SOA, [(soa.negative_ttl, soa.rdata)])
+    # RFC 2308 3: the SOA in a negative answer carries min(TTL, MINIMUM); its RRSIG too.
+    ttl = soa.negative_ttl
+    apex = zone.rrsets(zone.origin) if ans.signed else None
+    _put(ans, ans.authority, zone.origin, rrtypes.SOA, [(ttl, soa.rdata)], apex, ttl)
+
+
+def _proof(zone: Zone, ans: Answer, kind: str, name: bytes, closest: bytes) -> None:
+    if ans.signed:
+        ans.proofs.append((kind, name, closest))
+
+
+def _exists(zone: Zone, name: bytes) -> bool:
+    """Name existence as clients see it: NSEC3 owners live in a tree of their own (RFC 5155 7.2)."""
+    blob = zone.get(name)
+    if blob is None:
+        return False
+    nsec3_owner = (bool(blob) and zone.denial is not None and zone.denial.kind == "nsec3"
+                   and blob_has_type(blob, rrtypes.NSEC3) and set(decode_node(blob)) <= _NSEC3_ONLY)
+    return not nsec3_owner
 
 
 def find_cut(zone: Zone, qname: bytes, qtype: int) -> tuple[bytes, bool] | None:
@@ -67,9 +103,14 @@ def _under_cut(zone: Zone, name: bytes) -> bool:
     return any(zone.has_type(anc, rrtypes.NS) for anc in ancestors(name, zone.origin))
 
 
-def answer_query(zone: Zone, qname: bytes, qtype: int, *, minimal_any: bool) -> Answer:
-    """Answer *qname*/*qtype* (qname lowercased) from *zone*."""
-    ans = Answer()
+def answer_query(zone: Zone, qname: bytes, qtype: int, *, minimal_any: bool,
+                 dnssec_ok: bool = False) -> Answer:
+    """Answer *qname*/*qtype* (qname lowercased) from *zone*.
+
+    *dnssec_ok* is the DO bit (RFC 3225): only then are RRSIGs and denial
+    records added for signed zones.
+    """
+    ans = Answer(dnssec_ok and zone.denial is not None)
     seen: set[bytes] = set()
     name = qname
     for _hop in range(MAX_CHAIN):
@@ -81,7 +122,19 @@ def answer_query(zone: Zone, qname: bytes, qtype: int, *, minimal_any: bool) -> 
             break  # loop, or the chain leaves this zone: the client follows it
         name = nxt
     _add_additional(zone, ans)
+    if ans.proofs and zone.denial is not None:
+        for proof in ans.proofs:
+            for rrset in dnssec.proof_rrsets(zone, zone.denial, proof):
+                if rrset not in ans.authority:
+                    ans.authority.append(rrset)
     return ans
+
+
+def _closest_encloser(zone: Zone, name: bytes) -> bytes:
+    closest = parent(name)
+    while not _exists(zone, closest):
+        closest = parent(closest)
+    return closest
 
 
 def _step(zone: Zone, ans: Answer, name: bytes, qtype: int, minimal_any: bool) -> bytes | None:
@@ -94,69 +147,89 @@ def _step(zone: Zone, ans: Answer, name: bytes, qtype: int, minimal_any: bool) -
                 return _dname(zone, ans, name, owner)
             _referral(zone, ans, owner)
             return None
-    blob = zone.get(name)
-    if blob is None:
-        closest = parent(name)
-        while closest not in zone:
-            closest = parent(closest)
-        blob = zone.get(WILDCARD_LABEL + closest)  # RFC 4592 3.3.1
-        if blob is None:
+    wildcard = False
+    closest = name
+    if _exists(zone, name):
+        blob = zone.get(name) or b""
+    else:
+        closest = _closest_encloser(zone, name)
+        wild = zone.get(WILDCARD_LABEL + closest)  # RFC 4592 3.3.1
+        if wild is None:
             ans.rcode = NXDOMAIN
-            ans.authority.append(_soa_rrset(zone))
+            _negative_soa(zone, ans)
+            _proof(zone, ans, dnssec.NXDOMAIN_PROOF, name, closest)
             return None
+        blob = wild
+        wildcard = True
     rrsets = decode_node(blob)
     if qtype == rrtypes.ANY:
-        _any(zone, ans, name, rrsets, minimal_any)
+        _any(zone, ans, name, rrsets, minimal_any, wildcard, closest)
         return None
     records = rrsets.get(qtype)
     if records is not None:
-        ans.answer.append((name, qtype, records))
+        _put(ans, ans.answer, name, qtype, records, rrsets)
+        if wildcard:
+            _proof(zone, ans, dnssec.WILDCARD_ANSWER_PROOF, name, closest)
         return None
     cname = rrsets.get(rrtypes.CNAME)
     if cname is not None and qtype != rrtypes.CNAME:
-        ans.answer.append((name, rrtypes.CNAME, cname))
+        _put(ans, ans.answer, name, rrtypes.CNAME, cname, rrsets)
+        if wildcard:
+            _proof(zone, ans, dnssec.WILDCARD_ANSWER_PROOF, name, closest)
         return cname[0][1].lower()
-    _nodata(zone, ans)
+    _nodata(zone, ans, name, wildcard, closest)
     return None
 
 
-def _any(zone: Zone, ans: Answer, name: bytes, rrsets: dict[int, list[tuple[int, bytes]]],
-         minimal: bool) -> None:
+def _any(zone: Zone, ans: Answer, name: bytes, rrsets: RRsetMap, minimal: bool, wildcard: bool,
+         closest: bytes) -> None:
     """RFC 8482 4.2: over UDP one RRset stands for all of them."""
-    if not rrsets:
-        _nodata(zone, ans)
-        return
     for rtype, records in rrsets.items():
         if rtype in rrtypes.DNSSEC_TYPES:
             continue
-        ans.answer.append((name, rtype, records))
+        _put(ans, ans.answer, name, rtype, records, rrsets)
         if minimal:
             break
     if not ans.answer:
-        _nodata(zone, ans)
+        _nodata(zone, ans, name, wildcard, closest)
+    elif wildcard:
+        _proof(zone, ans, dnssec.WILDCARD_ANSWER_PROOF, name, closest)
 
 
-def _nodata(zone: Zone, ans: Answer) -> None:
-    ans.authority.append(_soa_rrset(zone))
+def _nodata(zone: Zone, ans: Answer, name: bytes, wildcard: bool, closest: bytes) -> None:
+    _negative_soa(zone, ans)
+    if wildcard:
+        _proof(zone, ans, dnssec.WILDCARD_NODATA_PROOF, name, closest)
+    else:
+        _proof(zone, ans, dnssec.NODATA_PROOF, name, name)
 
 
 def _referral(zone: Zone, ans: Answer, cut: bytes) -> None:
-    """RFC 1034 4.3.2 step 3b: not authoritative; NS in authority, glue in additional."""
+    """RFC 1034 4.3.2 step 3b: not authoritative; NS in authority, glue in additional.
+
+    Signed zones add the DS RRset and its RRSIG, or the proof that there is
+    no DS (RFC 4035 3.1.4).
+    """
     rrsets = zone.rrsets(cut) or {}
-    ans.aa = False
-    if ans.answer:
-        # A chain that ran into a delegation: the answer so far is still ours.
-        ans.aa = True
+    ans.aa = bool(ans.answer)  # a chain that ran into a delegation: the answer so far is ours
     ans.authority.append((cut, rrtypes.NS, rrsets.get(rrtypes.NS, [])))
+    if not ans.signed:
+        return
+    ds = rrsets.get(rrtypes.DS)
+    if ds:
+        _put(ans, ans.authority, cut, rrtypes.DS, ds, rrsets)
+    else:
+        _proof(zone, ans, dnssec.UNSIGNED_REFERRAL_PROOF, cut, cut)
 
 
 def _dname(zone: Zone, ans: Answer, name: bytes, owner: bytes) -> bytes | None:
-    """RFC 6672 3.2: answer the DNAME and a CNAME synthesised from it."""
-    records = (zone.rrsets(owner) or {}).get(rrtypes.DNAME, [])
+    """RFC 6672 3.2: answer the DNAME and a CNAME synthesised from it (unsigned, 3.4)."""
+    node = zone.rrsets(owner) or {}
+    records = node.get(rrtypes.DNAME, [])
     if not records:
         return None
     ttl, target = records[0]
-    ans.answer.append((owner, rrtypes.DNAME, records))
+    _put(ans, ans.answer, owner, rrtypes.DNAME, records, node)
     new_name = name[:len(name) - len(owner)] + target
     if len(new_name) > MAX_NAME:
         ans.rcode = YXDOMAIN  # RFC 6672 2.2
@@ -185,10 +258,12 @@ def _add_additional(zone: Zone, ans: Answer) -> None:
         blob = zone.get(target)
         if not blob:
             continue
-        if not glue_ok and _under_cut(zone, target):
+        occluded = _under_cut(zone, target)
+        if occluded and not glue_ok:
             continue
         rrsets = decode_node(blob)
         for rtype in (rrtypes.A, rrtypes.AAAA):
             addrs = rrsets.get(rtype)
             if addrs:
-                ans.additional.append((target, rtype, addrs))
+                # Glue is not signed (RFC 4035 2.2); authoritative addresses carry RRSIGs.
+                _put(ans, ans.additional, target, rtype, addrs, None if occluded else rrsets)

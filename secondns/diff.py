@@ -177,12 +177,58 @@ def _freeze(zone: Zone, work: _Work, soa: SOA) -> Zone:
                 changes[name] = b""  # still an empty non-terminal
             else:
                 _unlink(name, origin, changes, child_changes, current, children)
-    derived = zone.derive(changes, child_changes, soa, n_cuts, n_dnames, work.records)
+    denial = _derive_denial(zone, work, changes)
+    derived = zone.derive(changes, child_changes, soa, n_cuts, n_dnames, work.records,
+                          None if denial is _LATER else denial)
+    if denial is _LATER:
+        from .dnssec import build_index
+
+        derived.denial = build_index(derived)
     if derived.delta_size >= max(FOLD_MINIMUM, zone.base_size // FOLD_FRACTION):
         return derived.folded()
     return derived
 
 
+
+
+def _derive_denial(zone: Zone, work: _Work, changes: dict[bytes, bytes | None]) -> object:
+    """Keep the NSEC/NSEC3 index in step with the change, by the owners that changed.
+
+    A change of signing scheme or NSEC3 parameters (a re-signed zone) is rare
+    and rebuilds the index from the new version instead.
+    """
+    from . import dnssec
+
+    old = zone.denial
+    apex = work.nodes.get(zone.origin)
+    if apex is not None:
+        new_params = apex.get(rrtypes.NSEC3PARAM)
+        old_apex = zone.rrsets(zone.origin) or {}
+        scheme_changed = (bool(new_params) != (rrtypes.NSEC3PARAM in old_apex)
+                          or (rrtypes.NSEC in apex) != (rrtypes.NSEC in old_apex)
+                          or (new_params or None) != (old_apex.get(rrtypes.NSEC3PARAM) or None))
+        if scheme_changed or old is None:
+            return _LATER
+    if old is None:
+        return None
+    kind = old.kind
+    rtype = rrtypes.NSEC if kind == "nsec" else rrtypes.NSEC3
+    removed: list[bytes] = []
+    added: list[tuple[bytes, bytes]] = []
+    for name, node in work.nodes.items():
+        key = dnssec.index_key(kind, name)
+        if key is None:
+            continue
+        had = zone.has_type(name, rtype)
+        has = rtype in node
+        if had and not has:
+            removed.append(key)
+        elif has and not had:
+            added.append((key, name))
+    return old.derive(removed, added, None)
+
+
+_LATER = object()  # rebuild the index once the new version exists
 
 
 def _link(name: bytes, origin: bytes, changes: dict[bytes, bytes | None],

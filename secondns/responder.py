@@ -183,7 +183,7 @@ class Responder:
             else:
                 zone_key = entry.origin
                 ans = answer_query(entry.snapshot, q.qname_lower, qtype,
-                                   minimal_any=transport == UDP)
+                                   minimal_any=transport == UDP, dnssec_ok=q.do)
         elif q.qclass == rrtypes.CLASS_CH:
             ans = self._chaos(q)
         else:

@@ -292,9 +292,14 @@ class ResponseWriter:
 
         Returns False when one did not fit: the partial RRset is rolled back,
         and TC is set when the RRset was *required* (RFC 2181 9: missing
-        additional data does not make a response truncated).
+        additional data does not make a response truncated).  An RRSIG RRset
+        that does not fit takes the RRset it covers (just before it) with it,
+        so signatures never travel without their data or the reverse.
         """
         buf = self._buf
+        prev_mark = -1
+        prev_count = 0
+        prev_owner = b""
         for owner, rtype, records in rrsets:
             mark = len(buf)
             saved_ptrs = len(self._ptrs)
@@ -308,14 +313,18 @@ class ResponseWriter:
                 buf += ttl.to_bytes(4, "big")
                 self._rdata(rtype, rdata)
             if len(buf) > self._limit:
+                if rtype == rrtypes.RRSIG and prev_mark >= 0 and prev_owner == owner:
+                    mark = prev_mark  # RFC 4035 3.1.1: keep the pair whole
+                    self._counts[section] -= prev_count
                 del buf[mark:]
-                if len(self._ptrs) != saved_ptrs:
+                if len(self._ptrs) != saved_ptrs or mark == prev_mark:
                     self._ptrs = {k: v for k, v in self._ptrs.items() if v < mark}
                 if required:
                     self.truncated = True
                     self.flags |= TC
                 return False
             self._counts[section] += len(records)
+            prev_mark, prev_count, prev_owner = mark, len(records), owner
         return True
 
     def add_raw_additional(self, rr_wire: bytes) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from . import rrtypes
 from .errors import ZoneError
@@ -148,6 +149,7 @@ class Zone:
         "_children",
         "_delta",
         "_names",
+        "denial",
         "n_cuts",
         "n_dnames",
         "origin",
@@ -158,8 +160,10 @@ class Zone:
     def __init__(self, origin: bytes, names: dict[bytes, bytes], soa: SOA, n_cuts: int, n_dnames: int,
                  record_count: int, children: dict[bytes, int],
                  delta: dict[bytes, bytes | None] | None = None,
-                 child_delta: dict[bytes, int] | None = None) -> None:
+                 child_delta: dict[bytes, int] | None = None, denial: Any = None) -> None:
         self.origin = origin
+        # dnssec.DenialIndex for zones signed with NSEC or NSEC3, else None.
+        self.denial = denial
         self._names = names
         self._delta = delta
         self._children = children
@@ -269,17 +273,17 @@ class Zone:
             else:
                 children.pop(name, None)
         return Zone(self.origin, names, self.soa, self.n_cuts, self.n_dnames, self.record_count,
-                    children)
+                    children, denial=self.denial)
 
     def derive(self, changes: dict[bytes, bytes | None], child_changes: dict[bytes, int], soa: SOA,
-               n_cuts: int, n_dnames: int, record_count: int) -> Zone:
+               n_cuts: int, n_dnames: int, record_count: int, denial: Any = None) -> Zone:
         """A new version sharing this one's base; used by ``diff.apply_ixfr``."""
         delta = dict(self._delta) if self._delta else {}
         delta.update(changes)
         child_delta = dict(self._child_delta) if self._child_delta else {}
         child_delta.update(child_changes)
         return Zone(self.origin, self._names, soa, n_cuts, n_dnames, record_count, self._children,
-                    delta, child_delta)
+                    delta, child_delta, denial)
 
     def __repr__(self) -> str:
         return f"<Zone {to_text(self.origin)} serial={self.serial} records={self.record_count}>"
@@ -352,6 +356,9 @@ class ZoneBuilder:
                 count += n
         children = _add_empty_non_terminals(names, self.origin)
         zone = Zone(self.origin, names, self._soa, len(self._cuts), len(self._dnames), count, children)
+        from .dnssec import build_index  # dnssec builds on this module
+
+        zone.denial = build_index(zone)
         self._pending = {}
         return zone
 
