@@ -260,7 +260,8 @@ class Application:
             collector = SecondnsCollector(self.stats, self.zone_statuses, self._gauges,
                                           lambda: self.notifies_unknown_zone)
             site = StatusSite(build_registry(collector), self.zone_statuses, self,
-                              lambda: self.config.server.control_token)
+                              lambda: self.config.server.control_token,
+                              trust_loopback=srv.http.host in ("127.0.0.1", "::1"))
             self.ports.append(self.reactor.listenTCP(srv.http.port, site.site, interface=srv.http.host))
             log.info("HTTP (metrics, status, control) on %s", srv.http)
 

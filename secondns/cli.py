@@ -30,6 +30,7 @@ class CommandError(SecondnsError):
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from twisted.internet import reactor as _reactor
+    from twisted.internet.error import CannotListenError
 
     from .app import Application
     from .logsetup import setup_logging
@@ -39,7 +40,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                   args.log_format or config.server.log_format)
     reactor: Any = _reactor
     app = Application(config, reactor)
-    app.start()
+    try:
+        app.start()
+    except CannotListenError as exc:  # one line, not a traceback: port in use, address not configured
+        raise CommandError(f"cannot listen on {exc.interface or '*'} port {exc.port}: {exc.socketError}")
     signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(app.on_sighup))
     reactor.run()
     return 0

@@ -181,9 +181,12 @@ def _freeze(zone: Zone, work: _Work, soa: SOA) -> Zone:
     derived = zone.derive(changes, child_changes, soa, n_cuts, n_dnames, work.records,
                           None if denial is _LATER else denial)
     if denial is _LATER:
-        from .dnssec import build_index
+        from .dnssec import build_index, expiry_buckets
 
         derived.denial = build_index(derived)
+        derived.sig_hours = expiry_buckets(derived) if derived.denial is not None else None
+    else:
+        derived.sig_hours = _derive_sig_hours(zone, changes)
     if derived.delta_size >= max(FOLD_MINIMUM, zone.base_size // FOLD_FRACTION):
         return derived.folded()
     return derived
@@ -229,6 +232,27 @@ def _derive_denial(zone: Zone, work: _Work, changes: dict[bytes, bytes | None]) 
 
 
 _LATER = object()  # rebuild the index once the new version exists
+
+
+def _derive_sig_hours(zone: Zone, changes: dict[bytes, bytes | None]) -> dict[int, int] | None:
+    """Signature expiry buckets moved by the RRSIGs the change removed and added."""
+    from .dnssec import SIG_BUCKET, sig_expirations
+
+    if zone.sig_hours is None:
+        return None
+    hours = dict(zone.sig_hours)
+    for name, blob in changes.items():
+        for when in sig_expirations(zone.get(name) or b""):
+            hour = when // SIG_BUCKET
+            left = hours.get(hour, 0) - 1
+            if left > 0:
+                hours[hour] = left
+            else:
+                hours.pop(hour, None)
+        for when in sig_expirations(blob or b""):
+            hour = when // SIG_BUCKET
+            hours[hour] = hours.get(hour, 0) + 1
+    return hours
 
 
 def _link(name: bytes, origin: bytes, changes: dict[bytes, bytes | None],

@@ -328,3 +328,43 @@ def decode(zone: Zone, owner: bytes) -> RRsetMap | None:
     """Decoded node, or None (small helper for the answer engine)."""
     blob = zone.get(owner)
     return decode_node(blob) if blob is not None else None
+
+
+# -- signature freshness ------------------------------------------------------
+
+SIG_BUCKET = 3600  # seconds: expirations are counted per hour, floor-rounded
+
+
+def sig_expirations(blob: bytes) -> list[int]:
+    """RRSIG expiration times in a node blob (RFC 4034 3.1.5: offset 8 of the rdata)."""
+    out = []
+    pos = 0
+    end = len(blob)
+    while pos < end:
+        rtype, _ttl, rdlen = struct.unpack_from("!HIH", blob, pos)
+        if rtype == rrtypes.RRSIG and rdlen >= 12:
+            out.append(struct.unpack_from("!I", blob, pos + 8 + 8)[0])
+        pos += 8 + rdlen
+    return out
+
+
+def expiry_buckets(zone: Zone) -> dict[int, int]:
+    """How many RRSIGs expire in each hour; the earliest key is the zone's signature expiry.
+
+    Counting per hour keeps this small (a validity period spans weeks, not
+    millions of distinct seconds) and lets IXFR update it by the records it
+    changes; the metric is therefore up to an hour early, never late.
+    """
+    buckets: dict[int, int] = {}
+    for _name, blob in zone.nodes():
+        for when in sig_expirations(blob):
+            hour = when // SIG_BUCKET
+            buckets[hour] = buckets.get(hour, 0) + 1
+    return buckets
+
+
+def earliest_expiry(buckets: dict[int, int] | None) -> float | None:
+    """UNIX time of the earliest signature expiry bucket, or None for an unsigned zone."""
+    if not buckets:
+        return None
+    return float(min(buckets) * SIG_BUCKET)

@@ -2,8 +2,9 @@
 
 Served by twisted.web from the DNS process.  Reads only: the collector and
 status views look at state the refreshers already keep.  Control requests
-(POST) are accepted from loopback, or elsewhere only with the bearer token,
-because a reachable "retransfer" is an amplification and denial tool.
+(POST) need the bearer token, except from loopback clients of a listener
+bound to 127.0.0.1 or ::1, because a reachable "retransfer" is an
+amplification and denial tool.
 """
 
 from __future__ import annotations
@@ -100,10 +101,12 @@ class _Control(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, controller: Controller, token: Callable[[], str | None]) -> None:
+    def __init__(self, controller: Controller, token: Callable[[], str | None],
+                 trust_loopback: bool = True) -> None:
         resource.Resource.__init__(self)  # type: ignore[no-untyped-call]
         self.controller = controller
         self.token = token
+        self.trust_loopback = trust_loopback  # False unless the listener itself is 127.0.0.1 or ::1
 
     def _authorised(self, request: Any) -> bool:
         token = self.token()
@@ -111,7 +114,7 @@ class _Control(resource.Resource):
         if token and given.startswith("Bearer ") and hmac.compare_digest(
                 given[7:].strip().encode(), token.encode()):
             return True
-        return _is_loopback(request.getClientAddress().host)
+        return self.trust_loopback and _is_loopback(request.getClientAddress().host)
 
     def render_POST(self, request: Any) -> bytes:
         request.setHeader(b"content-type", b"application/json")
@@ -141,7 +144,8 @@ class StatusSite:
     """Builds the resource tree; one instance per HTTP listener."""
 
     def __init__(self, registry: CollectorRegistry, zones: Callable[[], list[ZoneStatus]],
-                 controller: Controller, token: Callable[[], str | None]) -> None:
+                 controller: Controller, token: Callable[[], str | None],
+                 trust_loopback: bool = True) -> None:
         self.registry = registry
         self.zones = zones
         root: Any = _Root(self._page)  # zope interfaces do not type-check
@@ -150,7 +154,7 @@ class StatusSite:
         root.putChild(b"healthz", _Leaf(self._healthz))
         root.putChild(b"readyz", _Leaf(self._readyz))
         root.putChild(b"status", _Leaf(self._status))
-        root.putChild(b"control", _Control(controller, token))
+        root.putChild(b"control", _Control(controller, token, trust_loopback))
         self.site: Any = server.Site(root)  # type: ignore[no-untyped-call]
         self.site.displayTracebacks = False
 

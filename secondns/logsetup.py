@@ -9,15 +9,22 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
+
+# Zone events are logged as "zone NAME.: ..." (or "reload: zone NAME. added"); JSON lines carry NAME.
+_ZONE_IN_MESSAGE = re.compile(r"\bzone (\S*\.)(?=[:\s]|$)")
 
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, for log shippers."""
 
     def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage()
         entry = {"ts": round(record.created, 3), "level": record.levelname.lower(),
-                 "logger": record.name, "msg": record.getMessage()}
+                 "logger": record.name, "msg": msg}
+        if zone := _ZONE_IN_MESSAGE.search(msg):
+            entry["zone"] = zone.group(1)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry)

@@ -107,6 +107,8 @@ class SecondnsCollector(Collector):
         refresh = gauge("secondns_zone_refresh_seconds", "REFRESH interval in force (clamped SOA value).")
         retry = gauge("secondns_zone_retry_seconds", "RETRY interval in force (clamped SOA value).")
         expire = gauge("secondns_zone_expire_seconds", "EXPIRE interval in force (clamped SOA value).")
+        sig_expiry = gauge("secondns_zone_signature_expiry_timestamp_seconds",
+                           "Earliest RRSIG expiration in the served zone (hour-rounded down).")
         up = gauge("secondns_primary_up", "1 when the last SOA check reached the primary.",
                    ("zone", "primary"))
         transfers = CounterMetricFamily("secondns_transfers", "Zone transfers, by type and result.",
@@ -129,7 +131,7 @@ class SecondnsCollector(Collector):
                 serial.add_metric([name], z.serial)
             for value, fam in ((z.last_success, success), (z.last_attempt, attempt),
                                (z.expire_at, expiry), (z.next_refresh, nxt), (z.refresh, refresh),
-                               (z.retry, retry), (z.expire, expire)):
+                               (z.retry, retry), (z.expire, expire), (z.signature_expiry, sig_expiry)):
                 if value is not None:
                     fam.add_metric([name], value)
             for primary, ps in z.primaries.items():
@@ -156,7 +158,7 @@ class SecondnsCollector(Collector):
             buckets, total = by_kind.get(kind, ([0] * (len(TRANSFER_BUCKETS) + 1), 0.0))
             durations.add_metric([kind], _bucket_pairs(TRANSFER_BUCKETS, buckets), total)
         yield from (serial, primary_serial, loaded, expired, records, success, attempt, expiry, nxt,
-                    refresh, retry, expire, up, transfers, tbytes, checks, notifies, durations)
+                    refresh, retry, expire, sig_expiry, up, transfers, tbytes, checks, notifies, durations)
 
 
 def build_registry(collector: SecondnsCollector) -> CollectorRegistry:

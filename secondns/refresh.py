@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from .config import Endpoint, ZoneConfig
 from .diff import VersionStep
+from .dnssec import earliest_expiry
 from .errors import SecondnsError, StorageError
 from .registry import Registry
 from .serial import serial_gt, serial_lt
@@ -119,6 +120,7 @@ class ZoneStatus:
     refresh: float | None = None
     retry: float | None = None
     expire: float | None = None
+    signature_expiry: float | None = None  # earliest RRSIG expiration served (UNIX time)
     primaries: dict[str, PrimaryStatus] = field(default_factory=dict)
     last_transfer: TransferRecord | None = None
     last_error: str | None = None
@@ -501,6 +503,7 @@ class Refresher:
         st.loaded = True
         st.serial = zone.serial
         st.records = zone.record_count
+        st.signature_expiry = earliest_expiry(zone.sig_hours)
         timers = Timers.for_zone(zone.soa, self.zc)
         st.refresh, st.retry, st.expire = timers.refresh, timers.retry, timers.expire
 

@@ -16,7 +16,7 @@ from typing import Any
 from twisted.internet import defer, protocol, threads
 from twisted.internet.error import ConnectionRefusedError as TxConnectionRefused
 
-from . import rrtypes, tsig
+from . import rrtypes, tsig, zonemd
 from .config import Endpoint, ZoneConfig
 from .diff import apply_steps
 from .errors import ResponseMismatch, TransferError, ZoneError
@@ -333,7 +333,7 @@ class TwistedTransferClient:
 
         def build(_: None) -> defer.Deferred[Zone]:
             # Freezing a large zone takes a while: keep it off the reactor thread.
-            result: defer.Deferred[Zone] = threads.deferToThread(consumer.result)
+            result: defer.Deferred[Zone] = threads.deferToThread(_checked, consumer.result, zc)
             return result
 
         def outcome(zone: Zone) -> TransferOutcome:
@@ -368,7 +368,7 @@ class TwistedTransferClient:
                     return TransferOutcome(zone, "axfr", consumer.bytes, consumer.messages,
                                            consumer.records, consumer.expire_option,
                                            full.ignored_out_of_zone + full.ignored_class)
-                zd: defer.Deferred[Zone] = threads.deferToThread(consumer.result)
+                zd: defer.Deferred[Zone] = threads.deferToThread(_checked, consumer.result, zc)
                 return zd.addCallback(whole)
             steps = consumer.steps
 
@@ -381,11 +381,25 @@ class TwistedTransferClient:
                     raise TransferError(f"IXFR does not apply: {failure.value}")
                 return failure
 
-            ad: defer.Deferred[Zone] = threads.deferToThread(apply_steps, current, steps)
+            ad: defer.Deferred[Zone] = threads.deferToThread(
+                _checked, lambda: apply_steps(current, steps), zc)
             return ad.addCallbacks(applied, bad_diff)
 
         d2: defer.Deferred[Any] = d.addCallback(finish)
         return d2
+
+
+def _checked(make: Callable[[], Zone], zc: ZoneConfig) -> Zone:
+    """Build the new version and verify its ZONEMD (RFC 8976) before anyone can serve it."""
+    zone = make()
+    problem = zonemd.check(zone, zc.zonemd)
+    if problem is not None:
+        raise ZonemdError(problem)
+    return zone
+
+
+class ZonemdError(TransferError):
+    """The transferred zone fails its ZONEMD check; it is not served (RFC 8976 4)."""
 
 
 def _log_ignored(zc: ZoneConfig, primary: Endpoint, out_of_zone: int, other_class: int) -> None:

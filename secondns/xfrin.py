@@ -810,6 +810,7 @@ class IxfrConsumer(_InboundStream):
     def _to_full(self, records: list[Record]) -> bool:
         assert self.full is not None
         done = self.full._consume(records, False)
+        self.full.done = done  # _consume bypasses feed(), which is what sets done; result() needs it
         self.ignored_out_of_zone = self.full.ignored_out_of_zone
         return done
 

@@ -154,6 +154,7 @@ class Zone:
         "n_dnames",
         "origin",
         "record_count",
+        "sig_hours",
         "soa",
     )
 
@@ -164,6 +165,8 @@ class Zone:
         self.origin = origin
         # dnssec.DenialIndex for zones signed with NSEC or NSEC3, else None.
         self.denial = denial
+        # RRSIG expirations per hour (dnssec.expiry_buckets), None when unsigned.
+        self.sig_hours: dict[int, int] | None = None
         self._names = names
         self._delta = delta
         self._children = children
@@ -272,8 +275,10 @@ class Zone:
                 children[name] = count
             else:
                 children.pop(name, None)
-        return Zone(self.origin, names, self.soa, self.n_cuts, self.n_dnames, self.record_count,
+        zone = Zone(self.origin, names, self.soa, self.n_cuts, self.n_dnames, self.record_count,
                     children, denial=self.denial)
+        zone.sig_hours = self.sig_hours
+        return zone
 
     def derive(self, changes: dict[bytes, bytes | None], child_changes: dict[bytes, int], soa: SOA,
                n_cuts: int, n_dnames: int, record_count: int, denial: Any = None) -> Zone:
@@ -356,9 +361,11 @@ class ZoneBuilder:
                 count += n
         children = _add_empty_non_terminals(names, self.origin)
         zone = Zone(self.origin, names, self._soa, len(self._cuts), len(self._dnames), count, children)
-        from .dnssec import build_index  # dnssec builds on this module
+        from .dnssec import build_index, expiry_buckets  # dnssec builds on this module
 
         zone.denial = build_index(zone)
+        if zone.denial is not None:
+            zone.sig_hours = expiry_buckets(zone)
         self._pending = {}
         return zone
 

@@ -1,0 +1,264 @@
+"""Serving benchmark: dnsperf against secondns and BIND 9 (optionally NSD, Knot) on one zone.
+
+The issue's target is secondns >= 0.9x BIND's QPS with both serving the same generated 100k-record
+zone.  For a fair comparison each server runs alone, pinned to one core (``taskset -c 0``), BIND
+with one worker (``-n 1``), while dnsperf runs pinned to the other core; servers are started one
+after the other, never side by side.  Besides QPS the table shows lost queries (a server that
+drops queries looks fast), the rcode mix (a server that answers REFUSED looks fast too), start
+time (process start to the first SOA answer, i.e. zone load) and RSS after loading.
+
+    python bench/serve_qps.py                     # secondns vs BIND, 10 s each
+    python bench/serve_qps.py --only bind         # just BIND (e.g. to check the machine)
+    python bench/serve_qps.py --peers nsd,knot --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+import genzone  # noqa: E402
+from peers import Bind, Knot, Nsd, Peer, PeerError, Secondns, ZoneSpec, find_binary  # noqa: E402
+
+SERVERS = ("secondns", "bind", "nsd", "knot")
+# How much the rcode mix may differ from BIND's before the row is flagged (percentage points).
+_RCODE_TOLERANCE = 2.0
+
+
+@dataclass
+class Result:
+    """One server's run; ``error`` is set instead of figures when it did not start or dnsperf failed."""
+
+    server: str
+    qps: float | None = None
+    lost_pct: float | None = None
+    completed: int | None = None
+    avg_latency_ms: float | None = None
+    rss_kib: int | None = None
+    start_s: float | None = None
+    rcodes: dict[str, float] = field(default_factory=dict)
+    warning: str | None = None
+    error: str | None = None
+
+
+def parse_dnsperf(text: str) -> dict[str, Any]:
+    """Pull QPS, completion, loss, latency and the rcode mix (percent) out of dnsperf's summary."""
+
+    def num(pattern: str) -> float | None:
+        m = re.search(pattern, text)
+        return float(m.group(1)) if m else None
+
+    rcodes: dict[str, float] = {}
+    m = re.search(r"Response codes:\s*(.+)", text)
+    if m:
+        for code, pct in re.findall(r"([A-Z]+) \d+ \(([\d.]+)%\)", m.group(1)):
+            rcodes[code] = float(pct)
+    completed = num(r"Queries completed:\s+(\d+)")
+    latency = num(r"Average Latency \(s\):\s+([\d.]+)")
+    return {
+        "qps": num(r"Queries per second:\s+([\d.]+)"),
+        "lost_pct": num(r"Queries lost:\s+\d+ \(([\d.]+)%\)"),
+        "completed": int(completed) if completed is not None else None,
+        "avg_latency_ms": latency * 1000 if latency is not None else None,
+        "rcodes": rcodes,
+    }
+
+
+def run_dnsperf(port: int, queries: Path, args: argparse.Namespace) -> str:
+    """One bounded dnsperf run against 127.0.0.1:port; returns its combined output."""
+    dnsperf = find_binary("dnsperf")
+    if dnsperf is None:
+        raise PeerError("dnsperf not found")
+    cmd = [
+        dnsperf,
+        "-s",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-d",
+        str(queries),
+        "-l",
+        str(args.seconds),
+        "-c",
+        str(args.clients),
+        "-T",
+        str(args.threads),
+        "-q",
+        str(args.outstanding),
+    ]
+    if args.qps_limit:
+        cmd += ["-Q", str(args.qps_limit)]
+    if args.client_cpu is not None:
+        cmd = [find_binary("taskset") or "taskset", "-c", args.client_cpu, *cmd]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.seconds + 60, check=False)
+    if out.returncode != 0:
+        raise PeerError(f"dnsperf failed ({out.returncode}): {' '.join(cmd)}\n{out.stdout}{out.stderr}")
+    return out.stdout + out.stderr
+
+
+def make_server(name: str, workdir: Path, origin: str, zone_file: Path, args: argparse.Namespace) -> Peer:
+    """A server of kind ``name`` serving ``zone_file``, one core, one worker, not yet started."""
+    common: dict[str, Any] = {"cpus": args.server_cpu, "startup_timeout": args.startup_timeout}
+    zones = [ZoneSpec(origin, zone_file)]
+    if name == "bind":
+        return Bind(workdir, zones, workers=1, **common)
+    if name == "knot":
+        return Knot(workdir, zones, workers=1, **common)
+    if name == "nsd":
+        return Nsd(workdir, zones, workers=1, **common)
+    if name == "secondns":
+        return Secondns(workdir, zone_files={origin: zone_file}, http=False, **common)
+    raise ValueError(f"unknown server {name!r}; choose from {', '.join(SERVERS)}")
+
+
+def bench_one(
+    name: str, workdir: Path, origin: str, zone_file: Path, queries: Path, args: argparse.Namespace
+) -> Result:
+    """Start one server, measure it, stop it: servers never share the machine during a run."""
+    result = Result(name)
+    try:
+        server = make_server(name, workdir / name, origin, zone_file, args)
+        with server:
+            result.start_s = round(server.ready_seconds, 3)
+            time.sleep(0.5)  # let post-load allocations settle before reading RSS
+            result.rss_kib = server.rss_kib()
+            if args.warmup:
+                warm = argparse.Namespace(**{**vars(args), "seconds": args.warmup})
+                run_dnsperf(server.port, queries, warm)
+            text = run_dnsperf(server.port, queries, args)
+            if not server.running():
+                raise PeerError(f"{name} died during the run\n{server.log_tail()}")
+        if args.verbose:
+            print(text, file=sys.stderr)
+        for key, value in parse_dnsperf(text).items():
+            setattr(result, key, value)
+        if result.qps is None:
+            result.error = f"could not parse dnsperf output:\n{text}"
+    except (PeerError, OSError, subprocess.SubprocessError, ValueError) as exc:
+        result.error = str(exc)
+    return result
+
+
+def flag_rcode_mismatch(results: list[Result]) -> None:
+    """Mark servers whose rcode mix differs from BIND's: their QPS is not for the same work."""
+    ref = next((r for r in results if r.server == "bind" and r.rcodes), None)
+    if ref is None:
+        return
+    for r in results:
+        if r is ref or not r.rcodes:
+            continue
+        codes = set(ref.rcodes) | set(r.rcodes)
+        worst = max(abs(ref.rcodes.get(c, 0.0) - r.rcodes.get(c, 0.0)) for c in codes)
+        if worst > _RCODE_TOLERANCE:
+            r.warning = f"rcode mix differs from BIND by {worst:.1f} points: {r.rcodes} vs {ref.rcodes}"
+
+
+def table(results: list[Result]) -> str:
+    head = f"{'server':<10} {'QPS':>10} {'lost %':>7} {'lat ms':>7} {'start s':>8} {'RSS MiB':>8}  rcodes"
+    rows = [head, "-" * len(head)]
+    for r in results:
+        if r.error:
+            rows.append(f"{r.server:<10} ERROR: {r.error.splitlines()[0]}")
+            continue
+        rcodes = " ".join(f"{k}={v:g}%" for k, v in sorted(r.rcodes.items()))
+        rss = f"{r.rss_kib / 1024:.1f}" if r.rss_kib else "?"
+        rows.append(
+            f"{r.server:<10} {r.qps or 0:>10.0f} {r.lost_pct or 0:>7.2f} {r.avg_latency_ms or 0:>7.3f}"
+            f" {r.start_s or 0:>8.2f} {rss:>8}  {rcodes}"
+        )
+        if r.warning:
+            rows.append(f"{'':<10} WARNING: {r.warning}")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--only", help="comma-separated servers to run instead of secondns,bind")
+    parser.add_argument("--peers", default="", help="extra servers to add: nsd,knot")
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--queries-count", type=int, default=100_000)
+    parser.add_argument("--origin", default="bench.test.")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seconds", type=int, default=10, help="dnsperf -l per server")
+    parser.add_argument("--warmup", type=int, default=0, help="seconds of unmeasured dnsperf first")
+    parser.add_argument("--clients", type=int, default=4, help="dnsperf -c")
+    parser.add_argument("--threads", type=int, default=1, help="dnsperf -T")
+    parser.add_argument("--outstanding", type=int, default=100, help="dnsperf -q")
+    parser.add_argument("--qps-limit", type=int, default=0, help="dnsperf -Q (0: unlimited)")
+    parser.add_argument("--server-cpu", default="0", help="taskset -c for servers ('' to not pin)")
+    parser.add_argument("--client-cpu", default="1", help="taskset -c for dnsperf ('' to not pin)")
+    parser.add_argument("--startup-timeout", type=float, default=120.0, help="seconds to wait for a load")
+    parser.add_argument("--workdir", type=Path, help="keep zone, configs and logs here")
+    parser.add_argument("--json", type=Path, help="also write results as JSON to this file")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print dnsperf's full output")
+    args = parser.parse_args(argv)
+    args.server_cpu = args.server_cpu or None
+    args.client_cpu = args.client_cpu or None
+    if (args.server_cpu or args.client_cpu) and (os.cpu_count() or 1) < 2:
+        print("warning: fewer than 2 CPUs; not pinning", file=sys.stderr)
+        args.server_cpu = args.client_cpu = None
+
+    servers = args.only.split(",") if args.only else ["secondns", "bind"]
+    servers += [p for p in args.peers.split(",") if p and p not in servers]
+    unknown = [s for s in servers if s not in SERVERS]
+    if unknown:
+        parser.error(f"unknown servers {unknown}; choose from {', '.join(SERVERS)}")
+
+    with tempfile.TemporaryDirectory(prefix="serve-qps-") as tmp:
+        workdir = args.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        gen = genzone.generate(args.origin, args.records, args.seed)
+        zone_file = workdir / "bench.zone"
+        zone_file.write_text(gen.text)
+        queries = workdir / "queries.txt"
+        queries.write_text("\n".join(genzone.queries(gen, args.origin, args.queries_count, args.seed)) + "\n")
+        print(
+            f"zone {args.origin}: {gen.records} records; {args.queries_count} queries; {args.seconds}s per"
+            f" server; servers on cpu {args.server_cpu}, dnsperf on cpu {args.client_cpu}, -c {args.clients}",
+            file=sys.stderr,
+        )
+        results = []
+        for name in servers:
+            print(f"running {name} ...", file=sys.stderr)
+            results.append(bench_one(name, workdir, args.origin, zone_file, queries, args))
+
+    flag_rcode_mismatch(results)
+    print(table(results))
+    by_name = {r.server: r for r in results}
+    ratio = None
+    sec, bind = by_name.get("secondns"), by_name.get("bind")
+    if sec and bind and sec.qps and bind.qps:
+        ratio = sec.qps / bind.qps
+        verdict = "meets" if ratio >= 0.9 else "below"
+        print(f"\nsecondns/BIND QPS ratio: {ratio:.3f} ({verdict} the 0.9 target)")
+    if args.json:
+        report = {
+            "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "machine": {"host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version()},
+            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "records": gen.records,
+            "results": [asdict(r) for r in results],
+            "ratio_secondns_bind": ratio,
+        }
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 1 if any(r.error for r in results) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
