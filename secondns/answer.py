@@ -144,7 +144,9 @@ def _step(zone: Zone, ans: Answer, name: bytes, qtype: int, minimal_any: bool) -
         if hit is not None:
             owner, is_dname = hit
             if is_dname:
-                return _dname(zone, ans, name, owner)
+                nxt = _dname(zone, ans, name, owner)
+                # RFC 1034 4.3.2 step 3a: the synthesised CNAME answers a CNAME query.
+                return None if qtype == rrtypes.CNAME else nxt
             _referral(zone, ans, owner)
             return None
     wildcard = False
@@ -250,7 +252,8 @@ def _add_additional(zone: Zone, ans: Answer) -> None:
                 targets.append((rdata[offset:].lower(), rtype == rrtypes.NS))
     if not targets:
         return
-    done: set[bytes] = set()
+    # RFC 1034 4.3.2 step 6 adds what "may be useful": not what the answer already holds.
+    done: set[bytes] = {owner for owner, rtype, _r in ans.answer if rtype in (rrtypes.A, rrtypes.AAAA)}
     for target, glue_ok in targets:
         if target in done or not is_subdomain(target, zone.origin):
             continue

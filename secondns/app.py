@@ -234,6 +234,11 @@ class Application:
             log.info("reload: zone %s removed", old_zones[origin].name)
             self.stop_zone(origin)
         for zc in changed:
+            if zc.static != old_zones[zc.origin].static:  # primaries all removed, or first added:
+                log.info("reload: zone %s restarted from its copy on disk", zc.name)  # timers anew
+                self.stop_zone(zc.origin)
+                self.start_zone(zc)
+                continue
             log.info("reload: zone %s reconfigured (applies from its next check)", zc.name)
             self.refreshers[zc.origin].reconfigure(zc)
         for zc in added:

@@ -134,8 +134,9 @@ def apply_steps(zone: Zone, steps: Sequence[VersionStep]) -> Zone:
 
 
 def _encode(node: RRsetMap) -> bytes:
-    return b"".join(encode_record(rtype, ttl, rdata) for rtype, recs in node.items()
-                    for ttl, rdata in recs)
+    """Re-encode a node; an RRset takes the TTL of its first record (RFC 2181 5.2)."""
+    return b"".join(encode_record(rtype, recs[0][0], rdata) for rtype, recs in node.items()
+                    for _ttl, rdata in recs)
 
 
 def _freeze(zone: Zone, work: _Work, soa: SOA) -> Zone:

@@ -220,7 +220,7 @@ class ResponseWriter:
         # Compression targets: lowercased name suffix -> offset (RFC 1035 4.1.4).
         self._ptrs: dict[bytes, int] = {}
         if question:
-            self._remember(qname_lower, 12)
+            self._remember(question[:-4], 12)  # the name as the client wrote it
 
     def _remember(self, name_lower: bytes, offset: int) -> None:
         ptrs = self._ptrs
@@ -233,12 +233,17 @@ class ResponseWriter:
             pos += name_lower[pos] + 1
 
     def _name(self, name: bytes, compress: bool = True) -> None:
-        """Append a name, compressed against everything written before."""
+        """Append a name, compressed against everything written before.
+
+        Suffixes match case-sensitively (except the question, matched case-
+        insensitively for owner names equal to it), so names inside rdata keep
+        the case the zone gives them, as BIND's responses do.
+        """
         buf = self._buf
         if not compress:
             buf += name
             return
-        lower = name.lower()
+        lower = name
         ptrs = self._ptrs
         pos = 0
         start = len(buf)

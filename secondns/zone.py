@@ -371,7 +371,11 @@ class ZoneBuilder:
 
 
 def _merge(recs: list[bytes]) -> tuple[bytes, int]:
-    """Group a node's records into contiguous RRsets, dropping duplicates (RFC 2181 5)."""
+    """Group a node's records into contiguous RRsets, dropping duplicates (RFC 2181 5).
+
+    Every record of an RRset gets the RRset's first TTL, as BIND does: RFC
+    2181 5.2 forbids serving one RRset with different TTLs.
+    """
     groups: dict[int, list[bytes]] = {}
     seen: set[bytes] = set()
     for rec in recs:
@@ -380,7 +384,12 @@ def _merge(recs: list[bytes]) -> tuple[bytes, int]:
             continue
         seen.add(key)
         rtype = (rec[0] << 8) | rec[1]
-        groups.setdefault(rtype, []).append(rec)
+        group = groups.get(rtype)
+        if group is None:
+            groups[rtype] = [rec]
+        else:
+            first_ttl = group[0][2:6]
+            group.append(rec if rec[2:6] == first_ttl else rec[:2] + first_ttl + rec[6:])
     ordered = [r for group in groups.values() for r in group]
     return b"".join(ordered), len(ordered)
 

@@ -254,5 +254,8 @@ def test_random_and_mutated_packets_never_raise(responder: Responder, data: byte
         assert resp[2] & 0x80  # QR
         parsed = dns.message.from_wire(resp, question_only=True)
         assert parsed.id == int.from_bytes(data[:2], "big")
-        # Every response dnspython can fully parse (well-formed output).
-        dns.message.from_wire(resp)
+        # Every response dnspython can fully parse (well-formed output).  Not for UPDATE
+        # (opcode 5): dnspython then reads the echoed question as a zone section and
+        # insists on type SOA, which a NOTIMP echo of an arbitrary question need not have.
+        if (resp[2] >> 3) & 0xF != 5:
+            dns.message.from_wire(resp)
