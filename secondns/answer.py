@@ -14,7 +14,7 @@ from __future__ import annotations
 from . import dnssec, rrtypes
 from .names import MAX_NAME, WILDCARD_LABEL, ancestors, is_subdomain, parent
 from .wire import NOERROR, NXDOMAIN, YXDOMAIN, RRsetOut
-from .zone import SOA, RRsetMap, Zone, blob_has_type, decode_node
+from .zone import SOA, RRsetMap, Zone, ZoneView, blob_has_type, decode_node
 
 MAX_CHAIN = 16  # CNAME/DNAME hops followed inside one zone before giving up
 _NSEC3_ONLY = frozenset({rrtypes.NSEC3, rrtypes.RRSIG})
@@ -27,7 +27,7 @@ class Answer:
     the response is truncated (wire.ResponseWriter).
     """
 
-    __slots__ = ("aa", "additional", "answer", "authority", "proofs", "rcode", "signed")
+    __slots__ = ("aa", "additional", "answer", "authority", "deps", "proofs", "rcode", "signed")
 
     def __init__(self, signed: bool = False) -> None:
         self.rcode = NOERROR
@@ -37,6 +37,7 @@ class Answer:
         self.additional: list[RRsetOut] = []
         self.signed = signed  # DO set and the zone is signed: add RRSIGs and proofs
         self.proofs: list[dnssec.Proof] = []
+        self.deps: set[bytes] = set()  # zone names this answer read
 
 
 def _put(ans: Answer, section: list[RRsetOut], owner: bytes, rtype: int,
@@ -49,20 +50,21 @@ def _put(ans: Answer, section: list[RRsetOut], owner: bytes, rtype: int,
             section.append((owner, rrtypes.RRSIG, sigs))
 
 
-def _negative_soa(zone: Zone, ans: Answer) -> None:
+def _negative_soa(zone: ZoneView, ans: Answer) -> None:
     soa: SOA = zone.soa
+    zone.deps.add(zone.origin)  # every new serial changes this SOA
     # RFC 2308 3: the SOA in a negative answer carries min(TTL, MINIMUM); its RRSIG too.
     ttl = soa.negative_ttl
     apex = zone.rrsets(zone.origin) if ans.signed else None
     _put(ans, ans.authority, zone.origin, rrtypes.SOA, [(ttl, soa.rdata)], apex, ttl)
 
 
-def _proof(zone: Zone, ans: Answer, kind: str, name: bytes, closest: bytes) -> None:
+def _proof(zone: ZoneView, ans: Answer, kind: str, name: bytes, closest: bytes) -> None:
     if ans.signed:
         ans.proofs.append((kind, name, closest))
 
 
-def _exists(zone: Zone, name: bytes) -> bool:
+def _exists(zone: ZoneView, name: bytes) -> bool:
     """Name existence as clients see it: NSEC3 owners live in a tree of their own (RFC 5155 7.2)."""
     blob = zone.get(name)
     if blob is None:
@@ -72,7 +74,7 @@ def _exists(zone: Zone, name: bytes) -> bool:
     return not nsec3_owner
 
 
-def find_cut(zone: Zone, qname: bytes, qtype: int) -> tuple[bytes, bool] | None:
+def find_cut(zone: ZoneView, qname: bytes, qtype: int) -> tuple[bytes, bool] | None:
     """RFC 1034 4.3.2 step 3b and RFC 6672 3.2: the first cut or DNAME above *qname*.
 
     Returns (owner, is_dname).  A DS query at a cut is answered from the
@@ -96,21 +98,23 @@ def find_cut(zone: Zone, qname: bytes, qtype: int) -> tuple[bytes, bool] | None:
     return None
 
 
-def _under_cut(zone: Zone, name: bytes) -> bool:
+def _under_cut(zone: ZoneView, name: bytes) -> bool:
     """True when *name* is at or below a delegation (occluded, i.e. glue)."""
     if not zone.n_cuts:
         return False
     return any(zone.has_type(anc, rrtypes.NS) for anc in ancestors(name, zone.origin))
 
 
-def answer_query(zone: Zone, qname: bytes, qtype: int, *, minimal_any: bool,
+def answer_query(snapshot: Zone, qname: bytes, qtype: int, *, minimal_any: bool,
                  dnssec_ok: bool = False) -> Answer:
-    """Answer *qname*/*qtype* (qname lowercased) from *zone*.
+    """Answer *qname*/*qtype* (qname lowercased) from *snapshot*.
 
     *dnssec_ok* is the DO bit (RFC 3225): only then are RRSIGs and denial
-    records added for signed zones.
+    records added for signed zones.  ``Answer.deps`` lists every name read.
     """
+    zone = ZoneView(snapshot)
     ans = Answer(dnssec_ok and zone.denial is not None)
+    ans.deps = zone.deps
     seen: set[bytes] = set()
     name = qname
     for _hop in range(MAX_CHAIN):
@@ -130,14 +134,14 @@ def answer_query(zone: Zone, qname: bytes, qtype: int, *, minimal_any: bool,
     return ans
 
 
-def _closest_encloser(zone: Zone, name: bytes) -> bytes:
+def _closest_encloser(zone: ZoneView, name: bytes) -> bytes:
     closest = parent(name)
     while not _exists(zone, closest):
         closest = parent(closest)
     return closest
 
 
-def _step(zone: Zone, ans: Answer, name: bytes, qtype: int, minimal_any: bool) -> bytes | None:
+def _step(zone: ZoneView, ans: Answer, name: bytes, qtype: int, minimal_any: bool) -> bytes | None:
     """Resolve one name of a chain; return the next name to follow, if any."""
     if zone.n_cuts or zone.n_dnames:
         hit = find_cut(zone, name, qtype)
@@ -183,7 +187,7 @@ def _step(zone: Zone, ans: Answer, name: bytes, qtype: int, minimal_any: bool) -
     return None
 
 
-def _any(zone: Zone, ans: Answer, name: bytes, rrsets: RRsetMap, minimal: bool, wildcard: bool,
+def _any(zone: ZoneView, ans: Answer, name: bytes, rrsets: RRsetMap, minimal: bool, wildcard: bool,
          closest: bytes) -> None:
     """RFC 8482 4.2: over UDP one RRset stands for all of them."""
     for rtype, records in rrsets.items():
@@ -198,7 +202,7 @@ def _any(zone: Zone, ans: Answer, name: bytes, rrsets: RRsetMap, minimal: bool, 
         _proof(zone, ans, dnssec.WILDCARD_ANSWER_PROOF, name, closest)
 
 
-def _nodata(zone: Zone, ans: Answer, name: bytes, wildcard: bool, closest: bytes) -> None:
+def _nodata(zone: ZoneView, ans: Answer, name: bytes, wildcard: bool, closest: bytes) -> None:
     _negative_soa(zone, ans)
     if wildcard:
         _proof(zone, ans, dnssec.WILDCARD_NODATA_PROOF, name, closest)
@@ -206,7 +210,7 @@ def _nodata(zone: Zone, ans: Answer, name: bytes, wildcard: bool, closest: bytes
         _proof(zone, ans, dnssec.NODATA_PROOF, name, name)
 
 
-def _referral(zone: Zone, ans: Answer, cut: bytes) -> None:
+def _referral(zone: ZoneView, ans: Answer, cut: bytes) -> None:
     """RFC 1034 4.3.2 step 3b: not authoritative; NS in authority, glue in additional.
 
     Signed zones add the DS RRset and its RRSIG, or the proof that there is
@@ -224,7 +228,7 @@ def _referral(zone: Zone, ans: Answer, cut: bytes) -> None:
         _proof(zone, ans, dnssec.UNSIGNED_REFERRAL_PROOF, cut, cut)
 
 
-def _dname(zone: Zone, ans: Answer, name: bytes, owner: bytes) -> bytes | None:
+def _dname(zone: ZoneView, ans: Answer, name: bytes, owner: bytes) -> bytes | None:
     """RFC 6672 3.2: answer the DNAME and a CNAME synthesised from it (unsigned, 3.4)."""
     node = zone.rrsets(owner) or {}
     records = node.get(rrtypes.DNAME, [])
@@ -240,7 +244,7 @@ def _dname(zone: Zone, ans: Answer, name: bytes, owner: bytes) -> bytes | None:
     return new_name.lower()
 
 
-def _add_additional(zone: Zone, ans: Answer) -> None:
+def _add_additional(zone: ZoneView, ans: Answer) -> None:
     """RFC 1034 3.6.2 / RFC 2782: addresses of NS, MX and SRV targets in this zone."""
     targets: list[tuple[bytes, bool]] = []
     for section in (ans.answer, ans.authority):

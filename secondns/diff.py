@@ -42,6 +42,11 @@ class VersionStep:
     added: list[Rec] = field(default_factory=list)
 
 
+def changed_names(steps: Sequence[VersionStep]) -> frozenset[bytes]:
+    """Every owner a change touches (lowercased): what cached answers may depend on."""
+    return frozenset(owner.lower() for step in steps for owner, _t, _ttl, _rd in (*step.deleted, *step.added))
+
+
 def _rdata_key(rtype: int, rdata: bytes) -> bytes:
     """Rdata compared as DNS compares it: names inside are case-insensitive (RFC 4343)."""
     if rtype in rrtypes.NAME_LAYOUT:
@@ -134,9 +139,12 @@ def apply_steps(zone: Zone, steps: Sequence[VersionStep]) -> Zone:
 
 
 def _encode(node: RRsetMap) -> bytes:
-    """Re-encode a node; an RRset takes the TTL of its first record (RFC 2181 5.2)."""
-    return b"".join(encode_record(rtype, recs[0][0], rdata) for rtype, recs in node.items()
-                    for _ttl, rdata in recs)
+    """Re-encode a node; an RRset takes the TTL of its first record (RFC 2181 5.2).
+
+    RRSIGs are the exception: each keeps the TTL of the RRset it covers (RFC 4034 3).
+    """
+    return b"".join(encode_record(rtype, ttl if rtype == rrtypes.RRSIG else recs[0][0], rdata)
+                    for rtype, recs in node.items() for ttl, rdata in recs)
 
 
 def _freeze(zone: Zone, work: _Work, soa: SOA) -> Zone:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from . import rrtypes
 from .names import WILDCARD_LABEL, label_offsets, parent
-from .zone import RRsetMap, Zone, blob_has_type, decode_node
+from .zone import RRsetMap, Zone, ZoneView, blob_has_type
 
 _B32_STD = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 _B32_HEX = b"0123456789ABCDEFGHIJKLMNOPQRSTUV"
@@ -209,7 +209,7 @@ def signatures(rrsets: RRsetMap | None, rtype: int, ttl: int | None = None) -> l
 RRsetList = list[tuple[bytes, int, list[tuple[int, bytes]]]]
 
 
-def _denial_rrsets(zone: Zone, owner: bytes, rtype: int) -> RRsetList:
+def _denial_rrsets(zone: ZoneView, owner: bytes, rtype: int) -> RRsetList:
     rrsets = zone.rrsets(owner) or {}
     records = rrsets.get(rtype)
     if not records:
@@ -221,7 +221,7 @@ def _denial_rrsets(zone: Zone, owner: bytes, rtype: int) -> RRsetList:
     return out
 
 
-def proof_rrsets(zone: Zone, index: DenialIndex, proof: Proof) -> RRsetList:
+def proof_rrsets(zone: ZoneView, index: DenialIndex, proof: Proof) -> RRsetList:
     """The NSEC/NSEC3 RRsets (with RRSIGs) for one proof, in the order peers send them."""
     kind, name, closest = proof
     owners: list[bytes] = []
@@ -316,18 +316,6 @@ def _closest_provable(index: DenialIndex, name: bytes, add: Adder) -> None:
         candidate = parent(candidate)
 
 
-def rrsig_units(zone: Zone, owner: bytes, rtype: int, rrsets: RRsetMap | None,
-                ttl: int | None = None) -> list[tuple[int, bytes]]:
-    """RRSIGs for an RRset in a response (owner as found in the zone)."""
-    if rrsets is None:
-        rrsets = zone.rrsets(owner)
-    return signatures(rrsets, rtype, ttl)
-
-
-def decode(zone: Zone, owner: bytes) -> RRsetMap | None:
-    """Decoded node, or None (small helper for the answer engine)."""
-    blob = zone.get(owner)
-    return decode_node(blob) if blob is not None else None
 
 
 # -- signature freshness ------------------------------------------------------

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .config import Endpoint, ZoneConfig
-from .diff import VersionStep
+from .diff import VersionStep, changed_names
 from .dnssec import earliest_expiry
 from .errors import SecondnsError, StorageError
 from .registry import Registry
@@ -398,9 +398,16 @@ class Refresher:
         if self.status.phase == STOPPED:
             return
         reason = _reason(failure)
-        self._record_transfer(TransferRecord(kind, "failure", str(primary), self._wall(started),
-                                             self.clock.seconds() - started, error=reason))
-        log.error("zone %s: %s from %s failed: %s", self.zc.name, kind.upper(), primary, reason)
+        ixfr_reason = getattr(getattr(failure, "value", None), "ixfr_reason", None)
+        duration = self.clock.seconds() - started
+        if ixfr_reason is not None:
+            # The IXFR failed, then the AXFR tried after it (transfer.FallbackFailed): count both.
+            self._record_transfer(TransferRecord("ixfr", "failure", str(primary), self._wall(started),
+                                                 duration, error=ixfr_reason))
+        failed_kind = "axfr" if ixfr_reason is not None else kind
+        self._record_transfer(TransferRecord(failed_kind, "failure", str(primary), self._wall(started),
+                                             duration, error=reason))
+        log.error("zone %s: %s from %s failed: %s", self.zc.name, failed_kind.upper(), primary, reason)
         errors = [*errors, f"{kind.upper()} from {primary}: {reason}"]
         rest = candidates[1:]
         if rest:
@@ -423,7 +430,9 @@ class Refresher:
             # Up to date after all (IXFR answered with our own SOA).
             self._succeeded(primary, outcome.expire if outcome.expire is not None else expire)
             return
-        self.registry.swap(self.zc.origin, zone)
+        # An IXFR names what changed, so cached answers for the rest of the zone survive.
+        changed = changed_names(outcome.steps) if outcome.steps else None
+        self.registry.swap(self.zc.origin, zone, changed)
         self._mark_loaded(zone)
         self._record_transfer(TransferRecord(outcome.kind, "success", str(primary), self._wall(started),
                                              duration, outcome.records, outcome.bytes, zone.serial))

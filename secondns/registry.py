@@ -13,8 +13,9 @@ from collections.abc import Callable, Iterator
 from .names import to_text
 from .zone import Zone
 
-Listener = Callable[[bytes | None], None]
-"""Called with a zone origin whose answers changed, or None for all zones."""
+Listener = Callable[[bytes | None, frozenset[bytes] | None], None]
+"""Called with a zone origin whose answers changed (None: every zone) and, when
+known, the names that changed (None: any name may have)."""
 
 
 class ZoneEntry:
@@ -45,9 +46,9 @@ class Registry:
         """Register a callback told about every change to what is answered."""
         self._listeners.append(listener)
 
-    def _changed(self, origin: bytes | None) -> None:
+    def _changed(self, origin: bytes | None, names: frozenset[bytes] | None = None) -> None:
         for listener in self._listeners:
-            listener(origin)
+            listener(origin, names)
 
     def add(self, origin: bytes) -> ZoneEntry:
         """Start serving a zone (SERVFAIL until a snapshot is swapped in)."""
@@ -63,12 +64,17 @@ class Registry:
         if self._zones.pop(origin, None) is not None:
             self._changed(None)
 
-    def swap(self, origin: bytes, snapshot: Zone) -> None:
-        """Atomically replace a zone's snapshot and clear its expiry."""
+    def swap(self, origin: bytes, snapshot: Zone, changed: frozenset[bytes] | None = None) -> None:
+        """Atomically replace a zone's snapshot and clear its expiry.
+
+        *changed* names the owners an incremental change touched; without it
+        every cached answer of the zone is forgotten.
+        """
         entry = self._zones[origin]
+        was_serving = entry.serving
         entry.snapshot = snapshot
         entry.expired = False
-        self._changed(origin)
+        self._changed(origin, changed if was_serving else None)
 
     def set_expired(self, origin: bytes, expired: bool) -> None:
         """Mark a zone expired (SERVFAIL, RFC 1034 4.3.5) or alive again."""

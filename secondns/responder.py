@@ -9,7 +9,7 @@ source address, a TSIG signature, a NOTIFY) is never cached.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from . import rrtypes
@@ -62,23 +62,27 @@ class ServeSettings:
 
 
 class AnswerCache:
-    """Responses keyed by request bytes (ID excluded), bounded, forgettable per zone.
+    """Responses keyed by request bytes (ID excluded), bounded, forgettable by name.
 
-    Negative answers are capped separately so a flood of random names (a
-    random-subdomain attack) churns only them, not the hot positive answers.
+    Each entry remembers the zone names its answer read (``Answer.deps``), so
+    an IXFR forgets only the responses that depend on a name it changed;
+    every other precomputed answer survives the new version.  Negative
+    answers are capped separately so a flood of random names (a random-
+    subdomain attack) churns only them, not the hot positive answers.
     """
 
-    __slots__ = ("_by_zone", "_max", "_max_negative", "_negative", "map")
+    __slots__ = ("_deps", "_max", "_max_negative", "_negative", "map")
 
     def __init__(self, max_entries: int) -> None:
         self.map: dict[bytes, bytes] = {}
-        self._by_zone: dict[bytes | None, list[bytes]] = {}
+        self._deps: dict[bytes | None, dict[bytes, list[bytes]]] = {}
         self._negative: list[bytes] = []
         self._max = max_entries
         self._max_negative = max(1, max_entries // 4)
 
-    def put(self, key: bytes, value: bytes, zone: bytes | None, negative: bool) -> None:
-        """Remember a response; *zone* is the origin it came from (None: no zone)."""
+    def put(self, key: bytes, value: bytes, zone: bytes | None, negative: bool,
+            deps: Iterable[bytes] = ()) -> None:
+        """Remember a response from *zone* (None: no zone) that read the names *deps*."""
         if len(self.map) >= self._max:
             self.clear()
         if negative:
@@ -88,20 +92,29 @@ class AnswerCache:
                 self._negative.clear()
             self._negative.append(key)
         self.map[key] = value
-        self._by_zone.setdefault(zone, []).append(key)
+        by_name = self._deps.setdefault(zone, {})
+        for name in deps or (b"",):
+            by_name.setdefault(name, []).append(key)
 
-    def forget(self, zone: bytes | None) -> None:
-        """Drop what one zone answered, or everything when *zone* is None."""
+    def forget(self, zone: bytes | None, names: Iterable[bytes] | None = None) -> None:
+        """Drop what a zone answered (all of it, or what read one of *names*)."""
         if zone is None:
             self.clear()
             return
-        for key in self._by_zone.pop(zone, ()):
-            self.map.pop(key, None)
+        if names is None:
+            for keys in self._deps.pop(zone, {}).values():
+                for key in keys:
+                    self.map.pop(key, None)
+            return
+        by_name = self._deps.get(zone, {})
+        for name in names:
+            for key in by_name.pop(name, ()):
+                self.map.pop(key, None)
 
     def clear(self) -> None:
         """Drop everything."""
         self.map.clear()
-        self._by_zone.clear()
+        self._deps.clear()
         self._negative.clear()
 
     def __len__(self) -> int:
@@ -121,9 +134,9 @@ class Responder:
         self._identity_txt = _txt(settings.identity) if settings.identity else None
         self._version_txt = _txt(settings.version) if settings.version else None
 
-    def _forget(self, origin: bytes | None) -> None:
+    def _forget(self, origin: bytes | None, names: frozenset[bytes] | None) -> None:
         for cache in self.caches:
-            cache.forget(origin)
+            cache.forget(origin, names)
 
     def respond(self, data: bytes, transport: int, addr: tuple[str, int]) -> bytes | None:
         """The response to *data*, or None when nothing must be sent (RFC 1035 4.1.1: QR set)."""
@@ -195,7 +208,7 @@ class Responder:
             self.stats.truncated += 1
         elif q.tsig_offset < 0:
             negative = rcode != NOERROR or not ans.answer
-            self.caches[transport].put(q.raw[2:], response[2:], zone_key, negative)
+            self.caches[transport].put(q.raw[2:], response[2:], zone_key, negative, ans.deps)
         return response
 
     def _render(self, q: Query, ans: Answer, transport: int) -> bytes:

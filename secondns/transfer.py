@@ -305,9 +305,10 @@ class TwistedTransferClient:
             log.warning("zone %s: IXFR from %s failed (%s); falling back to AXFR", zc.name, primary,
                         reason)
             d2 = self._axfr(primary, zc)
-            d2.addCallback(lambda outcome: TransferOutcome(
+            d2.addCallbacks(lambda outcome: TransferOutcome(
                 outcome.zone, outcome.kind, outcome.bytes, outcome.messages, outcome.records,
-                outcome.expire, outcome.ignored, fallback=reason))
+                outcome.expire, outcome.ignored, fallback=reason), _fallback_failed,
+                errbackArgs=(reason,))
             return d2
 
         d.addErrback(fallback)
@@ -387,6 +388,18 @@ class TwistedTransferClient:
 
         d2: defer.Deferred[Any] = d.addCallback(finish)
         return d2
+
+
+class FallbackFailed(TransferError):
+    """The IXFR failed and so did the AXFR tried after it: both reasons, both counted."""
+
+    def __init__(self, ixfr_reason: str, axfr_reason: str) -> None:
+        super().__init__(axfr_reason)
+        self.ixfr_reason = ixfr_reason
+
+
+def _fallback_failed(failure: Any, ixfr_reason: str) -> None:
+    raise FallbackFailed(ixfr_reason, str(failure.value))
 
 
 def _checked(make: Callable[[], Zone], zc: ZoneConfig) -> Zone:

@@ -387,6 +387,8 @@ def _merge(recs: list[bytes]) -> tuple[bytes, int]:
         group = groups.get(rtype)
         if group is None:
             groups[rtype] = [rec]
+        elif rtype == rrtypes.RRSIG:
+            group.append(rec)  # each RRSIG keeps the TTL of the RRset it covers (RFC 4034 3)
         else:
             first_ttl = group[0][2:6]
             group.append(rec if rec[2:6] == first_ttl else rec[:2] + first_ttl + rec[6:])
@@ -414,3 +416,38 @@ def _add_empty_non_terminals(names: dict[bytes, bytes], origin: bytes) -> dict[b
     for name in ents:
         names[name] = b""
     return children
+
+
+class ZoneView:
+    """Reads of one snapshot that remember every name looked at.
+
+    The answer engine reads through a view so each cached response knows the
+    names it depends on; an IXFR then forgets only the responses that read a
+    name it changed (see responder.AnswerCache).
+    """
+
+    __slots__ = ("denial", "deps", "n_cuts", "n_dnames", "origin", "soa", "zone")
+
+    def __init__(self, zone: Zone) -> None:
+        self.zone = zone
+        self.deps: set[bytes] = set()
+        self.origin = zone.origin
+        self.soa = zone.soa
+        self.n_cuts = zone.n_cuts
+        self.n_dnames = zone.n_dnames
+        self.denial = zone.denial
+
+    def get(self, name: bytes) -> bytes | None:
+        """Zone.get, recorded."""
+        self.deps.add(name)
+        return self.zone.get(name)
+
+    def rrsets(self, name: bytes) -> RRsetMap | None:
+        """Zone.rrsets, recorded."""
+        blob = self.get(name)
+        return decode_node(blob) if blob is not None else None
+
+    def has_type(self, name: bytes, rtype: int) -> bool:
+        """Zone.has_type, recorded."""
+        blob = self.get(name)
+        return bool(blob) and blob_has_type(blob, rtype)  # type: ignore[arg-type]
