@@ -10,6 +10,7 @@ non-zero exit.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import signal
 import sys
