@@ -26,6 +26,7 @@ import datetime
 import hashlib
 import json
 import logging
+import marshal
 import math
 import os
 import re
@@ -48,6 +49,7 @@ _HEADER_LINES = 4
 _TRAILER_RE = re.compile(rb"; end records=([0-9]+) sha256=([0-9a-f]{64})\n")
 _SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-_.")
 _META_VERSION = 1
+_SNAP_MAGIC = "secondns-snapshot-v1"
 
 
 @dataclass
@@ -99,7 +101,7 @@ def _temp_name(final: Path) -> Path:
 
 
 def _temp_pattern(zone_file: Path) -> re.Pattern[str]:
-    return re.compile(r"\." + re.escape(zone_file.name) + r"(?:\.meta)?\.tmp-[0-9a-f]{16}")
+    return re.compile(r"\." + re.escape(zone_file.name) + r"(?:\.meta|\.snap)?\.tmp-[0-9a-f]{16}")
 
 
 def _unlink_quietly(path: Path) -> None:
@@ -141,8 +143,12 @@ def _iso(when: float) -> str:
     return datetime.datetime.fromtimestamp(when, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _copy_chunks(zone: Zone, meta: CopyMeta) -> Iterator[bytes]:
-    """Header, records and trailer; the trailer's digest covers every byte before it."""
+def _copy_chunks(zone: Zone, meta: CopyMeta, sums: list[str] | None = None) -> Iterator[bytes]:
+    """Header, records and trailer; the trailer's digest covers every byte before it.
+
+    The digest is also appended to *sums*, so the binary snapshot can name
+    the text copy it was made alongside.
+    """
     digest = hashlib.sha256()
     header = (f"{HEADER}\n; zone {name_to_text(zone.origin)}\n; serial {zone.serial}\n"
               f"; saved {_iso(meta.saved)}\n").encode("ascii")
@@ -154,6 +160,8 @@ def _copy_chunks(zone: Zone, meta: CopyMeta) -> Iterator[bytes]:
         count += chunk.count(b"\n")
         digest.update(chunk)
         yield chunk
+    if sums is not None:
+        sums.append(digest.hexdigest())
     yield f"; end records={count} sha256={digest.hexdigest()}\n".encode("ascii")
 
 
@@ -169,9 +177,55 @@ def save_zone(directory: Path, name: str, zone: Zone, meta: CopyMeta) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StorageError(f"cannot create {directory}: {exc.strerror or exc}") from exc
-    _atomic_write(final, _copy_chunks(zone, meta))
+    sums: list[str] = []
+    _atomic_write(final, _copy_chunks(zone, meta, sums))
+    _save_snapshot(snapshot_path(directory, name), zone, sums[0])
     save_meta(directory, name, meta)
     return final
+
+
+def snapshot_path(directory: Path, zone_name: str) -> Path:
+    """``<zone file>.snap``: the binary snapshot beside the text copy."""
+    final = zone_path(Path(directory), zone_name)
+    return final.with_name(final.name + ".snap")
+
+
+def _save_snapshot(path: Path, zone: Zone, text_digest: str) -> None:
+    """Write the snapshot that lets a restart skip parsing the text copy.
+
+    It names the text copy's digest, so it is used only while it describes
+    exactly that copy; a failure to write it is logged, never fatal, since
+    the text copy alone is complete.
+    """
+    payload = marshal.dumps(zone.to_state())
+    header = f"{_SNAP_MAGIC} {text_digest} {hashlib.sha256(payload).hexdigest()}\n".encode("ascii")
+    try:
+        _atomic_write(path, [header, payload])
+    except StorageError as exc:
+        log.warning("%s (the text copy is intact; the next start parses it)", exc)
+        _unlink_quietly(path)
+
+
+def _load_snapshot(path: Path, text_digest: str, origin: bytes) -> Zone | None:
+    """The snapshot made with the text copy of *text_digest*, or None to parse the text."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    end = data.find(b"\n")
+    parts = data[:end].decode("ascii", "replace").split() if end > 0 else []
+    if len(parts) != 3 or parts[0] != _SNAP_MAGIC or parts[1] != text_digest:
+        return None
+    payload = data[end + 1:]
+    if hashlib.sha256(payload).hexdigest() != parts[2]:
+        log.warning("%s: snapshot checksum mismatch; parsing the text copy", path)
+        return None
+    try:
+        zone = Zone.from_state(marshal.loads(payload))
+    except (ValueError, EOFError, TypeError, ZoneError) as exc:
+        log.warning("%s: snapshot unreadable (%s); parsing the text copy", path, exc)
+        return None
+    return zone if zone.origin == origin else None
 
 
 def save_meta(directory: Path, name: str, meta: CopyMeta) -> None:
@@ -268,6 +322,10 @@ def _load_copy(path: Path, data: bytes, origin: bytes) -> Zone:
     body = data[:start]
     if hashlib.sha256(body).hexdigest() != trailer[2].decode("ascii"):
         raise _corrupt(path, "checksum mismatch")
+    snapshot = _load_snapshot(path.with_name(path.name + ".snap"), trailer[2].decode("ascii"), origin)
+    header_serial = body[:body.find(b"\n; saved ")].rsplit(b"; serial ", 1)[-1]
+    if snapshot is not None and str(snapshot.serial).encode("ascii") == header_serial:
+        return snapshot
     text = _decode(path, body)
     lines = text.split("\n", _HEADER_LINES)
     if len(lines) <= _HEADER_LINES or text.count("\n") - _HEADER_LINES != int(trailer[1]):

@@ -280,6 +280,34 @@ class Zone:
         zone.sig_hours = self.sig_hours
         return zone
 
+    def to_state(self) -> tuple[Any, ...]:
+        """Plain data (dicts of bytes and ints) for a fast binary snapshot (storage.py)."""
+        zone = self.folded()
+        denial = zone.denial
+        index = None if denial is None else (denial.kind, denial.keys, denial.names,
+                                             None if denial.params is None else
+                                             (denial.params.algorithm, denial.params.iterations,
+                                              denial.params.salt))
+        return (1, zone.origin, zone._names, zone.soa.ttl, zone.soa.rdata, zone.n_cuts, zone.n_dnames,
+                zone.record_count, zone._children, index, zone.sig_hours)
+
+    @classmethod
+    def from_state(cls, state: tuple[Any, ...]) -> Zone:
+        """The inverse of ``to_state``; ZoneError when the state is not one we wrote."""
+        if not state or state[0] != 1 or len(state) != 11:
+            raise ZoneError("unknown snapshot format")
+        (_v, origin, names, soa_ttl, soa_rdata, n_cuts, n_dnames, count, children, index,
+         sig_hours) = state
+        zone = cls(origin, names, SOA.from_rdata(soa_ttl, soa_rdata), n_cuts, n_dnames, count, children)
+        if index is not None:
+            from .dnssec import DenialIndex, Nsec3Params
+
+            kind, keys, owners, params = index
+            zone.denial = DenialIndex(kind, zip(keys, owners, strict=True),
+                                      None if params is None else Nsec3Params(*params), presorted=True)
+        zone.sig_hours = sig_hours
+        return zone
+
     def derive(self, changes: dict[bytes, bytes | None], child_changes: dict[bytes, int], soa: SOA,
                n_cuts: int, n_dnames: int, record_count: int, denial: Any = None) -> Zone:
         """A new version sharing this one's base; used by ``diff.apply_ixfr``."""

@@ -353,3 +353,64 @@ def test_named_checkzone_accepts_a_saved_copy(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     loaded = load_zone(tmp_path, NAME, ORIGIN)
     assert loaded is not None and records(loaded[0]) == records(zone)
+
+
+# -- binary snapshot beside the text copy ------------------------------------------------------
+
+
+def _snapshot_zone() -> Zone:
+    from zonetools import zone_from_text
+
+    return zone_from_text("""
+$TTL 300
+@ IN SOA ns1 host 7 3600 600 86400 300
+  IN NS ns1
+ns1 IN A 192.0.2.1
+a.b IN TXT "x"
+""", "example.com.")
+
+
+def test_restart_uses_the_snapshot_and_it_equals_the_text_copy(tmp_path: Path) -> None:
+    from secondns.storage import snapshot_path
+
+    zone = _snapshot_zone()
+    storage.save_zone(tmp_path, "example.com.", zone, CopyMeta(7, 1.0, None, None, 1.0))
+    assert snapshot_path(tmp_path, "example.com.").exists()
+    loaded = storage.load_zone(tmp_path, "example.com.", zone.origin)
+    assert loaded is not None
+    got = loaded[0]
+    assert sorted(got.records()) == sorted(zone.records())
+    assert got.get(b"\x01b\x07example\x03com\x00") == b""  # empty non-terminal survives
+    assert got.child_count(zone.origin) == zone.child_count(zone.origin)
+
+
+def test_snapshot_of_another_copy_is_ignored(tmp_path: Path) -> None:
+    from zonetools import zone_from_text
+
+    from secondns.storage import snapshot_path
+
+    old = _snapshot_zone()
+    storage.save_zone(tmp_path, "example.com.", old, CopyMeta(7, 1.0, None, None, 1.0))
+    stale = snapshot_path(tmp_path, "example.com.").read_bytes()
+    new = zone_from_text("$TTL 300\n@ IN SOA ns1 host 8 3600 600 86400 300\n  IN NS ns1\n"
+                         "ns1 IN A 192.0.2.99\n", "example.com.")
+    storage.save_zone(tmp_path, "example.com.", new, CopyMeta(8, 2.0, None, None, 2.0))
+    # A crash between writing the text copy and its snapshot leaves the old snapshot behind:
+    # it names the old copy's digest, so the new text copy is parsed instead.
+    snapshot_path(tmp_path, "example.com.").write_bytes(stale)
+    loaded = storage.load_zone(tmp_path, "example.com.", new.origin)
+    assert loaded is not None and loaded[0].serial == 8
+    assert sorted(loaded[0].records()) == sorted(new.records())
+
+
+def test_corrupt_snapshot_falls_back_to_the_text_copy(tmp_path: Path) -> None:
+    from secondns.storage import snapshot_path
+
+    zone = _snapshot_zone()
+    storage.save_zone(tmp_path, "example.com.", zone, CopyMeta(7, 1.0, None, None, 1.0))
+    snap = snapshot_path(tmp_path, "example.com.")
+    data = bytearray(snap.read_bytes())
+    data[-3] ^= 0xFF
+    snap.write_bytes(bytes(data))
+    loaded = storage.load_zone(tmp_path, "example.com.", zone.origin)
+    assert loaded is not None and sorted(loaded[0].records()) == sorted(zone.records())
