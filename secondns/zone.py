@@ -345,10 +345,13 @@ class ZoneBuilder:
         owner = owner.lower()
         pending = self._pending
         cur = pending.get(owner)
-        # Only a new owner needs the label walk of is_subdomain (the AXFR hot loop).
-        if cur is None and not is_subdomain(owner, self.origin):
-            self.ignored += 1
-            return False
+        # Only a new owner needs checking, and one whose parent is the origin or already
+        # in the zone is inside it without the label walk of is_subdomain (AXFR hot loop).
+        if cur is None:
+            up = owner[owner[0] + 1:]
+            if up != self.origin and up not in pending and not is_subdomain(owner, self.origin):
+                self.ignored += 1
+                return False
         if rtype == rrtypes.SOA:
             if owner != self.origin:
                 raise ZoneError(f"SOA record at {to_text(owner)}, not at the zone apex")
