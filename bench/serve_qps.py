@@ -51,6 +51,7 @@ class Result:
     rss_kib: int | None = None
     start_s: float | None = None
     rcodes: dict[str, float] = field(default_factory=dict)
+    scrapes: int | None = None  # /metrics GETs served during the run (--scrape)
     warning: str | None = None
     error: str | None = None
 
@@ -139,7 +140,10 @@ def bench_one(
             if args.warmup:
                 warm = argparse.Namespace(**{**vars(args), "seconds": args.warmup})
                 run_dnsperf(server.port, queries, warm)
+            scraper = Scraper(server, args.scrape) if args.scrape and name == "secondns" else None
             text = run_dnsperf(server.port, queries, args)
+            if scraper is not None:
+                result.scrapes = scraper.stop()
             if not server.running():
                 raise PeerError(f"{name} died during the run\n{server.log_tail()}")
         if args.verbose:
@@ -151,6 +155,32 @@ def bench_one(
     except (PeerError, OSError, subprocess.SubprocessError, ValueError) as exc:
         result.error = str(exc)
     return result
+
+
+class Scraper:
+    """GET /metrics every *interval* seconds in a thread while dnsperf runs (issue: scrape cost)."""
+
+    def __init__(self, server: Peer, interval: float) -> None:
+        import threading
+        import urllib.request
+
+        self._stop = threading.Event()
+        url = f"http://127.0.0.1:{getattr(server, 'http_port', 0)}/metrics"
+        self.count = 0
+
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                with urllib.request.urlopen(url, timeout=5) as resp:
+                    resp.read()
+                self.count += 1
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        return self.count
 
 
 def flag_rcode_mismatch(results: list[Result]) -> None:
@@ -197,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--seconds", type=int, default=10, help="dnsperf -l per server")
     parser.add_argument("--warmup", type=int, default=0, help="seconds of unmeasured dnsperf first")
+    parser.add_argument("--scrape", type=float, default=0,
+                        help="scrape secondns's /metrics every this many seconds during the run")
     parser.add_argument("--clients", type=int, default=4, help="dnsperf -c")
     parser.add_argument("--threads", type=int, default=1, help="dnsperf -T")
     parser.add_argument("--outstanding", type=int, default=100, help="dnsperf -q")

@@ -22,7 +22,7 @@ def notify(state: str, env: dict[str, str] | None = None) -> bool:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
         try:
             sock.connect(address)
-            sock.sendall(state.encode())
+            sock.send(state.encode(), socket.MSG_DONTWAIT)  # a full queue drops it: never block DNS
         except OSError:
             return False
     return True
