@@ -122,7 +122,8 @@ def make_server(name: str, workdir: Path, origin: str, zone_file: Path, args: ar
     if name == "nsd":
         return Nsd(workdir, zones, workers=1, **common)
     if name == "secondns":
-        return Secondns(workdir, zone_files={origin: zone_file}, http=False, **common)
+        # The HTTP listener is on, as in a real deployment (and for --scrape).
+        return Secondns(workdir, zone_files={origin: zone_file}, http=True, **common)
     raise ValueError(f"unknown server {name!r}; choose from {', '.join(SERVERS)}")
 
 
@@ -168,11 +169,16 @@ class Scraper:
         url = f"http://127.0.0.1:{getattr(server, 'http_port', 0)}/metrics"
         self.count = 0
 
+        self.errors = 0
+
         def loop() -> None:
             while not self._stop.wait(interval):
-                with urllib.request.urlopen(url, timeout=5) as resp:
-                    resp.read()
-                self.count += 1
+                try:
+                    with urllib.request.urlopen(url, timeout=5) as resp:
+                        resp.read()
+                    self.count += 1
+                except OSError:
+                    self.errors += 1
 
         self._thread = threading.Thread(target=loop, daemon=True)
         self._thread.start()
@@ -180,6 +186,8 @@ class Scraper:
     def stop(self) -> int:
         self._stop.set()
         self._thread.join(timeout=10)
+        if self.errors:
+            raise OSError(f"{self.errors} scrapes of /metrics failed")
         return self.count
 
 

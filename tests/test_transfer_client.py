@@ -1,0 +1,67 @@
+"""The Twisted transfer client against dead primaries: every call must end, never hang.
+
+Each case runs the real reactor in a subprocess with a hard timeout, so a
+Deferred that never fires fails the test instead of stalling the suite.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from peers import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SCRIPT = textwrap.dedent("""
+    import sys, time
+    from twisted.internet import reactor
+    from secondns.config import Endpoint, ZoneConfig
+    from secondns.names import from_text
+    from secondns.transfer import TwistedTransferClient
+
+    port, what = int(sys.argv[1]), sys.argv[2]
+    zc = ZoneConfig("example.com.", from_text("example.com."),
+                    primaries=(Endpoint("127.0.0.1", port),), transfer_timeout=5, transfer_idle_timeout=2)
+    client = TwistedTransferClient(reactor, udp_timeout=0.5, udp_tries=2, connect_timeout=2)
+    start = time.monotonic()
+
+    def done(result):
+        print(f"{type(getattr(result, 'value', result)).__name__}: {getattr(result, 'value', result)}")
+        print(f"elapsed {time.monotonic() - start:.2f}")
+        reactor.stop()
+
+    def go():
+        d = client.soa_query(zc.primaries[0], zc) if what == "soa" else \\
+            client.transfer(zc.primaries[0], zc, None, "axfr")
+        d.addBoth(done)
+
+    reactor.callWhenRunning(go)
+    reactor.run()
+""")
+
+
+def run(what: str) -> str:
+    port = free_port()  # nothing listens there
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(port), what], capture_output=True,
+                          text=True, timeout=30, cwd=ROOT, env={"PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_soa_probe_to_a_closed_udp_port_fails_at_once_as_refused() -> None:
+    # The ICMP port unreachable ends the probe at once (Twisted stops the port on the socket
+    # error without calling connectionRefused; _UdpProbe.stopProtocol turns that into a
+    # refusal), well before the first 0.5 s retry timer, so the next primary is tried at once.
+    out = run("soa")
+    assert "refused the connection" in out, out
+    elapsed = float(out.rsplit("elapsed ", 1)[1])
+    assert elapsed < 0.4, out
+
+
+def test_axfr_from_a_closed_tcp_port_fails_as_unreachable() -> None:
+    out = run("axfr")
+    assert out.startswith("ConnectFailed:"), out
+    assert "connection refused" in out
