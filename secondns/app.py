@@ -270,8 +270,10 @@ class Application:
             self.ports.append(self.reactor.listenTCP(srv.http.port, site.site, interface=srv.http.host))
             log.info("HTTP (metrics, status, control) on %s", srv.http)
 
-    def _gauges(self) -> dict[str, float]:
-        return {"secondns_answer_cache_entries": float(sum(len(c) for c in self.responder.caches))}
+    def _gauges(self) -> dict[str, tuple[str, float]]:
+        entries = float(sum(len(c) for c in self.responder.caches))
+        doc = "Responses held in the UDP and TCP answer caches."
+        return {"secondns_answer_cache_entries": (doc, entries)}
 
     def start(self) -> None:
         """Load zones, then listen, then drop privileges and tell systemd we are ready.

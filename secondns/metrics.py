@@ -45,7 +45,7 @@ class SecondnsCollector(Collector):
     """Yields every secondns family from live objects on each scrape."""
 
     def __init__(self, stats: ServingStats, zones: Callable[[], Iterable[ZoneStatus]],
-                 extra: Callable[[], dict[str, float]] | None = None,
+                 extra: Callable[[], dict[str, tuple[str, float]]] | None = None,
                  unknown_notifies: Callable[[], int] | None = None) -> None:
         self.stats = stats
         self.zones = zones
@@ -78,14 +78,17 @@ class SecondnsCollector(Collector):
                                   value=st.dropped)
         yield CounterMetricFamily("secondns_tcp_connections", "TCP connections accepted.",
                                   value=st.tcp_connections)
+        yield CounterMetricFamily("secondns_send_errors",
+                                  "UDP responses the kernel would not take (full buffer, ICMP error).",
+                                  value=st.send_errors)
         latency = HistogramMetricFamily(
             "secondns_query_duration_seconds",
             "Processing time of one query in every 256 (sampled; excludes kernel and queueing time).")
         latency.add_metric([], _bucket_pairs(LATENCY_BUCKETS, st.latency_buckets), st.latency_sum)
         yield latency
         if self.extra is not None:
-            for name, value in self.extra().items():
-                yield GaugeMetricFamily(name, name.replace("_", " "), value=value)
+            for name, (doc, value) in self.extra().items():
+                yield GaugeMetricFamily(name, doc, value=value)
 
     def _zones(self, zones: list[ZoneStatus]) -> Iterator[Any]:
         def gauge(name: str, doc: str, labels: tuple[str, ...] = ("zone",)) -> GaugeMetricFamily:
@@ -109,6 +112,11 @@ class SecondnsCollector(Collector):
         expire = gauge("secondns_zone_expire_seconds", "EXPIRE interval in force (clamped SOA value).")
         sig_expiry = gauge("secondns_zone_signature_expiry_timestamp_seconds",
                            "Earliest RRSIG expiration in the served zone (hour-rounded down).")
+        saved = gauge("secondns_zone_last_save_timestamp_seconds",
+                      "When the zone's copy on disk was last written successfully.")
+        save_failures = CounterMetricFamily("secondns_zone_save_failures",
+                                            "Failed writes of the zone's copy on disk (disk full, ...).",
+                                            labels=["zone"])
         up = gauge("secondns_primary_up", "1 when the last SOA check reached the primary.",
                    ("zone", "primary"))
         transfers = CounterMetricFamily("secondns_transfers", "Zone transfers, by type and result.",
@@ -131,7 +139,8 @@ class SecondnsCollector(Collector):
                 serial.add_metric([name], z.serial)
             for value, fam in ((z.last_success, success), (z.last_attempt, attempt),
                                (z.expire_at, expiry), (z.next_refresh, nxt), (z.refresh, refresh),
-                               (z.retry, retry), (z.expire, expire), (z.signature_expiry, sig_expiry)):
+                               (z.retry, retry), (z.expire, expire), (z.signature_expiry, sig_expiry),
+                               (z.last_save, saved)):
                 if value is not None:
                     fam.add_metric([name], value)
             for primary, ps in z.primaries.items():
@@ -145,6 +154,7 @@ class SecondnsCollector(Collector):
                 for result in ("success", "failure"):
                     transfers.add_metric([name, kind, result], z.transfers.get((kind, result), 0))
             tbytes.add_metric([name], z.transfer_bytes)
+            save_failures.add_metric([name], z.save_failures)
             for result, count in z.notifies.items():
                 notifies.add_metric([name, result], count)
             for kind, buckets in z.transfer_buckets.items():
@@ -158,7 +168,8 @@ class SecondnsCollector(Collector):
             buckets, total = by_kind.get(kind, ([0] * (len(TRANSFER_BUCKETS) + 1), 0.0))
             durations.add_metric([kind], _bucket_pairs(TRANSFER_BUCKETS, buckets), total)
         yield from (serial, primary_serial, loaded, expired, records, success, attempt, expiry, nxt,
-                    refresh, retry, expire, sig_expiry, up, transfers, tbytes, checks, notifies, durations)
+                    refresh, retry, expire, sig_expiry, saved, save_failures, up,
+                    transfers, tbytes, checks, notifies, durations)
 
 
 def build_registry(collector: SecondnsCollector) -> CollectorRegistry:

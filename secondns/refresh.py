@@ -121,6 +121,8 @@ class ZoneStatus:
     retry: float | None = None
     expire: float | None = None
     signature_expiry: float | None = None  # earliest RRSIG expiration served (UNIX time)
+    last_save: float | None = None  # when the copy on disk was last written
+    save_failures: int = 0
     primaries: dict[str, PrimaryStatus] = field(default_factory=dict)
     last_transfer: TransferRecord | None = None
     last_error: str | None = None
@@ -495,13 +497,19 @@ class Refresher:
                 else:
                     d = self.store.save_zone(self.zc, zone, meta)
                 if d is not None:
-                    d.addErrback(self._save_failed)
+                    d.addCallbacks(self._saved, self._save_failed)
+                else:
+                    self._saved(None)
             else:
                 self.store.save_meta(self.zc, meta)
         except (StorageError, OSError) as exc:
             self._save_failed(exc)
 
+    def _saved(self, _result: Any) -> None:
+        self.status.last_save = self.wallclock()
+
     def _save_failed(self, failure: Any) -> None:
+        self.status.save_failures += 1
         reason = _reason(failure)
         self.status.last_error = f"saving the zone copy failed: {reason}"
         log.error("zone %s: saving the copy on disk failed (still served from memory): %s",

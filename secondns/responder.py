@@ -150,7 +150,6 @@ class Responder:
         if query.opcode == OPCODE_QUERY:
             return self._query(query, transport)
         if query.opcode == OPCODE_NOTIFY and self.notify_handler is not None:
-            self.stats.notifies += 1
             rcode, finalise = self.notify_handler(query, addr)
             response = self._notify_response(query, rcode)
             return self._count(finalise(response) if finalise is not None else response)

@@ -15,8 +15,8 @@ SAMPLE_EVERY = 256  # one query in this many is timed (must be a power of two)
 class ServingStats:
     """Counters the network and answer layers bump; read by the metrics collector."""
 
-    __slots__ = ("cache_hits", "dropped", "latency_buckets", "latency_count", "latency_sum",
-                 "notifies", "rcodes", "send_errors", "tcp_connections", "tcp_queries",
+    __slots__ = ("dropped", "latency_buckets", "latency_count", "latency_sum",
+                 "rcodes", "send_errors", "tcp_connections", "tcp_queries",
                  "truncated", "udp_queries")
 
     def __init__(self) -> None:
@@ -27,8 +27,6 @@ class ServingStats:
         self.truncated = 0
         self.dropped = 0  # messages too short or responses: no answer sent
         self.send_errors = 0
-        self.cache_hits = 0
-        self.notifies = 0
         self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_count = 0
         self.latency_sum = 0.0

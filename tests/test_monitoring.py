@@ -176,16 +176,23 @@ class Failover:
     prometheus: Prometheus
 
 
-def _follow(workdir: Path, bind: Bind, **zone: Any) -> Secondns:
-    return Secondns(workdir, {ZONE: {"primaries": [f"{LOOPBACK}:{bind.port}"], **zone}}, ready_zones=[ZONE])
+def _follow(workdir: Path, bind: Bind, zone_files: dict[str, Any] | None = None, **zone: Any) -> Secondns:
+    return Secondns(workdir, {ZONE: {"primaries": [f"{LOOPBACK}:{bind.port}"], **zone}}, ready_zones=[ZONE],
+                    zone_files=zone_files)
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secondns]:
-    """secondns serving a zone transferred from BIND, after some traffic."""
+    """secondns serving a zone transferred from BIND and a signed static zone, after some traffic.
+
+    The signed zone makes the DNSSEC series (signature expiry) appear in the scrape.
+    """
+    from signing import make_signed_zone
+
     base = tmp_path_factory.mktemp("live")
+    signed = make_signed_zone(base / "signed", "signed.test.")
     with Bind(base / "bind", [(ZONE, soa_zone_text(ZONE, 2024061501))]) as bind, \
-            _follow(base / "secondns", bind) as secondns:
+            _follow(base / "secondns", bind, zone_files={signed.name: signed.path}) as secondns:
         for qtype in ("SOA", "NS", "A"):
             query(secondns.port, f"www.{ZONE}", qtype)
         query(secondns.port, f"www.{ZONE}", "A", tcp=True)
