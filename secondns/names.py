@@ -20,6 +20,8 @@ WILDCARD_LABEL = b"\x01*"
 
 # Characters that must be escaped in presentation form (RFC 1035 5.1).
 _SPECIAL = frozenset(b'.\\"();@$ ')
+# Printable characters that need no escape: a label made only of these prints as is.
+_LABEL_PLAIN = bytes(c for c in range(0x21, 0x7F) if c not in _SPECIAL)
 
 
 def label_offsets(name: bytes) -> list[int]:
@@ -165,13 +167,14 @@ def to_text(name: bytes) -> str:
         if length == 0:
             break
         label = name[pos + 1:pos + 1 + length]
-        parts.append(_label_text(label))
+        parts.append(label_text(label))
         pos += length + 1
     return ".".join(parts) + "."
 
 
-def _label_text(label: bytes) -> str:
-    if label.isalnum() or (label.replace(b"-", b"").replace(b"_", b"").isalnum() and label.isascii()):
+def label_text(label: bytes) -> str:
+    """One label in presentation form, with the escapes of RFC 1035 5.1."""
+    if not label.translate(None, _LABEL_PLAIN):
         return label.decode("ascii")
     out = []
     for c in label:

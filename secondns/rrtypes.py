@@ -106,6 +106,31 @@ DNSSEC_TYPES = frozenset({RRSIG, NSEC, NSEC3})
 META_QTYPES = frozenset({OPT, TKEY, TSIG, IXFR, AXFR, MAILB, MAILA})
 
 
+def split_rdata(rtype: int, rdata: bytes) -> list[tuple[bool, bytes]]:
+    """The rdata of a NAME_LAYOUT type as (is_name, piece) pairs, in order, opaque tail last.
+
+    Names are uncompressed (as stored); callers compress them (wire) or
+    lowercase them (canonical form for ZONEMD, RFC 4034 6.2).
+    """
+    pieces: list[tuple[bool, bytes]] = []
+    pos = 0
+    for field in NAME_LAYOUT[rtype]:
+        if field == "N":
+            end = pos
+            while rdata[end] != 0:
+                end += rdata[end] + 1
+            end += 1
+            pieces.append((True, rdata[pos:end]))
+            pos = end
+        else:
+            width = int(field)
+            pieces.append((False, rdata[pos:pos + width]))
+            pos += width
+    if pos < len(rdata):
+        pieces.append((False, rdata[pos:]))
+    return pieces
+
+
 def type_name(rtype: int) -> str:
     """Mnemonic, or the RFC 3597 generic form TYPEnnn."""
     return _NAMES.get(rtype) or f"TYPE{rtype}"

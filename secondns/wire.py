@@ -277,19 +277,11 @@ class ResponseWriter:
             return
         len_at = len(buf)
         buf += b"\x00\x00"
-        pos = 0
-        for field in rrtypes.NAME_LAYOUT[rtype]:
-            if field == "N":
-                end = pos
-                while rdata[end] != 0:
-                    end += rdata[end] + 1
-                end += 1
-                self._name(rdata[pos:end])
-                pos = end
+        for is_name, piece in rrtypes.split_rdata(rtype, rdata):
+            if is_name:
+                self._name(piece)
             else:
-                buf += rdata[pos:pos + field]  # type: ignore[operator]
-                pos += field  # type: ignore[operator]
-        buf += rdata[pos:]
+                buf += piece
         _U16.pack_into(buf, len_at, len(buf) - len_at - 2)
 
     def add_rrsets(self, section: int, rrsets: Sequence[RRsetOut], required: bool) -> bool:

@@ -29,6 +29,7 @@ from typing import TextIO
 from . import rrtypes
 from .errors import NameError_, ZoneError, ZoneFileError
 from .names import from_text as name_from_text
+from .names import label_text
 from .names import to_text as name_to_text
 from .zone import Zone, ZoneBuilder
 
@@ -809,23 +810,7 @@ class _Malformed(Exception):
     """Rdata that has no exact type-specific text form; it is written generically."""
 
 
-_LABEL_PLAIN = bytes(c for c in range(0x21, 0x7F) if c not in b'.\\"();@$')
 _NAME_TEXT: dict[bytes, str] = {b"\x00": "."}
-
-
-def _label_text(label: bytes) -> str:
-    # RFC 1035 5.1 escapes, the same as names.to_text.
-    if not label.translate(None, _LABEL_PLAIN):
-        return label.decode("ascii")
-    out = []
-    for c in label:
-        if c in b'.\\"();@$ ':
-            out.append("\\" + chr(c))
-        elif 0x21 <= c <= 0x7E:
-            out.append(chr(c))
-        else:
-            out.append(f"\\{c:03d}")
-    return "".join(out)
 
 
 def _name_text(name: bytes) -> str:
@@ -836,7 +821,7 @@ def _name_text(name: bytes) -> str:
         if not length:
             return "."  # not from the cache: another thread may be clearing it
         rest = _name_text(name[length + 1:])
-        label = _label_text(name[1:length + 1])
+        label = label_text(name[1:length + 1])
         text = label + "." if rest == "." else label + "." + rest
         if len(_NAME_TEXT) >= _CACHE_LIMIT:
             _NAME_TEXT.clear()
@@ -851,7 +836,7 @@ def _owner_text(name: bytes) -> str:
     if not length:
         return "."
     rest = _name_text(name[length + 1:])
-    label = _label_text(name[1:length + 1])
+    label = label_text(name[1:length + 1])
     return label + "." if rest == "." else label + "." + rest
 
 

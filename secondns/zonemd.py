@@ -52,21 +52,8 @@ def _canonical_rdata(rtype: int, rdata: bytes) -> bytes:
         for _ in range(3):  # flags, services, regexp character-strings
             pos += 1 + rdata[pos]
         return rdata[:pos] + rdata[pos:].lower()
-    out = bytearray()
-    pos = 0
-    for field in rrtypes.NAME_LAYOUT[rtype]:
-        if field == "N":
-            end = pos
-            while rdata[end] != 0:
-                end += rdata[end] + 1
-            end += 1
-            out += rdata[pos:end].lower()
-            pos = end
-        else:
-            out += rdata[pos:pos + field]  # type: ignore[operator]
-            pos += field  # type: ignore[operator]
-    out += rdata[pos:]
-    return bytes(out)
+    return b"".join(piece.lower() if is_name else piece
+                    for is_name, piece in rrtypes.split_rdata(rtype, rdata))
 
 
 def digest(zone: Zone, algorithm: int) -> bytes:
