@@ -196,6 +196,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secondns]:
         for qtype in ("SOA", "NS", "A"):
             query(secondns.port, f"www.{ZONE}", qtype)
         query(secondns.port, f"www.{ZONE}", "A", tcp=True)
+        for name in ("not-served.example.", "x1.random.example.", "x2.random.example."):
+            query(secondns.port, name, "A")  # REFUSED: these names must never become labels
         yield secondns
 
 
@@ -272,7 +274,9 @@ def test_scrape_is_openmetrics_when_asked(live: Secondns) -> None:
 
 def test_scrape_labels_zones_only_by_configured_names(scrape: str) -> None:
     zones = {s.labels["zone"] for family in parse_text(scrape) for s in family.samples if "zone" in s.labels}
-    assert zones == {ORIGIN, ""}  # "" only for NOTIFYs about zones we do not serve
+    # The two configured zones (followed and signed static), and "" only for NOTIFYs about
+    # zones we do not serve; the queries for other names above never become labels.
+    assert zones == {ORIGIN, "signed.test.", ""}
 
 
 def test_dashboard_is_grafana_json() -> None:
