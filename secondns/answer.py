@@ -11,8 +11,10 @@ touches the registry; the caller picks the zone.  One function per outcome
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from . import dnssec, rrtypes
-from .names import MAX_NAME, WILDCARD_LABEL, ancestors, is_subdomain, parent
+from .names import MAX_NAME, WILDCARD_LABEL, is_subdomain, parent
 from .wire import NOERROR, NXDOMAIN, YXDOMAIN, RRsetOut
 from .zone import SOA, RRsetMap, Zone, ZoneView, blob_has_type, decode_node
 
@@ -37,7 +39,7 @@ class Answer:
         self.additional: list[RRsetOut] = []
         self.signed = signed  # DO set and the zone is signed: add RRSIGs and proofs
         self.proofs: list[dnssec.Proof] = []
-        self.deps: set[bytes] = set()  # zone names this answer read
+        self.deps: Collection[bytes] = ()  # zone names this answer read
 
 
 def _put(ans: Answer, section: list[RRsetOut], owner: bytes, rtype: int,
@@ -52,7 +54,7 @@ def _put(ans: Answer, section: list[RRsetOut], owner: bytes, rtype: int,
 
 def _negative_soa(zone: ZoneView, ans: Answer) -> None:
     soa: SOA = zone.soa
-    zone.deps.add(zone.origin)  # every new serial changes this SOA
+    zone.get(zone.origin)  # recorded: every new serial changes this SOA
     # RFC 2308 3: the SOA in a negative answer carries min(TTL, MINIMUM); its RRSIG too.
     ttl = soa.negative_ttl
     apex = zone.rrsets(zone.origin) if ans.signed else None
@@ -69,9 +71,23 @@ def _exists(zone: ZoneView, name: bytes) -> bool:
     blob = zone.get(name)
     if blob is None:
         return False
+    if zone.denial is None or zone.denial.kind != "nsec3":
+        return True
     nsec3_owner = (bool(blob) and zone.denial is not None and zone.denial.kind == "nsec3"
                    and blob_has_type(blob, rrtypes.NSEC3) and set(decode_node(blob)) <= _NSEC3_ONLY)
     return not nsec3_owner
+
+
+def _below_origin(name: bytes, origin: bytes) -> list[bytes]:
+    """*name* and its ancestors strictly below *origin*, top-down (RFC 1034 4.3.2 step 3b order)."""
+    stop = len(name) - len(origin)
+    out = []
+    pos = 0
+    while pos < stop:
+        out.append(name[pos:])
+        pos += name[pos] + 1
+    out.reverse()
+    return out
 
 
 def find_cut(zone: ZoneView, qname: bytes, qtype: int) -> tuple[bytes, bool] | None:
@@ -83,7 +99,7 @@ def find_cut(zone: ZoneView, qname: bytes, qtype: int) -> tuple[bytes, bool] | N
     """
     cuts = zone.n_cuts
     dnames = zone.n_dnames
-    for name in ancestors(qname, zone.origin):
+    for name in _below_origin(qname, zone.origin):
         blob = zone.get(name)
         if blob is None:
             return None  # nothing exists below a missing name
@@ -102,7 +118,7 @@ def _under_cut(zone: ZoneView, name: bytes) -> bool:
     """True when *name* is at or below a delegation (occluded, i.e. glue)."""
     if not zone.n_cuts:
         return False
-    return any(zone.has_type(anc, rrtypes.NS) for anc in ancestors(name, zone.origin))
+    return any(zone.has_type(anc, rrtypes.NS) for anc in _below_origin(name, zone.origin))
 
 
 def answer_query(snapshot: Zone, qname: bytes, qtype: int, *, minimal_any: bool,
@@ -114,7 +130,6 @@ def answer_query(snapshot: Zone, qname: bytes, qtype: int, *, minimal_any: bool,
     """
     zone = ZoneView(snapshot)
     ans = Answer(dnssec_ok and zone.denial is not None)
-    ans.deps = zone.deps
     seen: set[bytes] = set()
     name = qname
     for _hop in range(MAX_CHAIN):
@@ -131,6 +146,7 @@ def answer_query(snapshot: Zone, qname: bytes, qtype: int, *, minimal_any: bool,
             for rrset in dnssec.proof_rrsets(zone, zone.denial, proof):
                 if rrset not in ans.authority:
                     ans.authority.append(rrset)
+    ans.deps = zone.deps.keys()
     return ans
 
 

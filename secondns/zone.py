@@ -454,14 +454,15 @@ class ZoneView:
 
     The answer engine reads through a view so each cached response knows the
     names it depends on; an IXFR then forgets only the responses that read a
-    name it changed (see responder.AnswerCache).
+    name it changed (see responder.AnswerCache).  The record of reads doubles
+    as a memo: one answer asks for the same name several times.
     """
 
     __slots__ = ("denial", "deps", "n_cuts", "n_dnames", "origin", "soa", "zone")
 
     def __init__(self, zone: Zone) -> None:
         self.zone = zone
-        self.deps: set[bytes] = set()
+        self.deps: dict[bytes, bytes | None] = {}
         self.origin = zone.origin
         self.soa = zone.soa
         self.n_cuts = zone.n_cuts
@@ -469,9 +470,12 @@ class ZoneView:
         self.denial = zone.denial
 
     def get(self, name: bytes) -> bytes | None:
-        """Zone.get, recorded."""
-        self.deps.add(name)
-        return self.zone.get(name)
+        """Zone.get, recorded (and memoised for the rest of this answer)."""
+        deps = self.deps
+        if name in deps:
+            return deps[name]
+        blob = deps[name] = self.zone.get(name)
+        return blob
 
     def rrsets(self, name: bytes) -> RRsetMap | None:
         """Zone.rrsets, recorded."""
