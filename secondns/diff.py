@@ -181,7 +181,9 @@ def _freeze(zone: Zone, work: _Work, soa: SOA) -> Zone:
             changes[name] = blob
         elif name == origin:
             raise DiffError("the change empties the zone apex")
-        elif before is not None:
+        elif current(name) is not None:
+            # current(), not before: removing a child may already have removed this name
+            # as a childless empty non-terminal; unlinking it twice would miscount its parent.
             if children(name) > 0:
                 changes[name] = b""  # still an empty non-terminal
             else:

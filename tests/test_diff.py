@@ -130,3 +130,19 @@ def test_small_change_shares_the_base() -> None:
     assert result._names is zone._names  # nothing was copied
     assert result.delta_size <= 3
     assert result.get(new_name) is not None and zone.get(new_name) is None
+
+
+def test_empty_non_terminal_touched_and_emptied_again_is_unlinked_once() -> None:
+    # Found by hypothesis: deleg.example.com was an empty non-terminal above ns.deleg; a change
+    # removes ns.deleg, adds then deletes a record at deleg.  deleg goes, and the apex's child
+    # count must drop by one, not two.
+    ns_deleg, deleg = NAMES[6], NAMES[5]
+    a = rdata(rrtypes.A, 0)
+    zone = build(1, {(ns_deleg, rrtypes.A, a)})
+    steps = [VersionStep(1, 2, [(ORIGIN, rrtypes.SOA, 300, soa(1)), (ns_deleg, rrtypes.A, 300, a)],
+                         [(ORIGIN, rrtypes.SOA, 300, soa(2)), (deleg, rrtypes.A, 300, a)]),
+             VersionStep(2, 3, [(ORIGIN, rrtypes.SOA, 300, soa(2)), (deleg, rrtypes.A, 300, a)],
+                         [(ORIGIN, rrtypes.SOA, 300, soa(3))])]
+    result = apply_steps(zone, steps)
+    assert children(result) == children(build(3, set())) == {}
+    assert result.get(deleg) is None and result.get(ns_deleg) is None
