@@ -401,9 +401,20 @@ def test_small_change_arrives_as_a_true_ixfr(make_pair: Callable[[str], Pair], m
         assert (z["last_transfer"]["type"], z["last_transfer"]["result"]) == ("ixfr", "success")
         assert metric(sec, "secondns_transfers_total", zone=ORIGIN, type="ixfr",
                       result="success") == ixfr_ok + 1
+        expected = {}
         for name, qtype in SMALL_CHANGE_QUESTIONS:
             qname = f"{name}.{ORIGIN}"
-            assert answers(sec.port, qname, qtype) == answers(pair.primary.port, qname, qtype), qname
+            expected[qname, qtype] = answers(pair.primary.port, qname, qtype)
+            assert answers(sec.port, qname, qtype) == expected[qname, qtype], qname
+        # The IXFR went to the journal, not a rewritten copy; a restart with the primary gone
+        # must serve serial 2 at once from copy + journal (issue: "a restart needs no transfer").
+        wait_until(lambda: sec.zone_path(ORIGIN).with_name(sec.zone_path(ORIGIN).name + ".journal").exists(),
+                   "the IXFR journal on disk")
+        pair.primary.stop()
+        sec.restart()
+        assert [rd.serial for rd in ask(sec.port, ORIGIN, "SOA").answer[0]] == [2]
+        for (qname, qtype), want in expected.items():
+            assert answers(sec.port, qname, qtype) == want, qname
 
 
 def test_nsd_serial_bump_is_transferred(make_pair: Callable[[str], Pair], matrix: Matrix) -> None:
