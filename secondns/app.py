@@ -122,6 +122,9 @@ class Application:
         except (StorageError, ZoneError, OSError) as exc:
             log.error("zone %s: copy on disk not served, will transfer afresh: %s", zc.name, exc)
             return None
+        except Exception:  # one bad zone must never keep the others from being served
+            log.exception("zone %s: copy on disk could not be loaded; will transfer afresh", zc.name)
+            return None
         if loaded is None:
             if zc.static:
                 log.error("zone %s: no primaries and no zone file in %s: SERVFAIL", zc.name,

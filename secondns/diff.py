@@ -48,10 +48,15 @@ def changed_names(steps: Sequence[VersionStep]) -> frozenset[bytes]:
 
 
 def _rdata_key(rtype: int, rdata: bytes) -> bytes:
-    """Rdata compared as DNS compares it: names inside are case-insensitive (RFC 4343)."""
-    if rtype in rrtypes.NAME_LAYOUT:
-        return rdata.lower()
-    return rdata
+    """Rdata compared as DNS compares it: the names inside case-insensitively (RFC 4343),
+    every other field (MX preference, SRV port, signatures) octet for octet."""
+    if rtype not in rrtypes.NAME_LAYOUT:
+        return rdata
+    try:
+        return b"".join(piece.lower() if is_name else piece
+                        for is_name, piece in rrtypes.split_rdata(rtype, rdata))
+    except IndexError:
+        return rdata  # malformed names: compare as opaque bytes
 
 
 class _Work:

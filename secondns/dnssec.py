@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from . import rrtypes
+from .errors import ZoneError
 from .names import WILDCARD_LABEL, label_offsets, parent
 from .zone import RRsetMap, Zone, ZoneView, blob_has_type
 
@@ -83,6 +84,9 @@ class Nsec3Params:
 
     @classmethod
     def from_rdata(cls, rdata: bytes) -> Nsec3Params:
+        """Parse NSEC3PARAM rdata; ZoneError when it is too short to be one."""
+        if len(rdata) < 5 or len(rdata) < 5 + rdata[4]:
+            raise ZoneError("malformed NSEC3PARAM record at the zone apex")
         algorithm, _flags, iterations, salt_len = struct.unpack_from("!BBHB", rdata)
         return cls(algorithm, iterations, rdata[5:5 + salt_len])
 

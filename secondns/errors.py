@@ -25,7 +25,10 @@ class ZoneFileError(ZoneError):
     def __init__(self, message: str, path: str = "", line: int = 0) -> None:
         self.path = path
         self.line = line
-        where = f"{path}:{line}: " if path else (f"line {line}: " if line else "")
+        if path:
+            where = f"{path}:{line}: " if line else f"{path}: "
+        else:
+            where = f"line {line}: " if line else ""
         super().__init__(f"{where}{message}")
 
 

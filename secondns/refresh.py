@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from twisted.internet import defer
+
 from .config import Endpoint, ZoneConfig
 from .diff import VersionStep, changed_names
 from .dnssec import earliest_expiry
@@ -32,7 +34,7 @@ from .errors import SecondnsError, StorageError
 from .registry import Registry
 from .serial import serial_gt, serial_lt
 from .storage import CopyMeta
-from .xfrin import SoaProbeResult
+from .xfrin import SoaProbeResult, rcode_text
 from .zone import SOA, Zone
 
 log = logging.getLogger("secondns.refresh")
@@ -163,6 +165,7 @@ class TransferOutcome:
     steps: list[VersionStep] | None = None  # the changes, when the transfer was incremental
     fallback: str | None = None  # why an IXFR was retried as this AXFR
     up_to_date: bool = False  # IXFR answered with our own version
+    primary_serial: int | None = None  # the serial an "up to date" answer carried
 
 
 class TransferClient(Protocol):
@@ -207,7 +210,8 @@ class Refresher:
         self._timer: Any = None
         self._expire_timer: Any = None
         self._pending_check = False
-        self._force_axfr = False
+        self._force_axfr = False  # an operator's retransfer, for the next cycle
+        self._cycle_force = False  # ... and for the cycle in progress
         self._prefer: Endpoint | None = None
 
     # -- time: the clock is reactor time (seconds); status shows wall time.
@@ -324,6 +328,9 @@ class Refresher:
         self._enter(CHECKING)
         self.status.last_attempt = self.wallclock()
         self._pending_check = False
+        # A retransfer asked for during this cycle belongs to the next one.
+        self._cycle_force = self._force_axfr
+        self._force_axfr = False
         self.status.next_refresh = None
         order = list(self.zc.primaries)
         if self._prefer in order:
@@ -333,18 +340,24 @@ class Refresher:
         self._probe(order, [])
 
     def _probe(self, remaining: list[Endpoint], errors: list[str]) -> None:
+        """Ask the next primary for its SOA; every primary is probed before any transfer from it."""
         if self.status.phase == STOPPED:
             return
         if not remaining:
             self._failed("; ".join(errors) or "no primaries configured")
             return
         primary = remaining[0]
-        d = self.client.soa_query(primary, self.zc)
+        self._enter(CHECKING)
+        # maybeDeferred: a client that raises at once (no file descriptors left) is a failed
+        # probe, not an exception that leaves the zone in CHECKING with no timer, for ever.
+        d = defer.maybeDeferred(self.client.soa_query, primary, self.zc)
         d.addCallbacks(self._probed, self._probe_failed, callbackArgs=(primary, remaining[1:], errors),
                        errbackArgs=(primary, remaining[1:], errors))
 
     def _probe_failed(self, failure: Any, primary: Endpoint, rest: list[Endpoint],
                       errors: list[str]) -> None:
+        if self.status.phase == STOPPED:
+            return
         reason = _reason(failure)
         self._primary_result(primary, None, reason)
         log.warning("zone %s: SOA check of %s failed: %s", self.zc.name, primary, reason)
@@ -355,8 +368,6 @@ class Refresher:
         if self.status.phase == STOPPED:
             return
         if result.serial is None:
-            from .xfrin import rcode_text
-
             reason = f"answered {rcode_text(result.rcode)}"
             self._primary_result(primary, None, reason)
             log.warning("zone %s: SOA check of %s failed: %s", self.zc.name, primary, reason)
@@ -364,20 +375,25 @@ class Refresher:
             return
         self._primary_result(primary, result.serial, None)
         zone = self.zone
-        force = self._force_axfr
-        if zone is None or force or serial_gt(result.serial, zone.serial):
+        force = self._cycle_force
+        if zone is None or serial_gt(result.serial, zone.serial) or (
+                force and not serial_lt(result.serial, zone.serial)):
             kind = "axfr" if (zone is None or force or self.zc.transfer == "axfr") else "ixfr"
-            self._force_axfr = False
-            self._transfer(primary, [primary, *[p for p in rest]], kind, [], result.expire)
+            self._transfer(primary, rest, kind, errors, result.expire)
             return
         if serial_lt(result.serial, zone.serial):
-            # Never go back to an older serial (RFC 1982 comparison).
-            log.warning("zone %s: primary %s has serial %d, older than ours (%d); keeping ours",
-                        self.zc.name, primary, result.serial, zone.serial)
+            # Never go back to an older serial (RFC 1982), and a primary behind us does not
+            # vouch for our copy (RFC 1034 4.3.5): try the next one.
+            reason = f"has serial {result.serial}, older than ours ({zone.serial})"
+            log.warning("zone %s: primary %s %s; keeping ours", self.zc.name, primary, reason)
+            self._probe(rest, [*errors, f"{primary}: {reason}"])
+            return
         self._succeeded(primary, result.expire)
 
     def _primary_result(self, primary: Endpoint, serial: int | None, error: str | None) -> None:
-        ps = self.status.primaries.setdefault(str(primary), PrimaryStatus())
+        ps = self.status.primaries.get(str(primary))
+        if ps is None:
+            return  # removed by a reload while this check was in flight
         ps.last_check = self.wallclock()
         ps.up = error is None
         ps.error = error
@@ -385,18 +401,18 @@ class Refresher:
             ps.serial = serial
         ps.checks["success" if error is None else "failure"] += 1
 
-    def _transfer(self, primary: Endpoint, candidates: list[Endpoint], kind: str, errors: list[str],
+    def _transfer(self, primary: Endpoint, rest: list[Endpoint], kind: str, errors: list[str],
                   expire: int | None) -> None:
         self._enter(TRANSFERRING)
         started = self.clock.seconds()
         log.info("zone %s: %s from %s started", self.zc.name, kind.upper(), primary)
-        d = self.client.transfer(primary, self.zc, self.zone, kind)
+        d = defer.maybeDeferred(self.client.transfer, primary, self.zc, self.zone, kind)
         d.addCallbacks(self._transferred, self._transfer_failed,
-                       callbackArgs=(primary, kind, started, expire),
-                       errbackArgs=(primary, candidates, kind, started, errors, expire))
+                       callbackArgs=(primary, rest, kind, started, errors, expire),
+                       errbackArgs=(primary, rest, kind, started, errors))
 
-    def _transfer_failed(self, failure: Any, primary: Endpoint, candidates: list[Endpoint], kind: str,
-                         started: float, errors: list[str], expire: int | None) -> None:
+    def _transfer_failed(self, failure: Any, primary: Endpoint, rest: list[Endpoint], kind: str,
+                         started: float, errors: list[str]) -> None:
         if self.status.phase == STOPPED:
             return
         reason = _reason(failure)
@@ -410,27 +426,34 @@ class Refresher:
         self._record_transfer(TransferRecord(failed_kind, "failure", str(primary), self._wall(started),
                                              duration, error=reason))
         log.error("zone %s: %s from %s failed: %s", self.zc.name, failed_kind.upper(), primary, reason)
-        errors = [*errors, f"{kind.upper()} from {primary}: {reason}"]
-        rest = candidates[1:]
-        if rest:
-            self._transfer(rest[0], rest, kind, errors, expire)
-            return
-        self._failed("; ".join(errors))
+        # The next primary is probed first: it may be behind the one that failed.
+        self._probe(rest, [*errors, f"{kind.upper()} from {primary}: {reason}"])
 
-    def _transferred(self, outcome: TransferOutcome, primary: Endpoint, kind: str, started: float,
-                     expire: int | None) -> None:
+    def _transferred(self, outcome: TransferOutcome, primary: Endpoint, rest: list[Endpoint], kind: str,
+                     started: float, errors: list[str], expire: int | None) -> None:
         if self.status.phase == STOPPED:
             return
         zone = outcome.zone
         current = self.zone
         duration = self.clock.seconds() - started
+        expire_option = outcome.expire if outcome.expire is not None else expire
         if outcome.fallback is not None:
             self._record_transfer(TransferRecord("ixfr", "failure", str(primary), self._wall(started),
                                                  duration, error=outcome.fallback))
-        if outcome.up_to_date or (current is not None and outcome.kind != "axfr"
-                                  and not serial_gt(zone.serial, current.serial)):
-            # Up to date after all (IXFR answered with our own SOA).
-            self._succeeded(primary, outcome.expire if outcome.expire is not None else expire)
+        offered = outcome.primary_serial if outcome.up_to_date else zone.serial
+        if current is not None and offered is not None and serial_lt(offered, current.serial):
+            # RFC 1982: never go back.  The primary moved backwards since its SOA answer.
+            reason = f"offered serial {offered}, older than ours ({current.serial})"
+            self._record_transfer(TransferRecord(outcome.kind, "failure", str(primary),
+                                                 self._wall(started), duration, error=reason))
+            log.error("zone %s: %s from %s refused: %s", self.zc.name, outcome.kind.upper(), primary,
+                      reason)
+            self._probe(rest, [*errors, f"{primary}: {reason}"])
+            return
+        if current is not None and (outcome.up_to_date or (
+                zone.serial == current.serial and not self._cycle_force)):
+            # Up to date after all (IXFR answered with our own SOA, or the same version again).
+            self._succeeded(primary, expire_option)
             return
         # An IXFR names what changed, so cached answers for the rest of the zone survive.
         changed = changed_names(outcome.steps) if outcome.steps else None
@@ -441,8 +464,7 @@ class Refresher:
         log.info("zone %s: %s from %s finished: serial %d, %d records, %d bytes, %.2f s",
                  self.zc.name, outcome.kind.upper(), primary, zone.serial, zone.record_count,
                  outcome.bytes, duration)
-        self._succeeded(primary, outcome.expire if outcome.expire is not None else expire, saved=zone,
-                        steps=outcome.steps)
+        self._succeeded(primary, expire_option, saved=zone, steps=outcome.steps)
 
     def _record_transfer(self, rec: TransferRecord) -> None:
         st = self.status

@@ -254,6 +254,10 @@ class TwistedTransferClient:
         d: defer.Deferred[SoaProbeResult] = defer.Deferred()
 
         def handle(data: bytes) -> SoaProbeResult:
+            # The ID first (RFC 5452 9.1): a stray or spoofed datagram is ignored, not allowed
+            # to fail the probe through a TSIG error.
+            if data[:2] != msg_id.to_bytes(2, "big"):
+                raise ResponseMismatch("reply ID does not match query ID")
             signer.check_single(data)
             return parse_soa_response(data, msg_id, zc.origin)
 
@@ -361,7 +365,8 @@ class TwistedTransferClient:
         def finish(_: None) -> Any:
             if consumer.up_to_date:
                 return TransferOutcome(current, "ixfr", consumer.bytes, consumer.messages,
-                                       consumer.records, consumer.expire_option, up_to_date=True)
+                                       consumer.records, consumer.expire_option, up_to_date=True,
+                                       primary_serial=consumer.final_serial)
             if consumer.full is not None:
                 full = consumer.full
 

@@ -784,6 +784,8 @@ class IxfrConsumer(_InboundStream):
             if rclass != rrtypes.CLASS_IN:
                 self.ignored_class += 1
                 return False
+            if ttl > 0x7FFFFFFF:
+                ttl = 0  # RFC 2181 8, as for AXFR: what is served must equal what is replayed
             target = self._step.deleted if mode == "del" else self._step.added
             target.append((owner, rtype, ttl, rdata))
             return False

@@ -146,3 +146,18 @@ def test_empty_non_terminal_touched_and_emptied_again_is_unlinked_once() -> None
     result = apply_steps(zone, steps)
     assert children(result) == children(build(3, set())) == {}
     assert result.get(deleg) is None and result.get(ns_deleg) is None
+
+
+def test_binary_fields_of_name_bearing_types_compare_octet_for_octet() -> None:
+    # Review finding: lowercasing all MX rdata made preference 65 ("A") equal 97 ("a").
+    mail = from_text("mail.example.com.")
+    mx65, mx97 = b"\x00\x41" + mail, b"\x00\x61" + mail
+    zone = build(1, {(NAMES[0], rrtypes.MX, mx65)})
+    add97 = VersionStep(1, 2, [(ORIGIN, rrtypes.SOA, 300, soa(1))],
+                        [(ORIGIN, rrtypes.SOA, 300, soa(2)), (NAMES[0], rrtypes.MX, 300, mx97)])
+    result = apply_steps(zone, [add97])
+    assert sorted(rd for _t, rd in decode_node(result.get(NAMES[0]) or b"")[rrtypes.MX]) == [mx65, mx97]
+    del97 = VersionStep(1, 2, [(ORIGIN, rrtypes.SOA, 300, soa(1)), (NAMES[0], rrtypes.MX, 300, mx97)],
+                        [(ORIGIN, rrtypes.SOA, 300, soa(2))])
+    with pytest.raises(DiffError, match="not there"):
+        apply_steps(zone, [del97])

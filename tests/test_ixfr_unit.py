@@ -282,3 +282,17 @@ def test_journal_record_lines_are_zone_file_records(tmp_path: Path) -> None:
         assert parsed.name == dns.name.from_wire(owner, 0)[0]
         assert (parsed.rdtype, parsed.rdclass, parsed.ttl) == (rtype, dns.rdataclass.IN, ttl)
         assert parsed[0].to_wire() == rdata
+
+
+def test_ttl_with_the_top_bit_set_becomes_zero_as_in_axfr() -> None:
+    # Review finding: IXFR kept TTL 0x80000001 in memory while journal replay read 0;
+    # RFC 2181 8 says such a TTL means zero, and AXFR already applied that.
+    big = rrset("www.example.com. 300 IN A 192.0.2.9")
+    big.ttl = 0x80000001
+    records = [soa(2), *diff_sequence(1, 2, [], []), ]
+    records.insert(3, big)  # an addition in the only step: old SOA, new SOA, www A
+    records.append(soa(2))
+    c = consumer()
+    assert feed_all(c, stream(records, per_message=10))[-1]
+    added = [r for r in c.steps[0].added if r[1] == rrtypes.A]
+    assert [ttl for _o, _t, ttl, _rd in added] == [0]

@@ -195,15 +195,91 @@ def test_second_primary_used_when_first_fails() -> None:
     assert rig.ref.status.primaries[str(P2)].up is True
 
 
-def test_transfer_failure_tries_next_primary() -> None:
+def test_transfer_failure_probes_then_transfers_from_the_next_primary() -> None:
     rig = Rig(primaries=(P1, P2))
     rig.client.serials[P1] = 7
+    rig.client.serials[P2] = 7
     rig.client.zones[P1] = TransferError("closing SOA serial differs")
     rig.client.zones[P2] = make_zone(7)
     rig.start()
     rig.clock.advance(0)
+    assert rig.client.probes == [P1, P2]  # P2 is asked for its SOA before any transfer from it
     assert [p for p, _ in rig.client.transfers] == [P1, P2]
     assert rig.serving == 7
+
+
+def test_failover_never_installs_an_older_serial() -> None:
+    # Review finding: P1 (serial 12) fails mid-transfer; P2 lags at 5.  We keep 10.
+    rig = Rig(primaries=(P1, P2), zone=make_zone(10))
+    rig.client.serials = {P1: 12, P2: 5}
+    rig.client.zones = {P1: TransferError("connection reset"), P2: make_zone(5)}
+    rig.start()
+    rig.clock.advance(0)
+    assert rig.serving == 10
+    assert [p for p, _ in rig.client.transfers] == [P1]  # nothing asked of the lagging P2
+    assert "older than ours" in (rig.ref.status.last_error or "")
+
+
+def test_a_full_zone_older_than_ours_is_refused() -> None:
+    # The primary's SOA said 12, but the transfer (AXFR or an AXFR-style IXFR reply) brought 5.
+    rig = Rig(zone=make_zone(10))
+    rig.client.serials[P1] = 12
+    rig.client.zones[P1] = make_zone(5)
+    rig.start()
+    rig.clock.advance(0)
+    assert rig.serving == 10
+    assert rig.ref.status.last_transfer is not None
+    assert rig.ref.status.last_transfer.result == "failure"
+
+
+def test_up_to_date_from_a_primary_behind_us_does_not_reset_expiry() -> None:
+    rig = Rig(primaries=(P1,), zone=make_zone(10, expire=1000))
+    rig.client.serials[P1] = 12
+
+    def transfer(primary: Endpoint, zc: ZoneConfig, current: Zone | None,
+                 kind: str) -> defer.Deferred[TransferOutcome]:
+        assert current is not None
+        return defer.succeed(TransferOutcome(current, "ixfr", 50, 1, 1, up_to_date=True,
+                                             primary_serial=5))
+
+    rig.client.transfer = transfer  # type: ignore[method-assign]
+    rig.start()
+    rig.clock.advance(0)
+    first_expiry = rig.ref.status.expire_at
+    rig.clock.advance(500)
+    assert rig.ref.status.expire_at == first_expiry
+    assert "older than ours" in (rig.ref.status.last_error or "")
+
+
+def test_a_client_that_raises_at_once_is_a_failed_probe_not_a_stuck_zone() -> None:
+    # Review finding: listenUDP raising EMFILE inside soa_query left the zone in CHECKING for ever.
+    rig = Rig(zone=make_zone(5, retry=20))
+
+    def boom(primary: Endpoint, zc: ZoneConfig) -> defer.Deferred[SoaProbeResult]:
+        raise OSError(24, "Too many open files")
+
+    rig.client.soa_query = boom  # type: ignore[method-assign]
+    rig.start()
+    rig.clock.advance(0)
+    assert rig.ref.status.phase == IDLE
+    assert "Too many open files" in (rig.ref.status.last_error or "")
+    assert rig.ref.status.next_refresh is not None  # the retry timer is armed
+
+
+def test_retransfer_asked_during_a_cycle_applies_to_the_next_one() -> None:
+    rig = Rig(zone=make_zone(5, refresh=1000))
+    rig.client.serials[P1] = 5
+    rig.client.zones[P1] = make_zone(5)
+    hold: defer.Deferred[SoaProbeResult] = defer.Deferred()
+    real = rig.client.soa_query
+    rig.client.soa_query = lambda p, zc: hold  # type: ignore[method-assign]
+    rig.start()
+    rig.clock.advance(0)
+    rig.ref.retransfer()  # arrives while the first check is in flight
+    rig.client.soa_query = real  # type: ignore[method-assign]
+    hold.callback(SoaProbeResult(0, 5, make_zone(5).soa, False, None, True))
+    rig.clock.advance(0)
+    assert rig.client.transfers == [(P1, "axfr")]
 
 
 def test_failed_transfer_keeps_old_zone_and_retries() -> None:

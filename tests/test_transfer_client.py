@@ -65,3 +65,48 @@ def test_axfr_from_a_closed_tcp_port_fails_as_unreachable() -> None:
     out = run("axfr")
     assert out.startswith("ConnectFailed:"), out
     assert "connection refused" in out
+
+
+SPOOF_SCRIPT = textwrap.dedent("""
+    import socket, threading
+    import dns.message, dns.rrset, dns.tsig, dns.name
+    from twisted.internet import reactor
+    from secondns.config import Endpoint, ZoneConfig, TsigKey
+    from secondns.names import from_text
+    from secondns.transfer import TwistedTransferClient
+
+    SECRET = b"0123456789abcdef0123456789abcdef"
+    ring = {dns.name.from_text("k."): dns.tsig.Key("k.", SECRET, "hmac-sha256")}
+    srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    srv.bind(("127.0.0.1", 0))
+
+    def serve():
+        while True:
+            data, addr = srv.recvfrom(4096)
+            query = dns.message.from_wire(data, keyring=ring)
+            # An off-path answer with another ID first, then the genuine signed one.
+            stray = dns.message.make_response(dns.message.make_query("example.com.", "SOA"))
+            stray.id = (query.id + 1) & 0xFFFF
+            srv.sendto(stray.to_wire(), addr)
+            real = dns.message.make_response(query)
+            real.answer.append(dns.rrset.from_text("example.com.", 300, "IN", "SOA",
+                                                   "ns1.example.com. h.example.com. 7 1 1 1 1"))
+            srv.sendto(real.to_wire(), addr)
+
+    threading.Thread(target=serve, daemon=True).start()
+    key = TsigKey("k", "hmac-sha256", SECRET)
+    zc = ZoneConfig("example.com.", from_text("example.com."),
+                    primaries=(Endpoint("127.0.0.1", srv.getsockname()[1]),), key=key)
+    d = TwistedTransferClient(reactor, udp_timeout=1, udp_tries=1).soa_query(zc.primaries[0], zc)
+    d.addBoth(lambda r: (print(type(getattr(r, "value", r)).__name__, getattr(r, "serial", None)),
+                         reactor.stop()))
+    reactor.run()
+""")
+
+
+def test_stray_datagram_with_another_id_does_not_fail_a_signed_probe() -> None:
+    # Review finding: with TSIG, the stray reply was TSIG-checked before its ID, failing the
+    # probe (TSIG UNSIGNED) instead of being ignored as RFC 5452 9.1 wants.
+    proc = subprocess.run([sys.executable, "-c", SPOOF_SCRIPT], capture_output=True, text=True,
+                          timeout=30, cwd=ROOT, env={"PYTHONPATH": str(ROOT)})
+    assert proc.stdout.strip() == "SoaProbeResult 7", proc.stdout + proc.stderr
