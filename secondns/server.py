@@ -14,6 +14,8 @@ import time
 from typing import Any
 
 from twisted.internet import protocol
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer  # type: ignore[import-untyped]
 
 from .responder import TCP, UDP, Responder
 from .stats import SAMPLE_EVERY
@@ -77,14 +79,24 @@ class UDPServer(protocol.DatagramProtocol):
             self.stats.send_errors += 1
 
 
+@implementer(IPushProducer)
 class TCPServer(protocol.Protocol):
-    """RFC 7766: length-prefixed messages, several per connection, answered in order."""
+    """RFC 7766: length-prefixed messages, several per connection, answered in order.
+
+    The connection is its own push producer: when the kernel and Twisted's
+    write buffer fill (a client that sends queries but never reads answers),
+    Twisted pauses it and it stops reading and answering, so memory stays
+    bounded.  The idle timer restarts only on complete messages, so a client
+    trickling bytes cannot hold a connection open for ever.
+    """
 
     def __init__(self, factory: TCPFactory) -> None:
         self.factory = factory
-        self._buf = b""
+        self._buf = bytearray()
         self._idle: Any = None  # IDelayedCall (zope interfaces do not type-check)
         self._addr: tuple[str, int] = ("", 0)
+        self._paused = False
+        self._draining = False
 
     def connectionMade(self) -> None:
         factory = self.factory
@@ -96,6 +108,7 @@ class TCPServer(protocol.Protocol):
         if factory.open > factory.max_connections:
             transport.loseConnection()
             return
+        transport.registerProducer(self, True)
         self._arm()
 
     def _arm(self) -> None:
@@ -109,26 +122,59 @@ class TCPServer(protocol.Protocol):
         transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
-        buf = self._buf + data
+        self._buf += data
+        self._drain()
+
+    def _drain(self) -> None:
+        """Answer every complete message buffered, unless the client stopped reading."""
+        if self._draining:
+            return
+        self._draining = True
+        buf = self._buf
         responder = self.factory.responder
+        cache = responder.caches[TCP].map
+        stats = responder.stats
         transport: Any = self.transport
-        while len(buf) >= 2:
-            length = (buf[0] << 8) | buf[1]
-            if len(buf) < 2 + length:
-                break
-            message = buf[2:2 + length]
-            buf = buf[2 + length:]
-            responder.stats.tcp_queries += 1
-            tail = responder.caches[TCP].map.get(message[2:])
-            if tail is not None:
-                responder.stats.rcodes[tail[1] & 0xF] += 1
-                response: bytes | None = message[:2] + tail
-            else:
-                response = responder.respond(message, TCP, self._addr)
-            if response is not None:
-                transport.write(len(response).to_bytes(2, "big") + response)
-        self._buf = buf
-        self._arm()
+        pos = 0
+        answered = False
+        try:
+            while not self._paused and len(buf) - pos >= 2:
+                length = (buf[pos] << 8) | buf[pos + 1]
+                if len(buf) - pos - 2 < length:
+                    break
+                message = bytes(buf[pos + 2:pos + 2 + length])
+                pos += 2 + length
+                answered = True
+                stats.tcp_queries += 1
+                tail = cache.get(message[2:])
+                if tail is not None:
+                    stats.rcodes[tail[1] & 0xF] += 1
+                    response: bytes | None = message[:2] + tail
+                else:
+                    response = responder.respond(message, TCP, self._addr)
+                if response is not None:
+                    transport.write(len(response).to_bytes(2, "big") + response)
+        finally:
+            del buf[:pos]
+            self._draining = False
+        if answered:
+            self._arm()
+
+    # IPushProducer: Twisted calls these as the write buffer fills and drains.
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+        transport: Any = self.transport
+        transport.pauseProducing()  # stop reading from the socket
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        transport: Any = self.transport
+        transport.resumeProducing()
+        self.factory.clock.callLater(0, self._drain)  # what was read before the pause
+
+    def stopProducing(self) -> None:
+        self._paused = True
 
     def connectionLost(self, reason: Any = None) -> None:
         self.factory.open -= 1

@@ -15,12 +15,13 @@ import dns.rcode
 import pytest
 from peers import Secondns, query
 
+BIG = "".join(f'big IN TXT "{i:04d} {"x" * 240}"\n' for i in range(16))  # ~4 KB answer
 ZONE = """$TTL 300
 @ IN SOA ns1 host 1 3600 600 86400 300
   IN NS ns1
 ns1 IN A 192.0.2.1
 www IN A 192.0.2.2
-"""
+""" + BIG
 
 pytestmark = pytest.mark.integration
 
@@ -104,3 +105,37 @@ def test_hostile_traffic_never_takes_the_server_down(server: Secondns) -> None:
     assert server.running()
     assert query(server.port, "www.example.com.", "A").answer
     assert query(server.port, "www.example.com.", "A", tcp=True).answer
+
+
+def _rss_mib(pid: int | None) -> float:
+    assert pid is not None
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_client_that_never_reads_cannot_grow_server_memory(server: Secondns) -> None:
+    # Review finding: answers to pipelined queries piled up in the write buffer without limit
+    # (3.4 GB in 20 s).  With backpressure the server stops reading from such a client.
+    before = _rss_mib(server.pid)
+    query_wire = dns.message.make_query("big.example.com.", "TXT").to_wire()
+    burst = (struct.pack("!H", len(query_wire)) + query_wire) * 2000
+    sent = 0
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        sock.settimeout(2)
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:  # bounded: stops when the server stops reading
+            try:
+                sock.sendall(burst)
+            except (TimeoutError, OSError):
+                break
+            sent += 2000
+        time.sleep(0.5)
+        grown = _rss_mib(server.pid) - before
+    assert sent >= 2000
+    # Without backpressure each query queued a ~4 KB answer: 2000 of them alone are 8 MB.
+    assert grown < 30, f"RSS grew {grown:.0f} MiB after {sent} unread queries"
+    assert query(server.port, "www.example.com.", "A").answer  # and it still serves others
