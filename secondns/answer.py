@@ -99,6 +99,8 @@ def find_cut(zone: ZoneView, qname: bytes, qtype: int) -> tuple[bytes, bool] | N
     """
     cuts = zone.n_cuts
     dnames = zone.n_dnames
+    if dnames and qname != zone.origin and zone.has_type(zone.origin, rrtypes.DNAME):
+        return zone.origin, True  # RFC 6672 2.3: a DNAME at the apex redirects everything below
     for name in _below_origin(qname, zone.origin):
         blob = zone.get(name)
         if blob is None:

@@ -173,11 +173,9 @@ class Responder:
             self.stats.rcodes[BADVERS] += 1
             return response
         qtype = q.qtype
-        if qtype in rrtypes.META_QTYPES:
-            # AXFR/IXFR: no transfer-out is offered; MAILA/MAILB are obsolete.
-            rcode = REFUSED if qtype in (rrtypes.AXFR, rrtypes.IXFR) else (
-                NOTIMP if qtype in (rrtypes.MAILA, rrtypes.MAILB) else FORMERR)
-            return self._count(error_response(q.raw, rcode, q, self._opt_for(q)))
+        if qtype in rrtypes.META_QTYPES or q.qclass == rrtypes.CLASS_ANY:
+            return self._count(error_response(q.raw, _meta_rcode(qtype, q.qclass, transport), q,
+                                              self._opt_for(q)))
         zone_key: bytes | None = None
         if q.qclass == rrtypes.CLASS_IN:
             entry = self.registry.find(q.qname_lower)
@@ -223,7 +221,7 @@ class Responder:
         else:
             limit = 65535
         writer = ResponseWriter(q.id, flags, q.question, q.qname_lower, limit,
-                                len(opt) if opt else 0)
+                                len(opt) if opt else 0, q.qclass if q.qclass == rrtypes.CLASS_CH else 1)
         if writer.add_rrsets(0, ans.answer, True) and writer.add_rrsets(1, ans.authority, True):
             writer.add_rrsets(2, ans.additional, False)
         if opt is not None:
@@ -252,6 +250,24 @@ class Responder:
         if opt is not None:
             writer.add_raw_additional(opt)
         return writer.finish(rcode)
+
+
+def _meta_rcode(qtype: int, qclass: int, transport: int) -> int:
+    """Questions that are not data lookups, answered as BIND answers them.
+
+    AXFR only exists over TCP (RFC 5936 4.2: FORMERR over UDP); transfer-out
+    is not offered, so AXFR/IXFR over TCP are REFUSED.  MAILA/MAILB are
+    obsolete (NOTIMP); OPT, TSIG, TKEY and QCLASS ANY in a query are FORMERR.
+    """
+    if qclass == rrtypes.CLASS_ANY:
+        return FORMERR
+    if qtype == rrtypes.AXFR:
+        return FORMERR if transport == UDP else REFUSED
+    if qtype == rrtypes.IXFR:
+        return REFUSED
+    if qtype in (rrtypes.MAILA, rrtypes.MAILB):
+        return NOTIMP
+    return FORMERR
 
 
 def _refused() -> Answer:

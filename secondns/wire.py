@@ -113,7 +113,8 @@ def parse_query(data: bytes) -> Query:
     q.qtype, q.qclass = struct.unpack_from("!HH", data, pos)
     pos += 4
     q.question = data[12:pos]
-    if data[12] >= 0xC0:
+    if pos - 4 - 12 != len(qname):
+        # Anything a pointer in the first question could point at is the header.
         raise FormatError("compression pointer in the question name")
     # Answer and authority records: a QUERY carries none; NOTIFY may carry
     # the new SOA in the answer section (RFC 1996 3.7), which we skip.
@@ -206,10 +207,10 @@ class ResponseWriter:
     the OPT record, which RFC 6891 7 requires even in a truncated response.
     """
 
-    __slots__ = ("_buf", "_counts", "_limit", "_ptrs", "_qname_lower", "flags", "truncated")
+    __slots__ = ("_buf", "_class", "_counts", "_limit", "_ptrs", "_qname_lower", "flags", "truncated")
 
     def __init__(self, query_id: int, flags: int, question: bytes, qname_lower: bytes,
-                 limit: int = 65535, reserve: int = 0) -> None:
+                 limit: int = 65535, reserve: int = 0, rclass: int = 1) -> None:
         self._buf = bytearray(_HDR.pack(query_id, flags, 1 if question else 0, 0, 0, 0))
         self._buf += question
         self._counts = [0, 0, 0]
@@ -217,6 +218,7 @@ class ResponseWriter:
         self.flags = flags
         self.truncated = False
         self._qname_lower = qname_lower
+        self._class = rclass.to_bytes(2, "big")  # IN, or CH for the CHAOS identity answers
         # Compression targets: lowercased name suffix -> offset (RFC 1035 4.1.4).
         self._ptrs: dict[bytes, int] = {}
         if question:
@@ -306,7 +308,7 @@ class ResponseWriter:
                 else:
                     self._name(owner)
                 buf += _U16.pack(rtype)
-                buf += b"\x00\x01"
+                buf += self._class
                 buf += ttl.to_bytes(4, "big")
                 self._rdata(rtype, rdata)
             if len(buf) > self._limit:

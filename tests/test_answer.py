@@ -246,3 +246,18 @@ def test_case_variants_get_their_own_cached_question(responder: Responder) -> No
     ask(responder, "www.example.com.")
     r = ask(responder, "WWW.EXAMPLE.COM.")
     assert r.question[0].name.to_text() == "WWW.EXAMPLE.COM."
+
+
+def test_dname_at_the_apex_redirects_every_name_below() -> None:
+    # Review finding: find_cut only looked strictly below the origin (RFC 6672 2.3 allows apex DNAME).
+    zone = zone_from_text("""
+$TTL 300
+@ IN SOA ns1.example.net. host.example.net. 1 3600 600 86400 300
+  IN NS ns1.example.net.
+  IN DNAME example.net.
+""", "example.org.")
+    r = ask(responder_for(zone), "www.example.org.")
+    assert r.rcode() == dns.rcode.NOERROR
+    assert rrs(r.answer) == ["example.org. 300 IN DNAME example.net.",
+                             "www.example.org. 300 IN CNAME www.example.net."]
+    assert ask(responder_for(zone), "example.org.", "DNAME").answer  # the apex itself answers
