@@ -42,9 +42,29 @@ class VersionStep:
     added: list[Rec] = field(default_factory=list)
 
 
-def changed_names(steps: Sequence[VersionStep]) -> frozenset[bytes]:
-    """Every owner a change touches (lowercased): what cached answers may depend on."""
-    return frozenset(owner.lower() for step in steps for owner, _t, _ttl, _rd in (*step.deleted, *step.added))
+def invalidated_names(old: Zone, new: Zone, steps: Sequence[VersionStep]) -> frozenset[bytes] | None:
+    """Names whose cached answers a change may have altered; None means the whole zone.
+
+    Every owner the change touches, and each of its ancestors up to the apex:
+    an ancestor may have become (or stopped being) an empty non-terminal,
+    which turns a wildcard answer into NODATA or NXDOMAIN (RFC 4592 2.2.2).
+    A zone that gains its first delegation or DNAME has answers that never
+    looked at ancestors at all (the walk for cuts is skipped without them),
+    so it is forgotten whole.
+    """
+    if not (old.n_cuts or old.n_dnames) and (new.n_cuts or new.n_dnames):
+        return None
+    origin = new.origin
+    names: set[bytes] = set()
+    for step in steps:
+        for owner, _t, _ttl, _rd in (*step.deleted, *step.added):
+            name = owner.lower()
+            while name not in names:
+                names.add(name)
+                if name == origin or len(name) <= len(origin):
+                    break
+                name = parent(name)
+    return frozenset(names)
 
 
 def _rdata_key(rtype: int, rdata: bytes) -> bytes:

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from twisted.internet import defer
 
 from .config import Endpoint, ZoneConfig
-from .diff import VersionStep, changed_names
+from .diff import VersionStep, invalidated_names
 from .dnssec import earliest_expiry
 from .errors import SecondnsError, StorageError
 from .registry import Registry
@@ -456,7 +456,7 @@ class Refresher:
             self._succeeded(primary, expire_option)
             return
         # An IXFR names what changed, so cached answers for the rest of the zone survive.
-        changed = changed_names(outcome.steps) if outcome.steps else None
+        changed = invalidated_names(current, zone, outcome.steps) if outcome.steps and current else None
         self.registry.swap(self.zc.origin, zone, changed)
         self._mark_loaded(zone)
         self._record_transfer(TransferRecord(outcome.kind, "success", str(primary), self._wall(started),

@@ -74,14 +74,19 @@ class Registry:
         was_serving = entry.serving
         entry.snapshot = snapshot
         entry.expired = False
-        self._changed(origin, changed if was_serving else None)
+        if was_serving:
+            self._changed(origin, changed)
+        else:
+            # A zone starting to serve changes other zones' answers too: a DS query at the
+            # apex of a child zone now belongs to this parent (RFC 4035 3.1.4.1).
+            self._changed(None)
 
     def set_expired(self, origin: bytes, expired: bool) -> None:
         """Mark a zone expired (SERVFAIL, RFC 1034 4.3.5) or alive again."""
         entry = self._zones[origin]
         if entry.expired != expired:
             entry.expired = expired
-            self._changed(origin)
+            self._changed(None)  # as for swap: DS answers of child zones depend on it too
 
     def get(self, origin: bytes) -> ZoneEntry | None:
         """The entry for an exact origin."""

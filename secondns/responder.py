@@ -71,7 +71,7 @@ class AnswerCache:
     subdomain attack) churns only them, not the hot positive answers.
     """
 
-    __slots__ = ("_deps", "_max", "_max_negative", "_negative", "map")
+    __slots__ = ("_deps", "_max", "_max_negative", "_negative", "_tracked", "map")
 
     def __init__(self, max_entries: int) -> None:
         self.map: dict[bytes, bytes] = {}
@@ -79,11 +79,14 @@ class AnswerCache:
         self._negative: list[bytes] = []
         self._max = max_entries
         self._max_negative = max(1, max_entries // 4)
+        self._tracked = 0  # keys listed in _deps, evicted ones included until the next clear
 
     def put(self, key: bytes, value: bytes, zone: bytes | None, negative: bool,
             deps: Iterable[bytes] = ()) -> None:
         """Remember a response from *zone* (None: no zone) that read the names *deps*."""
-        if len(self.map) >= self._max:
+        if len(self.map) >= self._max or self._tracked >= 4 * self._max:
+            # Evicted negative answers stay listed in _deps; a flood of random names
+            # must not grow that index for ever, so it is reset with the map.
             self.clear()
         if negative:
             if len(self._negative) >= self._max_negative:
@@ -95,6 +98,7 @@ class AnswerCache:
         by_name = self._deps.setdefault(zone, {})
         for name in deps or (b"",):
             by_name.setdefault(name, []).append(key)
+            self._tracked += 1
 
     def forget(self, zone: bytes | None, names: Iterable[bytes] | None = None) -> None:
         """Drop what a zone answered (all of it, or what read one of *names*)."""
@@ -116,6 +120,7 @@ class AnswerCache:
         self.map.clear()
         self._deps.clear()
         self._negative.clear()
+        self._tracked = 0
 
     def __len__(self) -> int:
         return len(self.map)
