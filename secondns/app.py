@@ -101,6 +101,7 @@ class Application:
             udp_max_payload=srv.udp_max_payload, identity=srv.identity, version=srv.version),
             self.stats)
         self.responder.notify_handler = self.on_notify
+        self.responder.keys = tsig.keyring(config.keys)
         self.client = client or TwistedTransferClient(reactor)
         self.store = DiskStore(srv.storage)
         self.refreshers: dict[bytes, Refresher] = {}
@@ -248,6 +249,7 @@ class Application:
             log.info("reload: zone %s added", zc.name)
             self.start_zone(zc)
         self.config = Config(new.path, self.config.server, new.keys, new.zones)
+        self.responder.keys = tsig.keyring(new.keys)
         message = f"reloaded: {len(added)} added, {len(removed)} removed, {len(changed)} changed"
         log.info("%s", message)
         return 200, message

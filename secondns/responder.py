@@ -9,11 +9,12 @@ source address, a TSIG signature, a NOTIFY) is never cached.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from . import rrtypes
+from . import rrtypes, tsig
 from .answer import Answer, answer_query
+from .config import TsigKey
 from .names import from_text
 from .registry import Registry
 from .stats import ServingStats
@@ -24,6 +25,7 @@ from .wire import (
     EDNS_NSID,
     FORMERR,
     NOERROR,
+    NOTAUTH,
     NOTIMP,
     OPCODE_NOTIFY,
     OPCODE_QUERY,
@@ -41,6 +43,10 @@ from .wire import (
 
 UDP = 0
 TCP = 1
+
+# Room kept for the TSIG record of a signed answer (RFC 8945 5.3: the signed reply must fit):
+# key and algorithm names up to ~60 octets each, a SHA-512 MAC, fixed fields.
+_TSIG_ROOM = 200
 
 Finaliser = Callable[[bytes], bytes]
 NotifyHandler = Callable[[Query, tuple[str, int]], tuple[int, Finaliser | None]]
@@ -135,6 +141,8 @@ class Responder:
         self.stats = stats
         self.caches = (AnswerCache(settings.cache_entries), AnswerCache(settings.cache_entries // 4))
         self.notify_handler: NotifyHandler | None = None
+        # TSIG keys by wire name, for signed queries (RFC 8945); set by the application.
+        self.keys: Mapping[bytes, TsigKey] = {}
         registry.subscribe(self._forget)
         self._identity_txt = _txt(settings.identity) if settings.identity else None
         self._version_txt = _txt(settings.version) if settings.version else None
@@ -153,6 +161,8 @@ class Responder:
         except FormatError as exc:
             return self._count(error_response(data, FORMERR, exc.query, self._opt_for(exc.query)))
         if query.opcode == OPCODE_QUERY:
+            if query.tsig_offset >= 0:
+                return self._signed_query(query, transport)
             return self._query(query, transport)
         if query.opcode == OPCODE_NOTIFY and self.notify_handler is not None:
             rcode, finalise = self.notify_handler(query, addr)
@@ -170,7 +180,22 @@ class Responder:
             return None
         return opt_record(self.settings.udp_max_payload, 0, query.do)
 
-    def _query(self, q: Query, transport: int) -> bytes | None:
+    def _signed_query(self, q: Query, transport: int) -> bytes | None:
+        """RFC 8945 5.2-5.3: verify a signed query and sign its answer, or answer the TSIG error.
+
+        Signed answers are never cached: each carries its own time and MAC.
+        """
+        try:
+            verified = tsig.verify_request(q.raw, self.keys, peer="client")
+        except tsig.TsigError as exc:
+            plain = error_response(q.raw, NOTAUTH, q)
+            return self._count(tsig.error_response(plain, exc) if plain is not None else None)
+        response = self._query(q, transport, reserve=_TSIG_ROOM)
+        if response is None:
+            return None
+        return tsig.sign_response(response, verified.key, verified.mac)
+
+    def _query(self, q: Query, transport: int, reserve: int = 0) -> bytes | None:
         if q.edns and q.edns_version > 0:
             # RFC 6891 6.1.3: BADVERS, answered with the version we speak (0).
             opt = opt_record(self.settings.udp_max_payload, BADVERS >> 4, q.do)
@@ -203,7 +228,7 @@ class Responder:
             ans = self._chaos(q)
         else:
             ans = _refused()
-        response = self._render(q, ans, transport)
+        response = self._render(q, ans, transport, reserve)
         rcode = response[3] & 0xF
         self.stats.rcodes[rcode] += 1
         if response[2] & 0x02:
@@ -213,7 +238,7 @@ class Responder:
             self.caches[transport].put(q.raw[2:], response[2:], zone_key, negative, ans.deps)
         return response
 
-    def _render(self, q: Query, ans: Answer, transport: int) -> bytes:
+    def _render(self, q: Query, ans: Answer, transport: int, reserve: int = 0) -> bytes:
         flags = QR | (q.flags & (RD | CD)) | (AA if ans.aa else 0)
         opt = None
         if q.edns:
@@ -226,7 +251,8 @@ class Responder:
         else:
             limit = 65535
         writer = ResponseWriter(q.id, flags, q.question, q.qname_lower, limit,
-                                len(opt) if opt else 0, q.qclass if q.qclass == rrtypes.CLASS_CH else 1)
+                                (len(opt) if opt else 0) + reserve,
+                                q.qclass if q.qclass == rrtypes.CLASS_CH else 1)
         if writer.add_rrsets(0, ans.answer, True) and writer.add_rrsets(1, ans.authority, True):
             writer.add_rrsets(2, ans.additional, False)
         if opt is not None:

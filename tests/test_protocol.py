@@ -7,10 +7,12 @@ import struct
 import dns.edns
 import dns.flags
 import dns.message
+import dns.name
 import dns.opcode
 import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
+import dns.tsig
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -281,3 +283,35 @@ def test_axfr_over_udp_is_formerr(responder: Responder) -> None:
 
 def test_qclass_any_is_formerr(responder: Responder) -> None:
     assert ask(responder, "www.example.com.", "A", rdclass="ANY").rcode() == dns.rcode.FORMERR
+
+
+def _keyed_responder() -> tuple[Responder, dict[dns.name.Name, dns.tsig.Key]]:
+    from secondns import tsig
+    from secondns.config import TsigKey
+
+    secret = b"0123456789abcdef0123456789abcdef"
+    resp = responder_for(zone_from_text(ZONE, "example.com."))
+    resp.keys = tsig.keyring([TsigKey("q-key", "hmac-sha256", secret)])
+    return resp, {dns.name.from_text("q-key."): dns.tsig.Key("q-key.", secret, "hmac-sha256")}
+
+
+def test_signed_query_gets_a_signed_answer() -> None:
+    # Review finding: signed queries were answered unsigned, which clients reject (RFC 8945 5.3).
+    resp, ring = _keyed_responder()
+    query = dns.message.make_query("www.example.com.", "A")
+    query.use_tsig(ring, keyname="q-key.")
+    wire = resp.respond(query.to_wire(), UDP, ("127.0.0.1", 1))
+    assert wire is not None
+    reply = dns.message.from_wire(wire, keyring=ring, request_mac=query.mac)  # verifies the MAC
+    assert reply.had_tsig and reply.answer
+
+
+def test_query_signed_with_an_unknown_key_gets_notauth_badkey() -> None:
+    resp, _ring = _keyed_responder()
+    other = {dns.name.from_text("other."): dns.tsig.Key("other.", b"x" * 32, "hmac-sha256")}
+    query = dns.message.make_query("www.example.com.", "A")
+    query.use_tsig(other, keyname="other.")
+    wire = resp.respond(query.to_wire(), UDP, ("127.0.0.1", 1))
+    assert wire is not None and wire[3] & 0xF == dns.rcode.NOTAUTH
+    with pytest.raises(dns.tsig.PeerBadKey):
+        dns.message.from_wire(wire, keyring=other, request_mac=query.mac)
