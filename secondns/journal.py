@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .diff import VersionStep
 from .errors import StorageError, ZoneError
-from .storage import zone_path
+from .storage import copy_digest, zone_path
 from .zonefile import format_record, parse_zone_text
 
 log = logging.getLogger("secondns.journal")
@@ -39,8 +39,8 @@ def journal_path(directory: Path, name: str) -> Path:
     return zone_file.with_name(zone_file.name + ".journal")
 
 
-def _entry(step: VersionStep) -> bytes:
-    lines = [f"; diff {step.from_serial} {step.to_serial}\n"]
+def _entry(step: VersionStep, base: str) -> bytes:
+    lines = [f"; diff {step.from_serial} {step.to_serial} base={base}\n"]
     lines += [f"- {format_record(*rec)}\n" for rec in step.deleted]
     lines += [f"+ {format_record(*rec)}\n" for rec in step.added]
     body = "".join(lines).encode("utf-8")
@@ -48,9 +48,13 @@ def _entry(step: VersionStep) -> bytes:
 
 
 def append(directory: Path, name: str, steps: Sequence[VersionStep]) -> int:
-    """Append steps durably (fsync); returns the journal's new size in bytes."""
+    """Append steps durably (fsync); returns the journal's new size in bytes.
+
+    Each entry names the full copy it continues (``storage.copy_digest``).
+    """
     path = journal_path(directory, name)
-    data = b"".join(_entry(step) for step in steps)
+    base = copy_digest(directory, name)
+    data = b"".join(_entry(step, base) for step in steps)
     try:
         with open(path, "ab") as fh:
             fh.write(data)
@@ -97,6 +101,7 @@ def read(directory: Path, name: str, origin: bytes, from_serial: int) -> list[Ve
         raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
     steps: list[VersionStep] = []
     serial = from_serial
+    base = copy_digest(directory, name)
     pos = 0
     while pos < len(data):
         end = data.find(b"\n; end sha256=", pos)
@@ -112,24 +117,25 @@ def read(directory: Path, name: str, origin: bytes, from_serial: int) -> list[Ve
             break
         pos = trailer_end + 1
         try:
-            step = _parse(body.decode("utf-8"), origin, str(path))
+            step, entry_base = _parse(body.decode("utf-8"), origin, str(path))
         except (ZoneError, ValueError) as exc:
             log.warning("%s: entry at byte %d unreadable (%s); replay stops there", path, pos, exc)
             break
-        if step.from_serial != serial:
-            continue  # an older version, already folded into the copy
+        if entry_base != base or step.from_serial != serial:
+            continue  # written for another copy, or already folded into this one
         steps.append(step)
         serial = step.to_serial
     return steps
 
 
-def _parse(text: str, origin: bytes, path: str) -> VersionStep:
+def _parse(text: str, origin: bytes, path: str) -> tuple[VersionStep, str]:
     header, _, rest = text.partition("\n")
     parts = header.split()
-    if len(parts) != 4 or parts[:2] != [";", "diff"]:
+    if len(parts) != 5 or parts[:2] != [";", "diff"] or not parts[4].startswith("base="):
         raise ValueError("bad entry header")
     deleted = [line[2:] for line in rest.splitlines() if line.startswith("- ")]
     added = [line[2:] for line in rest.splitlines() if line.startswith("+ ")]
-    return VersionStep(int(parts[2]), int(parts[3]),
+    step = VersionStep(int(parts[2]), int(parts[3]),
                        list(parse_zone_text("\n".join(deleted), origin, path=path)),
                        list(parse_zone_text("\n".join(added), origin, path=path)))
+    return step, parts[4][5:]

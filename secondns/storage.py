@@ -184,6 +184,25 @@ def save_zone(directory: Path, name: str, zone: Zone, meta: CopyMeta) -> Path:
     return final
 
 
+def copy_digest(directory: Path, zone_name: str) -> str:
+    """The SHA-256 in the copy's trailer ("-" for a hand-written file or none at all).
+
+    Journal entries name the copy they apply to with it, so entries written
+    for one copy are never replayed onto another of the same serial.
+    """
+    path = zone_path(Path(directory), zone_name)
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 200))
+            tail = fh.read()
+    except OSError:
+        return "-"
+    match = _TRAILER_RE.search(tail)
+    return match[2].decode("ascii") if match else "-"
+
+
 def snapshot_path(directory: Path, zone_name: str) -> Path:
     """``<zone file>.snap``: the binary snapshot beside the text copy."""
     final = zone_path(Path(directory), zone_name)
@@ -371,12 +390,33 @@ def load_zone(directory: Path, name: str, origin: bytes) -> tuple[Zone, CopyMeta
         log.info("%s: metadata is for serial %d, copy has %d; ignoring it", path, meta.serial,
                  zone.serial)
         meta = None
+    if meta is None and data.startswith(MAGIC.encode("ascii")):
+        # A copy we wrote whose sidecar is gone (crash between the two writes): the copy's
+        # own save time is a safe lower bound for the last good refresh, so expiry is not
+        # restarted from now (RFC 1034 4.3.5).
+        saved = _saved_time(data)
+        if saved is not None:
+            meta = CopyMeta(zone.serial, saved, None, None, saved)
     return zone, meta
+
+
+def _saved_time(data: bytes) -> float | None:
+    start = data.find(b"\n; saved ")
+    if start < 0:
+        return None
+    end = data.find(b"\n", start + 1)
+    try:
+        when = datetime.datetime.strptime(data[start + 9:end].decode("ascii").strip(),
+                                          "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return None
+    return when.replace(tzinfo=datetime.UTC).timestamp()
 
 
 __all__ = [
     "CopyMeta",
     "clean_temp_files",
+    "copy_digest",
     "load_meta",
     "load_zone",
     "meta_path",

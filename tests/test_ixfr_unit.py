@@ -296,3 +296,20 @@ def test_ttl_with_the_top_bit_set_becomes_zero_as_in_axfr() -> None:
     assert feed_all(c, stream(records, per_message=10))[-1]
     added = [r for r in c.steps[0].added if r[1] == rrtypes.A]
     assert [ttl for _o, _t, ttl, _rd in added] == [0]
+
+
+def test_journal_entries_of_another_copy_are_not_replayed(tmp_path: Path) -> None:
+    # Review finding: entries were matched to the copy by serial alone.  After a retransfer
+    # replaced the copy with another one of the same serial, the old entries would be replayed
+    # onto it.  Entries now name the copy (its checksum) they continue.
+    from secondns import storage
+
+    zone = build(1, v3_lines()).folded()
+    meta = storage.CopyMeta(1, 1.0, None, None, 1.0)
+    storage.save_zone(tmp_path, ZONE_NAME, zone, meta)
+    steps = steps_of_three()
+    journal.append(tmp_path, ZONE_NAME, steps)
+    assert journal.read(tmp_path, ZONE_NAME, ORIGIN, 1) == steps
+    # Another copy at the same serial (say an operator's retransfer), the journal left behind.
+    storage.save_zone(tmp_path, ZONE_NAME, zone, storage.CopyMeta(1, 2.0, None, None, 2.0))
+    assert journal.read(tmp_path, ZONE_NAME, ORIGIN, 1) == []

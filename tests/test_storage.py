@@ -131,12 +131,20 @@ def test_save_meta_rewrites_only_the_sidecar(tmp_path: Path) -> None:
     assert loaded[1].last_refresh == 1_800_000_000.0
 
 
+def _from_copy_header(zone: Zone) -> CopyMeta:
+    """What load_zone falls back to when the sidecar is unusable: the copy's own save time
+    (meta_for saves at 1_700_000_001.0), a lower bound of the last good refresh."""
+    return CopyMeta(zone.serial, 1_700_000_001.0, None, None, 1_700_000_001.0)
+
+
 def test_sidecar_for_another_serial_is_ignored(tmp_path: Path) -> None:
     zone = make_zone(7)
     save_zone(tmp_path, NAME, zone, meta_for(zone))
     save_meta(tmp_path, NAME, meta_for(zone, serial=6))
     loaded = load_zone(tmp_path, NAME, ORIGIN)
-    assert loaded is not None and loaded[1] is None
+    # Not the sidecar's timestamps (another version's), but not "unknown" either: expiry must
+    # not restart from now after a crash between the two writes (review finding).
+    assert loaded is not None and loaded[1] == _from_copy_header(zone)
 
 
 @pytest.mark.parametrize("content", [b"", b"{", b"[]", b'{"version": 1}', b'{"version": 2}',
@@ -149,8 +157,15 @@ def test_corrupt_sidecar_is_none_not_fatal(tmp_path: Path, content: bytes,
     meta_path(tmp_path, NAME).write_bytes(content)
     assert load_meta(tmp_path, NAME) is None
     loaded = load_zone(tmp_path, NAME, ORIGIN)
-    assert loaded is not None and loaded[1] is None
+    assert loaded is not None and loaded[1] == _from_copy_header(zone)
     assert "corrupt zone metadata" in caplog.text
+
+
+def test_hand_written_file_has_no_metadata(tmp_path: Path) -> None:
+    (tmp_path / "example.com.zone").write_text(
+        "$TTL 300\n@ IN SOA ns1 host 3 3600 600 86400 300\n  IN NS ns1\nns1 IN A 192.0.2.1\n")
+    loaded = load_zone(tmp_path, NAME, ORIGIN)
+    assert loaded is not None and loaded[1] is None  # its age is unknown: counted from the start
 
 
 def test_sidecar_is_json(tmp_path: Path) -> None:
