@@ -85,12 +85,18 @@ def check(zone: Zone, mode: str) -> str | None:
         return None
     apex = zone.rrsets(zone.origin) or {}
     records = [Zonemd.from_rdata(rd) for _ttl, rd in apex.get(rrtypes.ZONEMD, []) if len(rd) >= 6]
-    usable = [r for r in records if r.supported and r.serial == zone.serial]
-    if not usable:
+    supported = [r for r in records if r.supported]
+    if not supported:
+        # RFC 8976 4: none we can compute (or none at all): verification is not possible.
         if mode == "require":
             what = "no ZONEMD record" if not records else "no ZONEMD record that can be verified"
             return f"{what} (zonemd: require)"
         return None
+    usable = [r for r in supported if r.serial == zone.serial]
+    if not usable:
+        # RFC 8976 4: the ZONEMD serial must match the SOA serial, or verification fails.
+        return (f"ZONEMD serial {supported[0].serial} does not match the SOA serial {zone.serial}: "
+                "the digest is stale")
     for record in usable:
         if digest(zone, record.algorithm) == record.digest:
             return None
