@@ -25,10 +25,8 @@ class ZoneFileError(ZoneError):
     def __init__(self, message: str, path: str = "", line: int = 0) -> None:
         self.path = path
         self.line = line
-        if path:
-            where = f"{path}:{line}: " if line else f"{path}: "
-        else:
-            where = f"line {line}: " if line else ""
+        place = f"{path}:{line}" if path and line else path or (f"line {line}" if line else "")
+        where = f"{place}: " if place else ""
         super().__init__(f"{where}{message}")
 
 

@@ -27,7 +27,7 @@ import tempfile
 import textwrap
 import time
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -1104,3 +1104,26 @@ __all__ = [
     "soa_zone_text",
     "transfer",
 ]
+
+
+def zone_status(sec: Secondns, zone: str) -> dict[str, Any]:
+    """One zone's entry in secondns's GET /status."""
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(sec.http_url("/status"), timeout=5) as resp:
+        body = json.load(resp)
+    want = zone.rstrip(".") + "."
+    return next(z for z in body["zones"] if z["zone"] == want)
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)

@@ -19,7 +19,8 @@ ns1 IN A 192.0.2.1
 def test_a_zone_whose_copy_cannot_load_does_not_stop_the_others(tmp_path: Path) -> None:
     # Review finding: a malformed NSEC3PARAM raised struct.error out of start_zone, so no zone
     # after it started.  Now that zone is logged and left unserved (SERVFAIL); the rest serve.
-    (tmp_path / "bad.example.zone").write_text(GOOD.replace("ns1 IN A", "@ NSEC3PARAM \\\\# 2 0101\nns1 IN A"))
+    bad = GOOD.replace("ns1 IN A", "@ NSEC3PARAM \\# 2 0101\nns1 IN A")  # rdata too short
+    (tmp_path / "bad.example.zone").write_text(bad)
     (tmp_path / "good.example.zone").write_text(GOOD)
     config = parse_config("server: {storage: .}\nzones: {bad.example: {}, good.example: {}}\n",
                           base_dir=tmp_path)
@@ -30,3 +31,18 @@ def test_a_zone_whose_copy_cannot_load_does_not_stop_the_others(tmp_path: Path) 
     good = app.registry.get(config.zones["good.example."].origin)
     assert bad is not None and not bad.serving
     assert good is not None and good.serving
+
+
+def test_the_malformed_zone_really_reaches_the_nsec3param_check() -> None:
+    # Guards the test above: its zone file must parse, so the failure is the one under test.
+    from secondns.errors import ZoneError
+    from secondns.names import from_text
+    from secondns.zonefile import load_zone_text
+
+    text = GOOD.replace("ns1 IN A", "@ NSEC3PARAM \\# 2 0101\nns1 IN A")
+    try:
+        load_zone_text(text, from_text("bad.example."))
+    except ZoneError as exc:
+        assert "NSEC3PARAM" in str(exc) and "malformed" in str(exc)
+    else:
+        raise AssertionError("the zone loaded")

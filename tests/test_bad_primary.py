@@ -8,10 +8,8 @@ must still be served, answer for answer, with its copy on disk byte for byte as 
 
 from __future__ import annotations
 
-import json
 import re
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ import dns.message
 import dns.opcode
 import dns.query
 import dns.rcode
+import peers
 import pytest
 from badprimary import AxfrScript, BadPrimary
 from peers import LOOPBACK, Secondns, query, soa_serial
@@ -41,22 +40,11 @@ PROBES = [("bad.test", "SOA"), ("bad.test", "NS"), ("www.bad.test", "A"), ("www.
 
 
 def zone_status(sec: Secondns, zone: str = ZONE) -> dict[str, Any]:
-    with urllib.request.urlopen(sec.http_url("/status"), timeout=5) as resp:
-        body = json.load(resp)
-    want = zone.rstrip(".") + "."
-    return next(z for z in body["zones"] if z["zone"] == want)
+    return peers.zone_status(sec, zone)
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = WAIT, interval: float = 0.05) -> Any:
-    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
+    return peers.wait_for(what, check, timeout, interval)
 
 
 def send_notify(port: int, zone: str, source: str = LOOPBACK) -> dns.message.Message:

@@ -20,7 +20,6 @@ import re
 import socket
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
+import peers
 import pytest
 from peers import (
     LOOPBACK,
@@ -88,23 +88,11 @@ def big_address(i: int, variant: int) -> str:
     return f"{variant}.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
 
 
-def zone_status(sec: Secondns, zone: str) -> dict[str, Any]:
-    with urllib.request.urlopen(sec.http_url("/status"), timeout=5) as resp:
-        body = json.load(resp)
-    want = zone.rstrip(".") + "."
-    return next(z for z in body["zones"] if z["zone"] == want)
+zone_status = peers.zone_status
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = WAIT, interval: float = 0.05) -> Any:
-    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
+    return peers.wait_for(what, check, timeout, interval)
 
 
 def rcode_or_none(port: int, name: str, rdtype: str = "SOA", timeout: float = 0.5) -> dns.rcode.Rcode | None:
