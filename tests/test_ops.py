@@ -20,6 +20,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import dns.exception
@@ -355,3 +356,42 @@ def test_json_log_lines_parse_and_name_the_zone(secondns_factory: Callable[..., 
     loaded = [e for e in entries if "serving serial 5 from disk" in e["msg"]]
     assert [e.get("zone") for e in loaded] == [f"{ZONE}."]
     assert any(e["msg"] == "shutting down" for e in entries)
+
+
+@pytest.mark.integration
+def test_started_as_root_it_drops_to_server_user_after_binding(tmp_path: Path) -> None:
+    """server.user: bind as root, then run as that user; the zone copy is written as that user."""
+    import os
+    import pwd
+    import tempfile
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to start as root and drop privileges (CI runs as root)")
+    nobody = pwd.getpwnam("nobody")
+    storage = Path(tempfile.mkdtemp(prefix="secondns-drop-"))  # outside pytest's 0700 tree
+    storage.chmod(0o777)
+    zone = "drop.test."
+    try:
+        _check_drop(tmp_path, storage, zone, nobody)
+    finally:
+        shutil.rmtree(storage, ignore_errors=True)
+
+
+def _check_drop(tmp_path: Path, storage: Path, zone: str, nobody: Any) -> None:
+    with Bind(tmp_path / "bind", [(zone, soa_zone_text(zone, 7))]) as prim, \
+            Secondns(tmp_path / "sec", {zone: {"primaries": [f"127.0.0.1:{prim.port}"]}},
+                     server={"user": "nobody", "storage": str(storage)}, ready_zones=[]) as sec:
+        deadline = time.monotonic() + 15
+        copy = storage / "drop.test.zone"
+        while not copy.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert copy.exists(), sec.log_tail()
+        status = Path(f"/proc/{sec.pid}/status").read_text()
+        uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
+        gids = next(line for line in status.splitlines() if line.startswith("Gid:")).split()[1:]
+        groups = next(line for line in status.splitlines() if line.startswith("Groups:")).split()[1:]
+        assert uids == [str(nobody.pw_uid)] * 4  # real, effective, saved, filesystem
+        assert gids == [str(nobody.pw_gid)] * 4
+        assert groups == []
+        assert copy.stat().st_uid == nobody.pw_uid  # written after the drop
+        assert query(sec.port, zone, "SOA").answer  # and still serving
