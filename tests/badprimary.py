@@ -76,8 +76,11 @@ class BadPrimary:
         zone_text: Callable[[str, int], str] = bad_primary_zone,
         oversize_records: int = 500,
         port: int | None = None,
+        host: str = LOOPBACK,
     ) -> None:
         self.origin = dns.name.from_text(origin)
+        self.host = host  # "::1" for an IPv6 primary
+        self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.serial = serial
         self.axfr: AxfrScript = axfr
         self.soa_rcode = soa_rcode
@@ -98,12 +101,12 @@ class BadPrimary:
 
     def start(self) -> Self:
         self._stop.clear()
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        udp.bind((LOOPBACK, self.port))
+        udp = socket.socket(self.family, socket.SOCK_DGRAM)
+        udp.bind((self.host, self.port))
         udp.settimeout(_POLL)
-        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        tcp = socket.socket(self.family, socket.SOCK_STREAM)
         tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        tcp.bind((LOOPBACK, self.port))
+        tcp.bind((self.host, self.port))
         tcp.listen(16)
         tcp.settimeout(_POLL)
         self._udp, self._tcp = udp, tcp
