@@ -119,22 +119,11 @@ def parse_query(data: bytes) -> Query:
     # Answer and authority records: a QUERY carries none; NOTIFY may carry
     # the new SOA in the answer section (RFC 1996 3.7), which we skip.
     for _ in range(ancount + nscount):
-        pos = _skip_rr(data, pos, q)
+        pos = _read_rr(data, pos, q)[5]
     seen_opt = False
     for index in range(arcount):
         start = pos
-        try:
-            owner, pos = read_name(data, pos)
-        except WireError as exc:
-            raise FormatError(f"bad additional record: {exc}", q) from None
-        if pos + 10 > len(data):
-            raise FormatError("additional record truncated", q)
-        rtype, rclass, ttl, rdlen = _RR_FIXED.unpack_from(data, pos)
-        pos += 10
-        if pos + rdlen > len(data):
-            raise FormatError("additional record data truncated", q)
-        rdata = data[pos:pos + rdlen]
-        pos += rdlen
+        owner, rtype, rclass, ttl, rdata, pos = _read_rr(data, pos, q)
         if rtype == rrtypes.OPT:
             if seen_opt:
                 raise FormatError("more than one OPT record", q)  # RFC 6891 6.1.1
@@ -154,18 +143,19 @@ def parse_query(data: bytes) -> Query:
     return q
 
 
-def _skip_rr(data: bytes, pos: int, q: Query) -> int:
+def _read_rr(data: bytes, pos: int, q: Query) -> tuple[bytes, int, int, int, bytes, int]:
+    """One record at *pos*: (owner, type, class, ttl, rdata, position after it)."""
     try:
-        _owner, pos = read_name(data, pos)
+        owner, pos = read_name(data, pos)
     except WireError as exc:
         raise FormatError(f"bad record: {exc}", q) from None
     if pos + 10 > len(data):
         raise FormatError("record truncated", q)
-    rdlen = _U16.unpack_from(data, pos + 8)[0]
-    pos += 10 + rdlen
-    if pos > len(data):
+    rtype, rclass, ttl, rdlen = _RR_FIXED.unpack_from(data, pos)
+    pos += 10
+    if pos + rdlen > len(data):
         raise FormatError("record data truncated", q)
-    return pos
+    return owner, rtype, rclass, ttl, data[pos:pos + rdlen], pos + rdlen
 
 
 def _parse_opt(q: Query, rclass: int, ttl: int, rdata: bytes) -> None:

@@ -6,7 +6,6 @@ import errno
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from peers import require_binary
 
 from secondns import names, rrtypes, storage
 from secondns.errors import StorageError
@@ -59,16 +59,8 @@ def leftovers(directory: Path) -> list[str]:
 
 
 def named_checkzone() -> str:
-    """The named-checkzone binary; its absence fails under CI and skips elsewhere."""
-    for candidate in ("/usr/bin/named-checkzone", "/usr/sbin/named-checkzone"):
-        if os.access(candidate, os.X_OK):
-            return candidate
-    found = shutil.which("named-checkzone")
-    if found:
-        return found
-    if os.environ.get("CI"):
-        pytest.fail("named-checkzone is required under CI (install bind9utils)")
-    pytest.skip("named-checkzone not installed")
+    """The named-checkzone binary (peers.require_binary: a failure under CI, a skip elsewhere)."""
+    return require_binary("named-checkzone")
 
 
 # --- naming -------------------------------------------------------------------------------

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import io
-import os
 import random
-import shutil
 import struct
 import subprocess
 from pathlib import Path
@@ -14,6 +12,7 @@ import dns.zone
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from peers import require_binary
 
 from secondns import names, rrtypes
 from secondns.errors import NameError_, ZoneFileError
@@ -46,16 +45,8 @@ def one(text: str) -> tuple[bytes, int, int, bytes]:
 
 
 def named_checkzone() -> str:
-    """The named-checkzone binary; its absence fails under CI and skips elsewhere."""
-    for candidate in ("/usr/bin/named-checkzone", "/usr/sbin/named-checkzone"):
-        if os.access(candidate, os.X_OK):
-            return candidate
-    found = shutil.which("named-checkzone")
-    if found:
-        return found
-    if os.environ.get("CI"):
-        pytest.fail("named-checkzone is required under CI (install bind9utils)")
-    pytest.skip("named-checkzone not installed")
+    """The named-checkzone binary (peers.require_binary: a failure under CI, a skip elsewhere)."""
+    return require_binary("named-checkzone")
 
 
 def check_with_bind(path: Path, origin: str) -> None:
