@@ -9,6 +9,7 @@ source address, a TSIG signature, a NOTIFY) is never cached.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -90,10 +91,12 @@ class AnswerCache:
     def put(self, key: bytes, value: bytes, zone: bytes | None, negative: bool,
             deps: Iterable[bytes] = ()) -> None:
         """Remember a response from *zone* (None: no zone) that read the names *deps*."""
-        if len(self.map) >= self._max or self._tracked >= 4 * self._max:
-            # Evicted negative answers stay listed in _deps; a flood of random names
-            # must not grow that index for ever, so it is reset with the map.
+        if self._tracked >= 4 * self._max:
+            # Evicted keys stay listed in _deps until their zone is forgotten; a flood of
+            # distinct questions must not grow that index for ever, so it is reset with the map.
             self.clear()
+        elif len(self.map) >= self._max:
+            self._evict_oldest_half()
         if negative:
             if len(self._negative) >= self._max_negative:
                 for old in self._negative:
@@ -105,6 +108,13 @@ class AnswerCache:
         for name in deps or (b"",):
             by_name.setdefault(name, []).append(key)
             self._tracked += 1
+
+    def _evict_oldest_half(self) -> None:
+        """Drop the older half (dicts keep insertion order): answers asked again return at once,
+        so a burst of new questions cannot empty the cache of everything hot in one go."""
+        stale = list(itertools.islice(self.map, len(self.map) // 2))
+        for key in stale:
+            del self.map[key]
 
     def forget(self, zone: bytes | None, names: Iterable[bytes] | None = None) -> None:
         """Drop what a zone answered (all of it, or what read one of *names*)."""

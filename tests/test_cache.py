@@ -107,3 +107,20 @@ def test_a_flood_of_random_names_does_not_grow_the_dependency_index() -> None:
         ask(r, f"r{i}.example.com.")
     assert len(cache.map) <= 1000
     assert sum(len(keys) for by_name in cache._deps.values() for keys in by_name.values()) <= 4 * 1000
+
+
+def test_a_full_cache_drops_its_oldest_half_not_everything() -> None:
+    zone = zone_from_text(BASE + "".join(f"h{i} A 192.0.2.{i % 250}\n" for i in range(300)),
+                          "example.com.")
+    r = responder_for(zone, settings=ServeSettings(cache_entries=200))
+    for i in range(200):
+        ask(r, f"h{i}.example.com.")
+    cache = r.caches[UDP].map
+    assert len(cache) == 200
+    ask(r, "h250.example.com.")  # one more: the oldest half goes, the newest stays
+    assert len(cache) == 101
+    newest = dns.message.make_query("h199.example.com.", "A")
+    newest.id, newest.flags = 7, 0
+    oldest = dns.message.make_query("h0.example.com.", "A")
+    oldest.id, oldest.flags = 7, 0
+    assert newest.to_wire()[2:] in cache and oldest.to_wire()[2:] not in cache
