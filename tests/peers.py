@@ -749,16 +749,10 @@ options {{
 # Knot DNS
 
 
-class Knot(_ZonePeer):
-    """Knot DNS ``knotd`` in the foreground, controlled through ``knotc`` on a unix socket.
+class _DaemonPeer(_ZonePeer):
+    """Knot and NSD: configured from a file, controlled over a unix socket, ``workers`` threads."""
 
-    Zone ``options`` are raw YAML lines for the zone's entry (e.g. ``"zonefile-load: difference"``
-    so a reload produces an IXFR-able change, as BIND's ``ixfr-from-differences``); ``options``
-    are raw lines for the ``server:`` section.
-    """
-
-    binary = "knotd"
-    log_name = "knotd.log"
+    conf_name = ""  # "knot" -> knot.conf and knot.sock in the work directory
 
     def __init__(
         self,
@@ -775,8 +769,22 @@ class Knot(_ZonePeer):
         super().__init__(workdir, zones, keys=keys, port=port, cpus=cpus, startup_timeout=startup_timeout)
         self.workers = workers
         self.options = list(options)
-        self.conf_path = self.workdir / "knot.conf"
-        self.socket_path = _short_dir(self.workdir, "knot.sock") / "knot.sock"
+        self.conf_path = self.workdir / f"{self.conf_name}.conf"
+        self.socket_path = _short_dir(self.workdir, f"{self.conf_name}.sock") / f"{self.conf_name}.sock"
+
+
+class Knot(_DaemonPeer):
+    """Knot DNS ``knotd`` in the foreground, controlled through ``knotc`` on a unix socket.
+
+    Zone ``options`` are raw YAML lines for the zone's entry (e.g. ``"zonefile-load: difference"``
+    so a reload produces an IXFR-able change, as BIND's ``ixfr-from-differences``); ``options``
+    are raw lines for the ``server:`` section.
+    """
+
+    binary = "knotd"
+    log_name = "knotd.log"
+    conf_name = "knot"
+
 
     def _write_config(self) -> None:
         d = self.workdir
@@ -878,7 +886,7 @@ zone:
 # NSD
 
 
-class Nsd(_ZonePeer):
+class Nsd(_DaemonPeer):
     """NSD in the foreground (``-d``), no chroot, no privilege drop, control over a unix socket.
 
     Zone ``options`` are raw ``nsd.conf`` lines for the zone's clause; ``options`` are raw lines
@@ -888,24 +896,8 @@ class Nsd(_ZonePeer):
 
     binary = "nsd"
     log_name = "nsd.log"
+    conf_name = "nsd"
 
-    def __init__(
-        self,
-        workdir: Path,
-        zones: Sequence[ZoneSpec | Sequence[Any]],
-        *,
-        keys: Sequence[TsigKey] = (),
-        workers: int = 1,
-        options: Sequence[str] = (),
-        port: int | None = None,
-        cpus: str | None = None,
-        startup_timeout: float = _START_TIMEOUT,
-    ) -> None:
-        super().__init__(workdir, zones, keys=keys, port=port, cpus=cpus, startup_timeout=startup_timeout)
-        self.workers = workers
-        self.options = list(options)
-        self.conf_path = self.workdir / "nsd.conf"
-        self.socket_path = _short_dir(self.workdir, "nsd.sock") / "nsd.sock"
 
     def _write_config(self) -> None:
         d = self.workdir

@@ -14,12 +14,12 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import peers
 import pytest
 from peers import REPO_ROOT, Bind, Secondns, free_port, require_binary, soa_zone_text
 from prometheus_client.parser import text_string_to_metric_families
@@ -46,13 +46,7 @@ def metric(sec: Secondns, sample: str, **labels: str) -> float:
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = WAIT) -> Any:
-    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.05)
-    return result
+    return peers.wait_for(what, check, timeout)
 
 
 def status_rows(stdout: str) -> list[dict[str, str]]:

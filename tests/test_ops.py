@@ -26,6 +26,7 @@ from typing import Any
 import dns.exception
 import dns.rcode
 import dns.rdatatype
+import peers
 import pytest
 import yaml
 from peers import REPO_ROOT, Bind, Secondns, free_port, query, soa_serial, soa_zone_text
@@ -52,13 +53,7 @@ def secondns_cli(*args: str, timeout: float = 30.0) -> subprocess.CompletedProce
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = WAIT) -> Any:
-    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.05)
-    return result
+    return peers.wait_for(what, check, timeout)
 
 
 def rcode(sec: Secondns, name: str) -> int | None:
