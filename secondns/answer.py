@@ -19,6 +19,8 @@ from .wire import NOERROR, NXDOMAIN, YXDOMAIN, RRsetOut
 from .zone import SOA, RRsetMap, Zone, ZoneView, blob_has_type, decode_node
 
 MAX_CHAIN = 16  # CNAME/DNAME hops followed inside one zone before giving up
+# BIND 9.18 DNS_RDATASET_MAXADDITIONAL: a larger NS/MX/SRV RRset gets no additional processing.
+MAX_ADDITIONAL = 13
 _NSEC3_ONLY = frozenset({rrtypes.NSEC3, rrtypes.RRSIG})
 
 
@@ -26,10 +28,13 @@ class Answer:
     """Sections of a response, before encoding.
 
     An RRSIG RRset directly after the RRset it covers is kept with it when
-    the response is truncated (wire.ResponseWriter).
+    the response is truncated (wire.ResponseWriter).  In a referral the
+    additional section holds glue only, in-domain glue first: that part must
+    fit or the response is truncated (RFC 9471 3.1); the rest may be left out.
     """
 
-    __slots__ = ("aa", "additional", "answer", "authority", "deps", "proofs", "rcode", "signed")
+    __slots__ = ("aa", "additional", "answer", "authority", "deps", "glue", "proofs", "rcode", "required",
+                 "signed")
 
     def __init__(self, signed: bool = False) -> None:
         self.rcode = NOERROR
@@ -37,6 +42,8 @@ class Answer:
         self.answer: list[RRsetOut] = []
         self.authority: list[RRsetOut] = []
         self.additional: list[RRsetOut] = []
+        self.glue = False  # the additional section is a referral's glue
+        self.required = 0  # its first *required* RRsets are in-domain glue (RFC 9471 3.1)
         self.signed = signed  # DO set and the zone is signed: add RRSIGs and proofs
         self.proofs: list[dnssec.Proof] = []
         self.deps: Collection[bytes] = ()  # zone names this answer read
@@ -142,7 +149,7 @@ def answer_query(snapshot: Zone, qname: bytes, qtype: int, *, minimal_any: bool,
         if nxt in seen or not is_subdomain(nxt, zone.origin):
             break  # loop, or the chain leaves this zone: the client follows it
         name = nxt
-    _add_additional(zone, ans)
+    _add_additional(zone, ans, qtype)
     if ans.proofs and zone.denial is not None:
         for proof in ans.proofs:
             for rrset in dnssec.proof_rrsets(zone, zone.denial, proof):
@@ -236,7 +243,9 @@ def _referral(zone: ZoneView, ans: Answer, cut: bytes) -> None:
     """
     rrsets = zone.rrsets(cut) or {}
     ans.aa = bool(ans.answer)  # a chain that ran into a delegation: the answer so far is ours
-    ans.authority.append((cut, rrtypes.NS, rrsets.get(rrtypes.NS, [])))
+    ns = rrsets.get(rrtypes.NS, [])
+    ans.authority.append((cut, rrtypes.NS, ns))
+    _add_glue(zone, ans, cut, ns)
     if not ans.signed:
         return
     ds = rrsets.get(rrtypes.DS)
@@ -262,33 +271,86 @@ def _dname(zone: ZoneView, ans: Answer, name: bytes, owner: bytes) -> bytes | No
     return new_name.lower()
 
 
-def _add_additional(zone: ZoneView, ans: Answer) -> None:
-    """RFC 1034 3.6.2 / RFC 2782: addresses of NS, MX and SRV targets in this zone."""
-    targets: list[tuple[bytes, bool]] = []
-    for section in (ans.answer, ans.authority):
-        for _owner, rtype, records in section:
-            offset = rrtypes.ADDITIONAL_TARGET.get(rtype)
-            if offset is None:
-                continue
-            for _ttl, rdata in records:
-                targets.append((rdata[offset:].lower(), rtype == rrtypes.NS))
-    if not targets:
-        return
-    # RFC 1034 4.3.2 step 6 adds what "may be useful": not what the answer already holds.
-    done: set[bytes] = {owner for owner, rtype, _r in ans.answer if rtype in (rrtypes.A, rrtypes.AAAA)}
-    for target, glue_ok in targets:
-        if target in done or not is_subdomain(target, zone.origin):
+def _add_glue(zone: ZoneView, ans: Answer, cut: bytes, ns: list[tuple[int, bytes]]) -> None:
+    """RFC 1034 4.3.2 step 3b as RFC 9471 3 refines it: the glue of the delegation's NS names.
+
+    Glue for in-domain names (at or below the cut) is required (RFC 9471 3.1)
+    and goes first; sibling glue (below another cut of this zone) is optional
+    (3.2).  As in BIND 9.18 (the zone database's glue lookup), only glue is
+    added: an NS name with authoritative addresses in this zone, or in
+    another zone, gets none.  Addresses before AAAA, as BIND renders them.
+    """
+    required: list[RRsetOut] = []
+    required_v6: list[RRsetOut] = []
+    sibling: list[RRsetOut] = []
+    sibling_v6: list[RRsetOut] = []
+    seen: set[bytes] = set()
+    for _ttl, rdata in ns:
+        target = rdata.lower()
+        if target in seen or not is_subdomain(target, zone.origin):
             continue
-        done.add(target)
+        seen.add(target)
+        if not _under_cut(zone, target):
+            continue  # authoritative data, not glue
         blob = zone.get(target)
         if not blob:
             continue
-        occluded = _under_cut(zone, target)
-        if occluded and not glue_ok:
-            continue
         rrsets = decode_node(blob)
-        for rtype in (rrtypes.A, rrtypes.AAAA):
-            addrs = rrsets.get(rtype)
-            if addrs:
-                # Glue is not signed (RFC 4035 2.2); authoritative addresses carry RRSIGs.
-                _put(ans, ans.additional, target, rtype, addrs, None if occluded else rrsets)
+        in_domain = is_subdomain(target, cut)
+        v4 = rrsets.get(rrtypes.A)
+        if v4:
+            (required if in_domain else sibling).append((target, rrtypes.A, v4))
+        v6 = rrsets.get(rrtypes.AAAA)
+        if v6:
+            (required_v6 if in_domain else sibling_v6).append((target, rrtypes.AAAA, v6))
+    ans.glue = True
+    ans.required = len(required) + len(required_v6)
+    ans.additional = required + required_v6 + sibling + sibling_v6
+
+
+def _add_additional(zone: ZoneView, ans: Answer, qtype: int) -> None:
+    """RFC 1034 3.6.2 / RFC 2782: addresses of the NS, MX and SRV targets in the answer.
+
+    The additional section is optional (RFC 2181 9); what goes in follows
+    BIND 9.18 (ns/query.c): nothing for ANY, nothing for an RRset of more
+    than MAX_ADDITIONAL records, and only this zone's authoritative data,
+    wildcards included: no glue outside a referral, no other zone.
+    """
+    if qtype == rrtypes.ANY or ans.glue:
+        return
+    done: set[tuple[bytes, int]] | None = None
+    v4: list[RRsetOut] = []
+    v6: list[RRsetOut] = []
+    for _owner, rtype, records in ans.answer:
+        offset = rrtypes.ADDITIONAL_TARGET.get(rtype)
+        if offset is None or len(records) > MAX_ADDITIONAL:
+            continue
+        if done is None:
+            # RFC 1034 4.3.2 step 6 adds what "may be useful": not what the answer already holds.
+            done = {(owner, t) for owner, t, _r in ans.answer}
+        for _ttl, rdata in records:
+            _add_addresses(zone, ans, rdata[offset:].lower(), done, v4, v6)
+    if v4 or v6:
+        ans.additional = v4 + v6
+
+
+def _add_addresses(zone: ZoneView, ans: Answer, target: bytes, done: set[tuple[bytes, int]],
+                   v4: list[RRsetOut], v6: list[RRsetOut]) -> None:
+    """The A and AAAA RRsets (with RRSIGs for DO) that a lookup of *target* in this zone returns."""
+    if not is_subdomain(target, zone.origin):
+        return
+    if (zone.n_cuts or zone.n_dnames) and find_cut(zone, target, rrtypes.A) is not None:
+        return  # below a cut (glue outside a referral) or a DNAME
+    blob = zone.get(target)
+    if blob is None:
+        if target == zone.origin:
+            return
+        blob = zone.get(WILDCARD_LABEL + _closest_encloser(zone, target))  # RFC 4592 3.3.1
+    if not blob:
+        return
+    rrsets = decode_node(blob)
+    for rtype, out in ((rrtypes.A, v4), (rrtypes.AAAA, v6)):
+        addrs = rrsets.get(rtype)
+        if addrs and (target, rtype) not in done:
+            done.add((target, rtype))
+            _put(ans, out, target, rtype, addrs, rrsets)

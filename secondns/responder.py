@@ -263,8 +263,15 @@ class Responder:
         writer = ResponseWriter(q.id, flags, q.question, q.qname_lower, limit,
                                 (len(opt) if opt else 0) + reserve,
                                 q.qclass if q.qclass == rrtypes.CLASS_CH else 1)
-        if writer.add_rrsets(0, ans.answer, True) and writer.add_rrsets(1, ans.authority, True):
-            writer.add_rrsets(2, ans.additional, False)
+        additional = ans.additional
+        if writer.add_rrsets(0, ans.answer, True) and writer.add_rrsets(1, ans.authority, True) \
+                and additional and (ans.glue or transport != UDP or not q.edns or q.payload > 512):
+            # BIND 9.18 answers UDP clients with a 512-octet EDNS buffer minimally: glue only.
+            required = ans.required
+            if not required:
+                writer.add_rrsets(2, additional, False)
+            elif writer.add_rrsets(2, additional[:required], True):  # RFC 9471 3.1: TC if it does not fit
+                writer.add_rrsets(2, additional[required:], False)
         if opt is not None:
             writer.add_raw_additional(opt)
         return writer.finish(ans.rcode)

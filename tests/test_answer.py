@@ -261,3 +261,100 @@ $TTL 300
     assert rrs(r.answer) == ["example.org. 300 IN DNAME example.net.",
                              "www.example.org. 300 IN CNAME www.example.net."]
     assert ask(responder_for(zone), "example.org.", "DNAME").answer  # the apex itself answers
+
+
+# --------------------------------------------------------------------------------------------------
+# glue in referrals (RFC 9471 3) and the additional section as BIND 9.18 fills it
+
+_GLUE_ZONE = """
+$TTL 3600
+@        IN SOA ns1 hostmaster 1 7200 900 1209600 300
+         IN NS  ns1
+ns1      IN A   192.0.2.1
+sib      IN NS  ns.sib
+ns.sib   IN A   192.0.2.50
+         IN AAAA 2001:db8::50
+auth     IN NS  ns1
+         IN NS  ns.auth
+ns.auth  IN A   192.0.2.60
+""" + "".join(
+    f"big IN NS ns{i:02}.big\nns{i:02}.big IN A 192.0.2.{100 + i}\nns{i:02}.big IN AAAA 2001:db8::{100 + i}\n"
+    for i in range(1, 11)
+) + "".join(f"few IN NS ns{i:02}.sib\nns{i:02}.sib IN AAAA 2001:db8::{i}\n" for i in range(1, 13)) + """
+few      IN NS  ns.few
+ns.few   IN A   192.0.2.70
+"""
+
+
+@pytest.fixture(scope="module")
+def glue_responder() -> Responder:
+    return responder_for(zone_from_text(_GLUE_ZONE, "glue.example."))
+
+
+def test_in_domain_glue_that_does_not_fit_sets_tc(glue_responder: Responder) -> None:
+    # RFC 9471 3.1: ten in-domain NS names with A and AAAA glue do not fit in 512 octets; the
+    # glue is required, so the referral says it is incomplete.  (BIND 9.18 sends part and no TC.)
+    for kwargs in ({}, {"edns": 0, "payload": 512}):
+        r = ask(glue_responder, "x.big.glue.example.", **kwargs)  # type: ignore[arg-type]
+        assert r.flags & dns.flags.TC, kwargs
+        assert len(r.authority[0]) == 10 and r.additional
+    full = ask(glue_responder, "x.big.glue.example.", tcp=True)
+    assert not full.flags & dns.flags.TC
+    assert len(full.additional) == 20
+
+
+def test_sibling_glue_that_does_not_fit_is_left_out_without_tc(glue_responder: Responder) -> None:
+    # RFC 9471 3.2: sibling glue is optional; the in-domain glue (ns.few) goes first and fits.
+    r = ask(glue_responder, "x.few.glue.example.")
+    assert not r.flags & dns.flags.TC
+    assert "ns.few.glue.example. 3600 IN A 192.0.2.70" in rrs(r.additional)
+    assert 1 < len(r.additional) < 13
+    assert len(ask(glue_responder, "x.few.glue.example.", tcp=True).additional) == 13
+
+
+def test_referral_carries_glue_only(glue_responder: Responder) -> None:
+    # BIND 9.18 adds the glue below cuts, not ns1's authoritative address (RFC 2181 9: optional).
+    r = ask(glue_responder, "x.auth.glue.example.")
+    assert rrs(r.additional) == ["ns.auth.glue.example. 3600 IN A 192.0.2.60"]
+
+
+def test_referral_glue_kept_for_a_512_octet_edns_client(glue_responder: Responder) -> None:
+    r = ask(glue_responder, "x.sib.glue.example.", edns=0, payload=512)
+    assert rrs(r.additional) == ["ns.sib.glue.example. 3600 IN A 192.0.2.50",
+                                 "ns.sib.glue.example. 3600 IN AAAA 2001:db8::50"]
+
+
+def test_no_additional_for_a_512_octet_edns_client_over_udp(responder: Responder) -> None:
+    # BIND 9.18 answers UDP queries with an EDNS buffer of 512 minimally; TCP and plain DNS not.
+    assert ask(responder, "example.com.", "MX", edns=0, payload=512).additional == []
+    assert len(ask(responder, "example.com.", "MX", edns=0, payload=512, tcp=True).additional) == 2
+    assert len(ask(responder, "example.com.", "MX").additional) == 2
+
+
+def test_no_additional_for_any(responder: Responder) -> None:
+    # BIND 9.18 does no additional processing for ANY, over TCP either.
+    r = ask(responder, "example.com.", "ANY", tcp=True)
+    assert any(rr.rdtype == dns.rdatatype.MX for rr in r.answer)
+    assert r.additional == []
+
+
+def test_no_additional_for_more_than_thirteen_targets() -> None:
+    # BIND 9.18 (DNS_RDATASET_MAXADDITIONAL): an RRset of more than 13 records adds nothing.
+    lines = "".join(f"m{i:02} IN A 192.0.2.{i}\n" for i in range(14))
+    for count, expected in ((13, 13), (14, 0)):
+        mx = "".join(f"mx IN MX {i} m{i:02}\n" for i in range(count))
+        zone = zone_from_text(ZONE + lines + mx, "example.com.")
+        assert len(ask(responder_for(zone), "mx.example.com.", "MX", tcp=True).additional) == expected
+
+
+def test_wildcard_target_address_in_additional() -> None:
+    zone = zone_from_text(ZONE + "wmx IN MX 1 a.wild\n", "example.com.")
+    r = ask(responder_for(zone), "wmx.example.com.", "MX")
+    assert rrs(r.additional) == ["a.wild.example.com. 3600 IN A 192.0.2.10"]
+
+
+def test_occluded_target_outside_a_referral_gets_no_address() -> None:
+    # Outside a referral, data below a cut is not this zone's to give (BIND: no glue either).
+    zone = zone_from_text(ZONE + "@ IN NS ns.sub\n", "example.com.")
+    r = ask(responder_for(zone), "example.com.", "NS")
+    assert rrs(r.additional) == ["ns1.example.com. 3600 IN A 192.0.2.1"]
