@@ -235,8 +235,8 @@ class ZoneData:
 
 
 QTYPES = ("A", "AAAA", "MX", "NS", "TXT", "SOA", "CNAME", "DS", "ANY", "SRV", "DNAME", "TYPE65280")
-# Owners that only repeat a pattern (twenty MX targets) get one transport, not three.
-_REPETITIVE_SUFFIX = ".manymx.tricky.example."
+# Owners that only repeat a pattern (twenty MX targets, ten glue names) get one transport, not three.
+_REPETITIVE_SUFFIXES = (".manymx.tricky.example.", ".bigdeleg.tricky.example.")
 
 
 def randomise_case(name: str, rng: random.Random) -> str:
@@ -259,7 +259,7 @@ def probes_for_zone(data: ZoneData, rng: random.Random) -> Iterator[Probe]:
     """Every owner x every qtype x every transport, plus missing siblings/children and case variants."""
     for owner in data.owners():
         text = owner.to_text()
-        transports = (UDP_EDNS,) if text.endswith(_REPETITIVE_SUFFIX) else TRANSPORTS
+        transports = (UDP_EDNS,) if text.endswith(_REPETITIVE_SUFFIXES) else TRANSPORTS
         for qtype in QTYPES:
             for transport in transports:
                 yield Probe(text, qtype, transport, "owner")
@@ -305,6 +305,8 @@ SPECIAL_NAMES: dict[str, str] = {
     "nothere": "missing name that a CNAME points to",
     "x.child": "name in the child zone (its wildcard)",
     "nx.www.child": "missing name below the child's leaf",
+    "x.bigdeleg": "referral whose in-domain glue does not fit 512 octets (RFC 9471 3.1)",
+    "x.authns": "referral to an in-zone NS name that is not glue",
 }
 OUT_OF_ZONE = ("example.", "xtricky.example.", "www.example.net.", ".", "tricky.example.net.")
 
@@ -337,7 +339,8 @@ def special_probes() -> Iterator[Probe]:
         for transport in TRANSPORTS:
             yield Probe(dname_overflow_name(), qtype, transport, "DNAME substitution overflows")
     # Truncation and EDNS edge cases on the names built for them.
-    for name in ("big", "huge", "manymx", "tricky.example.", "www", "nothere", "host.sub"):
+    for name in ("big", "huge", "manymx", "tricky.example.", "www", "nothere", "host.sub", "x.bigdeleg",
+                 "wmx", "mx13.manymx"):
         qname = name if name.endswith(".") else f"{name}.tricky.example."
         for qtype in ("TXT", "MX", "ANY", "A"):
             for transport in (UDP_EDNS512, UDP_EDNS_V1, TCP_PLAIN):
