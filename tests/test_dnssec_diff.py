@@ -298,20 +298,6 @@ def _nsec_at_cut_referred(p: Pair) -> bool:
             and answered == {(cut, dns.rdatatype.NSEC, 0), (cut, dns.rdatatype.RRSIG, dns.rdatatype.NSEC)})
 
 
-def _targets(section: Section) -> set[str]:
-    kinds = {dns.rdatatype.NS, dns.rdatatype.MX}
-    return {text.split()[-1].lower() for r in section if r.rdtype in kinds for _ttl, text in r.records}
-
-
-def _more_target_addresses(p: Pair) -> bool:
-    if not _same_except(p.bind, p.ours, "additional") or not p.bind.additional < p.ours.additional:
-        return False
-    targets = _targets(p.ours.answer | p.ours.authority)
-    addresses = {dns.rdatatype.A, dns.rdatatype.AAAA}
-    return all(r.name in targets and (r.rdtype in addresses or r.covers in addresses)
-               for r in p.ours.additional - p.bind.additional)
-
-
 def _soa_nxdomain_ttl(p: Pair) -> bool:
     if p.probe.qtype != "SOA" or p.bind.rcode != dns.rcode.NXDOMAIN:
         return False
@@ -325,10 +311,11 @@ def _soa_nxdomain_ttl(p: Pair) -> bool:
 JUSTIFIED: tuple[Justification, ...] = (
     Justification(
         "truncated reply contents",
-        "RFC 1035 4.2.1, RFC 2181 9 and RFC 7766 5: a reply with TC set only tells the client to "
-        "retry over TCP; its sections must not be used.  BIND fills the space with what fits; "
-        "secondns sends whole RRsets only, each with its RRSIG (RFC 4035 3.1.1).  The same "
-        "questions over TCP are compared in full.",
+        "RFC 2181 9: 'Where TC is set, the partial RRSet that would not completely fit may be "
+        "left in the response.  When a DNS client receives a reply with TC set, it should ignore "
+        "that response, and query again'.  BIND fills the space with what fits; secondns sends "
+        "whole RRsets only, each with its RRSIG (RFC 4035 3.1.1).  The same questions over TCP "
+        "are compared in full.",
         _truncated,
     ),
     Justification(
@@ -336,12 +323,14 @@ JUSTIFIED: tuple[Justification, ...] = (
         "The whole reply fits the client's 512-octet EDNS buffer (measured: at most the payload), "
         "so secondns sends it, equal to BIND's own untruncated (TCP) reply.  BIND sets TC on it "
         "because its renderer keeps room in reserve (for EDNS options and TSIG) that this query "
-        "does not use.  RFC 6891 7: TC only when the reply does not fit.",
+        "does not use.  RFC 2181 9: 'The TC bit should be set in responses only when an RRSet is "
+        "required as a part of the response, but could not be included in its entirety.'",
         _fits_where_bind_truncates,
     ),
     Justification(
         "RRSIG query over UDP answered in full",
-        "No RFC limits an answer to QTYPE=RRSIG (RFC 4035 3.1 says nothing; RFC 8482 is about ANY "
+        "RFC 1034 4.3.2 step 3a: 'copy all RRs which match QTYPE into the answer section'; no RFC "
+        "limits an answer to QTYPE=RRSIG (RFC 4035 3.1 says nothing; RFC 8482 is about ANY "
         "only), so secondns returns every RRSIG at the name.  BIND applies its minimal-any "
         "('minimal-any yes;' in peers.Bind) to RRSIG queries over UDP too and returns one "
         "RRSIG RRset.  Over TCP both answer in full, and the two are compared there; BIND's "
@@ -350,7 +339,8 @@ JUSTIFIED: tuple[Justification, ...] = (
     ),
     Justification(
         "NSEC query at a delegation point is referred",
-        "RFC 1034 4.3.2 step 3b: a question at or below a cut is referred; RFC 4035 3.1.4.1 makes "
+        "RFC 1034 4.3.2 step 3b: 'If a match would take us out of the authoritative data, we have "
+        "a referral.'  RFC 4035 3.1.4.1 makes "
         "an exception for DS alone, the one type that lives only on the parent side.  The NSEC "
         "type exists on both sides of a cut (the child's apex has its own), so secondns refers "
         "the client to the child; BIND answers the parent-side NSEC authoritatively.  The "
@@ -359,20 +349,13 @@ JUSTIFIED: tuple[Justification, ...] = (
         _nsec_at_cut_referred,
     ),
     Justification(
-        "more additional addresses than BIND",
-        "RFC 1034 4.3.2 step 6 and RFC 2181 9: the additional section is best effort.  For a client "
-        "with a 512-octet EDNS buffer BIND adds no target addresses at all; secondns adds the "
-        "in-zone A/AAAA (with their RRSIGs, RFC 4035 3.1.1) of the NS/MX targets named in the "
-        "reply that fit.  Everything else is identical.",
-        _more_target_addresses,
-    ),
-    Justification(
         "SOA of an NXDOMAIN reply to an SOA query",
-        "RFC 2308 3: the SOA in a negative answer carries min(SOA TTL, MINIMUM), which secondns "
-        "sends, its RRSIG with the same TTL.  BIND (query.c) sends TTL 0 on both when the "
-        "question itself is an SOA query (here: SOA at an NSEC3 owner name, which does not "
-        "exist, RFC 5155 7.2.9), so resolvers do not cache the SOA as an answer.  Only the TTLs "
-        "of the SOA and its RRSIG differ.",
+        "RFC 2308 3: 'The TTL of this record is set from the minimum of the MINIMUM field of the "
+        "SOA record and the TTL of the SOA itself', which secondns sends, its RRSIG with the same "
+        "TTL ('The TTL SIG record associated with the SOA record should also be trimmed').  BIND "
+        "(query.c) sends TTL 0 on both when the question itself is an SOA query (here: SOA at an "
+        "NSEC3 owner name, which does not exist, RFC 5155 7.2.9), so resolvers do not cache the "
+        "SOA as an answer; no RFC asks for that.  Only the TTLs of the SOA and its RRSIG differ.",
         _soa_nxdomain_ttl,
     ),
 )
