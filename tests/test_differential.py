@@ -378,6 +378,27 @@ def test_rdata_case_with_another_difference_is_not_justified() -> None:
     assert classify(probe, bind, ours) == UNJUSTIFIED
 
 
+def _referral(tc: bool, glue: range) -> View:
+    """A referral to bigdeleg carrying the A and AAAA glue of the NS names numbered in *glue*."""
+    lines = ["id 1", "opcode QUERY", "rcode NOERROR", "flags QR" + (" TC" if tc else ""), ";QUESTION",
+             "x.bigdeleg.tricky.example. IN A", ";AUTHORITY"]
+    lines += [f"bigdeleg.tricky.example. 3600 IN NS ns{i:02}.bigdeleg.tricky.example." for i in range(1, 11)]
+    lines.append(";ADDITIONAL")
+    for i in glue:
+        lines.append(f"ns{i:02}.bigdeleg.tricky.example. 3600 IN A 192.0.2.{170 + i}")
+        lines.append(f"ns{i:02}.bigdeleg.tricky.example. 3600 IN AAAA 2001:db8::{170 + i}")
+    return view(dns.message.from_text("\n".join(lines) + "\n", one_rr_per_rrset=True))
+
+
+def test_tc_on_a_referral_is_justified_only_when_bind_left_in_domain_glue_out() -> None:
+    probe = Probe("x.bigdeleg.tricky.example.", "A", UDP_PLAIN)
+    ours = _referral(tc=True, glue=range(1, 9))
+    assert classify(probe, _referral(tc=False, glue=range(1, 10)), ours) == (
+        "referral truncated: in-domain glue does not fit")
+    # BIND sent every in-domain glue record: TC on our side would be a bug.
+    assert classify(probe, _referral(tc=False, glue=range(1, 11)), ours) == UNJUSTIFIED
+
+
 # --------------------------------------------------------------------------------------------------
 # bugs found by the differential run, each reproduced on its own (BIND's reply is the reference)
 
