@@ -560,3 +560,13 @@ def test_refresh_jitter_uses_the_injected_rng() -> None:
     rig.start()
     rig.clock.advance(0)
     assert rig.ref.status.next_refresh == rig.clock.seconds() + 90.0
+
+
+def test_refresh_spread_near_expire_is_cut_at_expiry() -> None:
+    # REFRESH 1000 against EXPIRE 950: the jittered window [900, 1000] is cut at 950, never past.
+    clock, fleet = _fleet(100, seed=3, refresh=1000, retry=100, expire=950, serial=5)
+    now = clock.seconds()
+    for r in fleet:
+        assert r.status.next_refresh is not None and r.status.expire_at == now + 950
+        assert now + 900 <= r.status.next_refresh <= r.status.expire_at
+    assert len({round(r.status.next_refresh or 0) for r in fleet}) > 20
