@@ -169,7 +169,7 @@ def append(directory: Path, name: str, steps: Sequence[VersionStep], *, copy_ser
 def _write_at(path: Path, keep: int, data: bytes) -> int:
     """Cut the file to *keep* bytes, write *data* there, fsync (data and length); the new size.
 
-    Plain ``os.write`` on the descriptor: no buffer that a later close could
+    Plain ``os.pwrite`` on the descriptor: no buffer that a later close could
     flush behind the cut made after a failure.
     """
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
