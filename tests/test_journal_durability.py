@@ -28,6 +28,7 @@ from secondns.refresh import Refresher
 from secondns.registry import Registry
 from secondns.storage import CopyMeta
 from secondns.zone import Zone
+from secondns.zonefile import zone_text_chunks
 
 EXPIRE = 86400  # the SOA EXPIRE of test_ixfr_unit's zone
 ZC = ZoneConfig(ZONE_NAME, ORIGIN, primaries=(Endpoint("127.0.0.1", 5301),))
@@ -284,3 +285,17 @@ def test_edns_expire_recorded_in_the_entry_is_kept(tmp_path: Path) -> None:
     zone, m = loaded
     assert m is not None and m.expire_at is not None and now - 51 < m.expire_at <= now - 50
     assert _expired_at_start(m, zone)  # RFC 7314: the primary's shorter expiry still applies
+
+
+def test_an_ixfr_onto_a_hand_written_file_writes_a_full_copy(tmp_path: Path) -> None:
+    # No copy of our own to continue (an operator seeded the zone): fold at once, so the journal
+    # never depends on a file whose serial cannot be read without parsing it.
+    zones, steps = versions(), steps_of_three()
+    storage.zone_path(tmp_path, ZONE_NAME).write_text("".join(zone_text_chunks(zones[0])))
+    assert storage.copy_serial(tmp_path, ZONE_NAME) is None
+    assert served(tmp_path)[0] == 1
+    store = DiskStore(tmp_path)
+    assert save(store.save_diff(ZC, steps[:1], zones[1], meta(2, time.time()))) is None
+    assert storage.copy_serial(tmp_path, ZONE_NAME) == 2
+    assert not jpath(tmp_path).exists()
+    assert served(tmp_path)[0] == 2
