@@ -59,15 +59,34 @@ class DiskStore:
 
     def save_diff(self, zc: ZoneConfig, steps: list[VersionStep], zone: Zone,
                   meta: CopyMeta) -> defer.Deferred[Any]:
-        """Append an IXFR to the journal; fold it into a full copy once it grows large."""
+        """Append an IXFR to the journal; fold it into a full copy once it grows large.
+
+        Also folds when the journal cannot carry the change: no copy of our
+        own to continue (none yet, or a hand-written file), or an earlier
+        save that failed left the journal behind the version the change
+        starts from.  Appending then would write an entry no restart replays.
+        """
         directory = self.directory
 
+        def fold() -> None:
+            storage.save_zone(directory, zc.name, zone, meta)
+            journal.reset(directory, zc.name)
+
         def write() -> None:
-            size = journal.append(directory, zc.name, steps)
+            base_serial = storage.copy_serial(directory, zc.name)
+            if base_serial is None:
+                fold()
+                return
+            try:
+                size = journal.append(directory, zc.name, steps, copy_serial=base_serial,
+                                      when=meta.last_refresh, expire_at=meta.expire_at)
+            except journal.JournalGap as exc:
+                log.warning("zone %s: %s; writing a full copy instead", zc.name, exc)
+                fold()
+                return
             storage.save_meta(directory, zc.name, meta)
             if journal.needs_fold(directory, zc.name, size):
-                storage.save_zone(directory, zc.name, zone, meta)
-                journal.reset(directory, zc.name)
+                fold()
 
         return self._serialised(zc, write)
 
@@ -326,17 +345,39 @@ def read_copy(directory: Any, zc: ZoneConfig) -> tuple[Zone, CopyMeta | None] | 
         return None
     zone, meta = loaded
     try:
-        steps = journal.read(directory, zc.name, zc.origin, zone.serial)
-        if steps:
-            zone = apply_steps(zone, steps).folded()
-            log.info("zone %s: replayed %d journal entries up to serial %d", zc.name, len(steps),
-                     zone.serial)
-            meta = storage.load_meta(directory, zc.name)
-            if meta is not None and meta.serial != zone.serial:
-                meta = None
+        replay = journal.replay(directory, zc.name, zc.origin, zone.serial)
+        if replay.steps:
+            zone = apply_steps(zone, replay.steps).folded()
+            log.info("zone %s: replayed %d journal entries up to serial %d", zc.name,
+                     len(replay.steps), zone.serial)
+            sidecar = storage.load_meta(directory, zc.name)
+            if sidecar is not None and sidecar.serial == zone.serial:
+                meta = sidecar
+            else:
+                meta = _replayed_meta(zone.serial, meta, replay)
     except (StorageError, ZoneError) as exc:
         log.error("zone %s: journal not replayed, using the full copy: %s", zc.name, exc)
     return zone, meta
+
+
+def _replayed_meta(serial: int, copy_meta: CopyMeta | None, replay: journal.Replay) -> CopyMeta | None:
+    """Freshness of a replayed version whose sidecar is behind (a crash between the two writes).
+
+    RFC 1034 4.3.5: expiry counts from the last successful refresh, so it
+    is anchored at the newest proof of freshness on disk, never later: the
+    time the last replayed entry records, or what the full copy carries
+    (its sidecar, or its own save time).  None only when neither records
+    a time (a hand-written file and an old journal).
+    """
+    candidates: list[tuple[float, float | None]] = []
+    if copy_meta is not None and copy_meta.last_refresh is not None:
+        candidates.append((copy_meta.last_refresh, copy_meta.expire_at))
+    if replay.last_refresh is not None:
+        candidates.append((replay.last_refresh, replay.expire_at))
+    if not candidates:
+        return None
+    last_refresh, expire_at = max(candidates, key=lambda c: c[0])
+    return CopyMeta(serial, last_refresh, expire_at, None, last_refresh)
 
 
 def drop_privileges(user: str | None) -> None:

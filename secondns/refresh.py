@@ -34,6 +34,7 @@ from .errors import SecondnsError, StorageError
 from .registry import Registry
 from .serial import serial_gt, serial_lt
 from .storage import CopyMeta
+from .wire import NOERROR
 from .xfrin import SoaProbeResult, rcode_text
 from .zone import SOA, Zone
 
@@ -73,9 +74,19 @@ def _clamp(value: int, low: int, high: int) -> float:
     return float(min(max(value, low), high))
 
 
-def jittered(seconds: float, rand: Callable[[], float]) -> float:
-    """Retry a little early, by up to 20%, so many zones do not retry in lockstep."""
-    return seconds * (0.8 + 0.2 * rand())
+RETRY_SPREAD = 0.2  # a retry comes up to 20% early
+REFRESH_SPREAD = 0.1  # a refresh up to 10% early: uniform in [0.9, 1.0] x REFRESH
+
+
+def jittered(seconds: float, rand: Callable[[], float], spread: float = RETRY_SPREAD) -> float:
+    """Come a little early, by up to *spread*, so many zones do not probe in lockstep.
+
+    Zones loaded together with the same SOA timers would otherwise query
+    their primaries in the same second for ever.  BIND draws from
+    [0.75, 1.0] x the interval (``DNS_ZONE_JITTER_ADD``); early rather than
+    late, because RFC 1034 4.3.5 gives REFRESH as the longest wait.
+    """
+    return seconds * (1.0 - spread + spread * rand())
 
 
 @dataclass
@@ -367,8 +378,9 @@ class Refresher:
                 errors: list[str]) -> None:
         if self.status.phase == STOPPED:
             return
-        if result.serial is None:
-            reason = f"answered {rcode_text(result.rcode)}"
+        reason = _unusable(result)
+        if reason is not None or result.serial is None:
+            reason = reason or "answered with no SOA for the zone"
             self._primary_result(primary, None, reason)
             log.warning("zone %s: SOA check of %s failed: %s", self.zc.name, primary, reason)
             self._probe(rest, [*errors, f"{primary}: {reason}"])
@@ -500,7 +512,8 @@ class Refresher:
                         expire_at=st.expire_at, primary=str(primary), saved=now_wall)
         self._persist(saved, meta, steps)
         self._enter(IDLE)
-        self._schedule(0.0 if self._pending_check else timers.refresh)
+        self._schedule(0.0 if self._pending_check else self._before_expiry(
+            jittered(timers.refresh, self.rand, REFRESH_SPREAD)))
 
     def _failed(self, reason: str) -> None:
         """Every primary failed: retry at RETRY (jittered); expiry keeps counting."""
@@ -509,7 +522,16 @@ class Refresher:
         self._enter(IDLE)
         timers = self.timers()
         log.warning("zone %s: refresh failed, retrying in %.0f s: %s", self.zc.name, timers.retry, reason)
-        self._schedule(0.0 if self._pending_check else jittered(timers.retry, self.rand))
+        self._schedule(0.0 if self._pending_check else self._before_expiry(
+            jittered(timers.retry, self.rand)))
+
+    def _before_expiry(self, delay: float) -> float:
+        """Never wait past EXPIRE (an SOA may say REFRESH > EXPIRE): check when the zone would expire."""
+        expire_at = self.status.expire_at
+        if expire_at is None or self.status.expired:
+            return delay
+        remaining = expire_at - self.wallclock()
+        return min(delay, remaining) if remaining > 0 else delay
 
     def _persist(self, zone: Zone | None, meta: CopyMeta, steps: list[VersionStep] | None) -> None:
         try:
@@ -577,6 +599,23 @@ class Refresher:
             log.error("zone %s: expired, answering SERVFAIL: %s", self.zc.name, why)
         else:
             log.info("zone %s: no longer expired", self.zc.name)
+
+
+def _unusable(result: SoaProbeResult) -> str | None:
+    """Why an SOA answer does not vouch for the zone, or None when it does.
+
+    RFC 1034 4.3.5: a refresh succeeds only when the primary answers for the
+    zone with authority.  A server that lost the zone may answer SERVFAIL or
+    REFUSED, or NOERROR from a cache or a parent with AA clear; counting any
+    of those as a success would keep a zone nobody serves alive for ever.
+    """
+    if result.rcode != NOERROR:
+        return f"answered {rcode_text(result.rcode)}"
+    if result.serial is None:
+        return "answered with no SOA for the zone"
+    if not result.authoritative:
+        return "answered without authority (AA clear): it does not serve the zone"
+    return None
 
 
 def _reason(failure: Any) -> str:

@@ -111,7 +111,7 @@ def _unlink_quietly(path: Path) -> None:
         pass
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     """Make the rename itself durable: on POSIX the directory entry lives in the directory."""
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -133,7 +133,7 @@ def _atomic_write(final: Path, chunks: Iterable[bytes]) -> None:
         except BaseException:
             _unlink_quietly(tmp)
             raise
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise StorageError(f"cannot write {final}: {reason}") from exc
@@ -201,6 +201,25 @@ def copy_digest(directory: Path, zone_name: str) -> str:
         return "-"
     match = _TRAILER_RE.search(tail)
     return match[2].decode("ascii") if match else "-"
+
+
+def copy_serial(directory: Path, zone_name: str) -> int | None:
+    """The serial in the header of the copy secondns wrote; None for none or a hand-written one.
+
+    Read from the first few hundred bytes, so an IXFR can check that the
+    journal continues the copy without parsing the whole zone.
+    """
+    path = zone_path(Path(directory), zone_name)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1024)
+    except OSError:
+        return None
+    lines = head.split(b"\n", _HEADER_LINES)
+    if len(lines) <= _HEADER_LINES - 1 or lines[0] != HEADER.encode("ascii"):
+        return None
+    serial = lines[2].removeprefix(b"; serial ")
+    return int(serial) if serial != lines[2] and serial.isdigit() else None
 
 
 def snapshot_path(directory: Path, zone_name: str) -> Path:
@@ -417,6 +436,8 @@ __all__ = [
     "CopyMeta",
     "clean_temp_files",
     "copy_digest",
+    "copy_serial",
+    "fsync_dir",
     "load_meta",
     "load_zone",
     "meta_path",

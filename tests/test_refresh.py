@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -41,9 +42,12 @@ class FakeClient:
         self.probes: list[Endpoint] = []
         self.transfers: list[tuple[Endpoint, str]] = []
         self.hold: defer.Deferred[Any] | None = None
+        self.answers: dict[Endpoint, SoaProbeResult] = {}  # a whole reply, for odd answers
 
     def soa_query(self, primary: Endpoint, zc: ZoneConfig) -> defer.Deferred[SoaProbeResult]:
         self.probes.append(primary)
+        if primary in self.answers:
+            return defer.succeed(self.answers[primary])
         value = self.serials.get(primary, TransferError("no answer"))
         if isinstance(value, Exception):
             return defer.fail(value)
@@ -407,3 +411,162 @@ def test_status_state_stale_when_behind() -> None:
     rig.clock.advance(0)
     assert rig.ref.status.state == "stale"
     assert rig.ref.status.phase in (IDLE, CHECKING)
+
+
+# -- issue 10 item 3: an SOA answer that does not vouch for the zone is a failed check
+
+_SOA5 = make_zone(5).soa
+NOT_VOUCHING = {
+    "aa-clear": SoaProbeResult(0, 5, _SOA5, False, None, False),  # a cache or a parent answering
+    "noerror-no-soa": SoaProbeResult(0, None, None, False, None, True),
+    "servfail": SoaProbeResult(2, None, None, False, None, True),
+    "refused": SoaProbeResult(5, None, None, False, None, True),
+}
+
+
+@pytest.mark.parametrize("answer", list(NOT_VOUCHING), ids=list(NOT_VOUCHING))
+def test_an_answer_that_does_not_vouch_for_the_zone_lets_it_expire_on_time(answer: str) -> None:
+    rig = Rig(zone=make_zone(5, refresh=100, retry=20, expire=300))
+    rig.client.serials[P1] = 5
+    rig.start()
+    rig.clock.advance(0)  # one good check: expiry counts from here
+    good_at = rig.clock.seconds()
+    assert rig.ref.status.expire_at == good_at + 300
+    rig.client.answers[P1] = NOT_VOUCHING[answer]
+    probes = len(rig.client.probes)
+    for _ in range(29):
+        rig.clock.advance(10)
+    assert len(rig.client.probes) > probes + 5  # it kept retrying at RETRY, not REFRESH
+    assert not rig.ref.status.expired
+    assert rig.ref.status.expire_at == good_at + 300  # never pushed back by a bad answer
+    assert rig.ref.status.primaries[str(P1)].up is False
+    assert rig.ref.status.primaries[str(P1)].checks["failure"] >= 5
+    assert rig.ref.status.state == "stale"
+    rig.clock.advance(10)  # 300 s after the last good check
+    assert rig.ref.status.expired
+    assert rig.serving is None
+    rig.client.answers.clear()
+    rig.clock.advance(20)  # a real answer brings it back
+    assert not rig.ref.status.expired
+    assert rig.serving == 5
+
+
+def test_aa_clear_from_the_first_primary_tries_the_next() -> None:
+    rig = Rig(primaries=(P1, P2), zone=make_zone(5))
+    rig.client.answers[P1] = NOT_VOUCHING["aa-clear"]
+    rig.client.serials[P2] = 6
+    rig.client.zones[P2] = make_zone(6)
+    rig.start()
+    rig.clock.advance(0)
+    assert rig.client.probes == [P1, P2]
+    assert rig.client.transfers == [(P2, "ixfr")]
+    assert rig.serving == 6
+    assert "AA clear" in (rig.ref.status.primaries[str(P1)].error or "")
+
+
+def test_aa_clear_with_a_newer_serial_transfers_nothing() -> None:
+    rig = Rig(zone=make_zone(5))
+    rig.client.answers[P1] = SoaProbeResult(0, 9, make_zone(9).soa, False, None, False)
+    rig.client.zones[P1] = make_zone(9)
+    rig.start()
+    rig.clock.advance(0)
+    assert rig.client.transfers == []
+    assert rig.ref.status.primaries[str(P1)].serial is None  # not believed either
+
+
+# -- issue 10 item 7: refresh and retry timers are spread, never past EXPIRE
+
+REFRESH_SPREAD = 0.1  # refresh.REFRESH_SPREAD: up to 10% early
+
+def _fleet(n: int, seed: int, refresh: int, retry: int, expire: int,
+           serial: int | None) -> tuple[task.Clock, list[Refresher]]:
+    """*n* zones with the same SOA timers on one clock, one seeded RNG between them."""
+    clock = task.Clock()
+    clock.advance(1_000_000)
+    rng = random.Random(seed)
+    client = FakeClient()
+    if serial is not None:
+        client.serials[P1] = serial
+    fleet = []
+    for i in range(n):
+        name = f"z{i}.example."
+        origin = from_text(name)
+        registry = Registry()
+        registry.add(origin)
+        registry.swap(origin, zone_from_text(f"""
+$TTL 300
+@ IN SOA ns1 host 5 {refresh} {retry} {expire} 60
+  IN NS ns1
+ns1 IN A 192.0.2.1
+""", name))
+        zc = ZoneConfig(name, origin, primaries=(P1,), refresh_min=1, retry_min=1, expire_min=1)
+        ref = Refresher(zc, registry, client, MemStore(), clock, rand=rng.random,
+                        wallclock=clock.seconds)
+        ref.start(None)
+        fleet.append(ref)
+    clock.advance(0)
+    return clock, fleet
+
+
+def test_refresh_of_many_equal_zones_is_spread_within_bounds() -> None:
+    clock, fleet = _fleet(100, seed=7, refresh=1000, retry=100, expire=5000, serial=5)
+    now = clock.seconds()
+    due = [r.status.next_refresh for r in fleet]
+    assert all(d is not None for d in due)
+    times = sorted(float(d) for d in due if d is not None)
+    assert times[0] >= now + 1000 * (1 - REFRESH_SPREAD)  # a few percent early at most
+    assert times[-1] <= now + 1000  # never later than REFRESH (RFC 1034 4.3.5)
+    assert times[-1] - times[0] > 1000 * REFRESH_SPREAD * 0.8  # spread over the window
+    assert len({round(t) for t in times}) > 50  # not in lock step
+    # ... and the probes really go out at those times, not all at once.
+    probes = len(fleet[0].client.probes)  # type: ignore[attr-defined]
+    clock.advance(950 - 0.001)
+    early = len(fleet[0].client.probes) - probes  # type: ignore[attr-defined]
+    assert 20 < early < 80
+
+
+def test_retry_of_many_equal_zones_is_spread_and_never_past_expiry() -> None:
+    clock, fleet = _fleet(100, seed=11, refresh=1000, retry=100, expire=250, serial=None)
+    now = clock.seconds()
+    times = sorted(float(r.status.next_refresh or 0) for r in fleet)
+    assert times[0] >= now + 80 and times[-1] <= now + 100
+    assert len({round(t, 1) for t in times}) > 50
+    for _ in range(10):  # keep failing: every retry stays before the zone would expire
+        clock.advance(10)
+        for r in fleet:
+            if not r.status.expired:
+                assert r.status.next_refresh is not None and r.status.expire_at is not None
+                assert r.status.next_refresh <= r.status.expire_at
+
+
+def test_refresh_longer_than_expire_checks_by_expiry() -> None:
+    # An SOA with REFRESH > EXPIRE: waiting REFRESH would let the zone expire unchecked.
+    rig = Rig(zone=make_zone(5, refresh=5000, retry=20, expire=300))
+    rig.client.serials[P1] = 5
+    rig.start()
+    rig.clock.advance(0)
+    st = rig.ref.status
+    assert st.next_refresh is not None and st.expire_at is not None
+    assert st.next_refresh <= st.expire_at
+    rig.clock.advance(300)
+    assert len(rig.client.probes) == 2
+    assert not st.expired
+
+
+def test_refresh_jitter_uses_the_injected_rng() -> None:
+    rig = Rig(zone=make_zone(5, refresh=100))
+    rig.ref.rand = lambda: 0.0
+    rig.client.serials[P1] = 5
+    rig.start()
+    rig.clock.advance(0)
+    assert rig.ref.status.next_refresh == rig.clock.seconds() + 90.0
+
+
+def test_refresh_spread_near_expire_is_cut_at_expiry() -> None:
+    # REFRESH 1000 against EXPIRE 950: the jittered window [900, 1000] is cut at 950, never past.
+    clock, fleet = _fleet(100, seed=3, refresh=1000, retry=100, expire=950, serial=5)
+    now = clock.seconds()
+    for r in fleet:
+        assert r.status.next_refresh is not None and r.status.expire_at == now + 950
+        assert now + 900 <= r.status.next_refresh <= r.status.expire_at
+    assert len({round(r.status.next_refresh or 0) for r in fleet}) > 20
