@@ -32,6 +32,7 @@ from .wire import (
     NOTIMP,
     OPCODE_NOTIFY,
     OPCODE_QUERY,
+    OPCODE_UPDATE,
     QR,
     RD,
     REFUSED,
@@ -57,6 +58,9 @@ Finaliser = Callable[[bytes], bytes]
 NotifyHandler = Callable[[Query, tuple[str, int]], tuple[int, Finaliser | None]]
 """Takes a parsed NOTIFY and its source; returns the rcode to answer with and an
 optional finaliser for the encoded answer (TSIG signing, RFC 8945 5.3)."""
+
+# Opcodes whose error answers echo the question (the others get the bare header, as BIND's).
+_ECHO_QUESTION = (OPCODE_QUERY, OPCODE_NOTIFY, OPCODE_UPDATE)
 
 _CHAOS_IDENTITY = frozenset({from_text("id.server."), from_text("hostname.bind.")})
 _CHAOS_VERSION = frozenset({from_text("version.bind."), from_text("version.server.")})
@@ -183,17 +187,29 @@ class Responder:
             try:
                 query = parse_query(data)
             except FormatError as exc:
-                return self._count(error_response(data, FORMERR, exc.query, self._opt_for(exc.query)))
-            if query.opcode == OPCODE_QUERY:
+                bad = exc.query
+                echo = bad if bad is not None and bad.opcode in _ECHO_QUESTION else None
+                return self._count(error_response(data, FORMERR, echo, self._opt_for(bad)))
+            opcode = query.opcode
+            if query.edns_version > 0 and query.edns:
+                return self._badvers(query)
+            if opcode == OPCODE_QUERY:
                 if query.tsig_offset >= 0:
                     return self._signed_query(query, transport)
                 return self._query(query, transport)
-            if query.opcode == OPCODE_NOTIFY and self.notify_handler is not None:
+            if opcode == OPCODE_NOTIFY:
+                if self.notify_handler is None:
+                    return self._count(error_response(data, NOTIMP, query, self._opt_for(query)))
                 where = IN_NOTIFY
                 rcode, finalise = self.notify_handler(query, addr)
                 response = self._notify_response(query, rcode)
                 return self._count(finalise(response) if finalise is not None else response)
-            return self._count(error_response(data, NOTIMP, query, self._opt_for(query)))
+            if opcode == OPCODE_UPDATE:
+                return self._count(error_response(data, self._update_rcode(query), query,
+                                                  self._opt_for(query)))
+            # RFC 1035 4.1.1: an opcode we do not implement; BIND 9.18 answers the bare header
+            # (and OPT), whatever the question says.
+            return self._count(error_response(data, NOTIMP, None, self._opt_for(query)))
         except Exception:
             return self.internal_error(data, where, query)
 
@@ -255,19 +271,33 @@ class Responder:
         except Exception:
             return self.internal_error(q.raw, IN_TSIG, q)
 
+    def _badvers(self, q: Query) -> bytes | None:
+        """RFC 6891 6.1.3: BADVERS, answered with the version we speak (0), before the opcode
+        is looked at (as BIND 9.18: an unknown opcode gets BADVERS, without the question)."""
+        opt = opt_record(self.settings.udp_max_payload, BADVERS >> 4, q.do)
+        response = error_response(q.raw, NOERROR, q if q.opcode in _ECHO_QUESTION else None, opt)
+        self.stats.rcodes[BADVERS] += 1
+        return response
+
+    def _update_rcode(self, q: Query) -> int:
+        """RFC 2136 3.1: UPDATE is not accepted by a secondary; rcodes as BIND 9.18 gives them
+        without ``allow-update-forwarding``."""
+        if q.qtype != rrtypes.SOA:
+            return FORMERR  # RFC 2136 3.1.1: the zone section's ZTYPE must be SOA
+        entry = self.registry.get(q.qname_lower)
+        if entry is None:
+            return NOTAUTH  # RFC 2136 3.1.2: not a zone we are authoritative for
+        return REFUSED
+
     def _query(self, q: Query, transport: int, reserve: int = 0) -> bytes | None:
-        if q.edns and q.edns_version > 0:
-            # RFC 6891 6.1.3: BADVERS, answered with the version we speak (0).
-            opt = opt_record(self.settings.udp_max_payload, BADVERS >> 4, q.do)
-            response = error_response(q.raw, NOERROR, q, opt)
-            self.stats.rcodes[BADVERS] += 1
-            return response
         qtype = q.qtype
-        if qtype in rrtypes.META_QTYPES or q.qclass == rrtypes.CLASS_ANY:
-            return self._count(error_response(q.raw, _meta_rcode(qtype, q.qclass, transport), q,
+        qclass = q.qclass
+        # RFC 6895 3.1-3.2: 128-255 are meta/query TYPEs and CLASSes, never data (ANY aside).
+        if 128 <= qtype < 255 or qtype == rrtypes.OPT or 128 <= qclass < 256:
+            return self._count(error_response(q.raw, _meta_rcode(qtype, qclass, transport), q,
                                               self._opt_for(q)))
         zone_key: bytes | None = None
-        if q.qclass == rrtypes.CLASS_IN:
+        if qclass == rrtypes.CLASS_IN:
             entry = self.registry.find(q.qname_lower)
             if entry is not None and qtype == rrtypes.DS and entry.origin == q.qname_lower \
                     and q.qname_lower != b"\x00":
@@ -348,10 +378,13 @@ def _meta_rcode(qtype: int, qclass: int, transport: int) -> int:
 
     AXFR only exists over TCP (RFC 5936 4.2: FORMERR over UDP); transfer-out
     is not offered, so AXFR/IXFR over TCP are REFUSED.  MAILA/MAILB are
-    obsolete (NOTIMP); OPT, TSIG, TKEY and QCLASS ANY in a query are FORMERR.
+    obsolete (NOTIMP); OPT, TSIG, TKEY, other meta-TYPEs (RFC 6895 3.1) and
+    QCLASS ANY or NONE are FORMERR; other meta-CLASSes are NOTIMP.
     """
-    if qclass == rrtypes.CLASS_ANY:
+    if qclass == rrtypes.CLASS_ANY or qclass == rrtypes.CLASS_NONE:
         return FORMERR
+    if qclass >= 128:
+        return NOTIMP
     if qtype == rrtypes.AXFR:
         return FORMERR if transport == UDP else REFUSED
     if qtype == rrtypes.IXFR:
