@@ -1076,7 +1076,7 @@ class Secondns(Peer):
             text = resp.read().decode()
         found = {m.group(1): int(float(m.group(2))) for m in _INTERNAL_ERRORS_SAMPLE.finditer(text)}
         if not found:
-            raise AssertionError("/metrics has no secondns_internal_errors_total samples")
+            raise AssertionError(f"/metrics has no secondns_internal_errors_total samples:\n{text[:3000]}")
         return found
 
     def stop(self, timeout: float = _STOP_TIMEOUT) -> int | None:
