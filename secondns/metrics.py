@@ -23,7 +23,7 @@ from prometheus_client.registry import Collector
 
 from . import __version__
 from .refresh import TRANSFER_BUCKETS, ZoneStatus
-from .stats import LATENCY_BUCKETS, ServingStats
+from .stats import INTERNAL_ERROR_PLACES, LATENCY_BUCKETS, ServingStats
 
 RCODE_NAMES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED",
                6: "YXDOMAIN", 7: "YXRRSET", 8: "NXRRSET", 9: "NOTAUTH", 10: "NOTZONE", 16: "BADVERS"}
@@ -81,6 +81,13 @@ class SecondnsCollector(Collector):
         yield CounterMetricFamily("secondns_send_errors",
                                   "UDP responses the kernel would not take (full buffer, ICMP error).",
                                   value=st.send_errors)
+        internal = CounterMetricFamily(
+            "secondns_internal_errors",
+            "Messages answered SERVFAIL because answering raised (a bug), by where it was raised.",
+            labels=["where"])
+        for where, count in zip(INTERNAL_ERROR_PLACES, st.internal_errors, strict=True):
+            internal.add_metric([where], count)
+        yield internal
         latency = HistogramMetricFamily(
             "secondns_query_duration_seconds",
             "Processing time of one query in every 256 (sampled; excludes kernel and queueing time).")

@@ -10,6 +10,8 @@ source address, a TSIG signature, a NOTIFY) is never cached.
 from __future__ import annotations
 
 import itertools
+import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -18,7 +20,7 @@ from .answer import Answer, answer_query
 from .config import TsigKey
 from .names import from_text
 from .registry import Registry
-from .stats import ServingStats
+from .stats import IN_NOTIFY, IN_QUERY, IN_TSIG, INTERNAL_ERROR_PLACES, ServingStats
 from .wire import (
     AA,
     BADVERS,
@@ -30,6 +32,7 @@ from .wire import (
     NOTIMP,
     OPCODE_NOTIFY,
     OPCODE_QUERY,
+    OPCODE_UPDATE,
     QR,
     RD,
     REFUSED,
@@ -45,6 +48,8 @@ from .wire import (
 UDP = 0
 TCP = 1
 
+log = logging.getLogger("secondns")
+
 # Room kept for the TSIG record of a signed answer (RFC 8945 5.3: the signed reply must fit):
 # key and algorithm names up to ~60 octets each, a SHA-512 MAC, fixed fields.
 _TSIG_ROOM = 200
@@ -53,6 +58,9 @@ Finaliser = Callable[[bytes], bytes]
 NotifyHandler = Callable[[Query, tuple[str, int]], tuple[int, Finaliser | None]]
 """Takes a parsed NOTIFY and its source; returns the rcode to answer with and an
 optional finaliser for the encoded answer (TSIG signing, RFC 8945 5.3)."""
+
+# Opcodes whose error answers echo the question (the others get the bare header, as BIND's).
+_ECHO_QUESTION = (OPCODE_QUERY, OPCODE_NOTIFY, OPCODE_UPDATE)
 
 _CHAOS_IDENTITY = frozenset({from_text("id.server."), from_text("hostname.bind.")})
 _CHAOS_VERSION = frozenset({from_text("version.bind."), from_text("version.server.")})
@@ -155,6 +163,9 @@ class Responder:
         self.keys: Mapping[bytes, TsigKey] = {}
         registry.subscribe(self._forget)
         self._identity_txt = _txt(settings.identity) if settings.identity else None
+        self.clock: Callable[[], float] = time.monotonic  # for the internal-error log rate limit
+        self._error_logged_at = -1e9
+        self._errors_unlogged = 0
         self._version_txt = _txt(settings.version) if settings.version else None
 
     def _forget(self, origin: bytes | None, names: frozenset[bytes] | None) -> None:
@@ -162,23 +173,72 @@ class Responder:
             cache.forget(origin, names)
 
     def respond(self, data: bytes, transport: int, addr: tuple[str, int]) -> bytes | None:
-        """The response to *data*, or None when nothing must be sent (RFC 1035 4.1.1: QR set)."""
+        """The response to *data*, or None when nothing must be sent (RFC 1035 4.1.1: QR set).
+
+        Never raises: a bug met while answering one message costs that message a
+        SERVFAIL, not the reply (UDP) or the connection (TCP), see ``internal_error``.
+        """
         if len(data) < 12 or data[2] & 0x80:
             self.stats.dropped += 1
             return None
+        query: Query | None = None
+        where = IN_QUERY
+        try:  # free on the no-exception path (CPython 3.11 zero-cost try)
+            try:
+                query = parse_query(data)
+            except FormatError as exc:
+                bad = exc.query
+                echo = bad if bad is not None and bad.opcode in _ECHO_QUESTION else None
+                return self._count(error_response(data, FORMERR, echo, self._opt_for(bad)))
+            opcode = query.opcode
+            if query.edns_version > 0 and query.edns:
+                return self._badvers(query)
+            if opcode == OPCODE_QUERY:
+                if query.tsig_offset >= 0:
+                    return self._signed_query(query, transport)
+                return self._query(query, transport)
+            if opcode == OPCODE_NOTIFY:
+                if self.notify_handler is None:
+                    return self._count(error_response(data, NOTIMP, query, self._opt_for(query)))
+                where = IN_NOTIFY
+                rcode, finalise = self.notify_handler(query, addr)
+                response = self._notify_response(query, rcode)
+                return self._count(finalise(response) if finalise is not None else response)
+            if opcode == OPCODE_UPDATE:
+                return self._count(error_response(data, self._update_rcode(query), query,
+                                                  self._opt_for(query)))
+            # RFC 1035 4.1.1: an opcode we do not implement; BIND 9.18 answers the bare header
+            # (and OPT), whatever the question says.
+            return self._count(error_response(data, NOTIMP, None, self._opt_for(query)))
+        except Exception:
+            return self.internal_error(data, where, query)
+
+    def internal_error(self, data: bytes, where: int, query: Query | None = None) -> bytes | None:
+        """Count, log (rate-limited) and answer SERVFAIL for an exception raised answering *data*.
+
+        Call it from the ``except`` block, so the traceback is the one being handled.
+        A flood of queries hitting the same bug must not turn into a flood of
+        tracebacks, so at most one is logged a second, with the number left out.
+        The SERVFAIL is never cached: the next identical query tries again.
+        """
+        self.stats.internal_errors[where] += 1
+        now = self.clock()
+        if now - self._error_logged_at >= 1.0:
+            log.error("internal error answering a message (where=%s; %d more since the last report "
+                      "not logged): answered SERVFAIL", INTERNAL_ERROR_PLACES[where],
+                      self._errors_unlogged, exc_info=True)
+            self._error_logged_at = now
+            self._errors_unlogged = 0
+        else:
+            self._errors_unlogged += 1
+        if len(data) < 12:
+            return None
         try:
-            query = parse_query(data)
-        except FormatError as exc:
-            return self._count(error_response(data, FORMERR, exc.query, self._opt_for(exc.query)))
-        if query.opcode == OPCODE_QUERY:
-            if query.tsig_offset >= 0:
-                return self._signed_query(query, transport)
-            return self._query(query, transport)
-        if query.opcode == OPCODE_NOTIFY and self.notify_handler is not None:
-            rcode, finalise = self.notify_handler(query, addr)
-            response = self._notify_response(query, rcode)
-            return self._count(finalise(response) if finalise is not None else response)
-        return self._count(error_response(data, NOTIMP, query, self._opt_for(query)))
+            response = error_response(data, SERVFAIL, query, self._opt_for(query))
+        except Exception:
+            # Header only: the ID and opcode, QR set (RFC 1035 4.1.1).
+            response = data[:2] + bytes([0x80 | (data[2] & 0x78), SERVFAIL]) + bytes(8)
+        return self._count(response)
 
     def _count(self, response: bytes | None) -> bytes | None:
         if response is not None:
@@ -196,28 +256,48 @@ class Responder:
         Signed answers are never cached: each carries its own time and MAC.
         """
         try:
-            verified = tsig.verify_request(q.raw, self.keys, peer="client")
-        except tsig.TsigError as exc:
-            plain = error_response(q.raw, NOTAUTH, q)
-            return self._count(tsig.error_response(plain, exc) if plain is not None else None)
+            try:
+                verified = tsig.verify_request(q.raw, self.keys, peer="client")
+            except tsig.TsigError as exc:
+                plain = error_response(q.raw, NOTAUTH, q)
+                return self._count(tsig.error_response(plain, exc) if plain is not None else None)
+        except Exception:
+            return self.internal_error(q.raw, IN_TSIG, q)
         response = self._query(q, transport, reserve=_TSIG_ROOM)
         if response is None:
             return None
-        return tsig.sign_response(response, verified.key, verified.mac)
+        try:
+            return tsig.sign_response(response, verified.key, verified.mac)
+        except Exception:
+            return self.internal_error(q.raw, IN_TSIG, q)
+
+    def _badvers(self, q: Query) -> bytes | None:
+        """RFC 6891 6.1.3: BADVERS, answered with the version we speak (0), before the opcode
+        is looked at (as BIND 9.18: an unknown opcode gets BADVERS, without the question)."""
+        opt = opt_record(self.settings.udp_max_payload, BADVERS >> 4, q.do)
+        response = error_response(q.raw, NOERROR, q if q.opcode in _ECHO_QUESTION else None, opt)
+        self.stats.rcodes[BADVERS] += 1
+        return response
+
+    def _update_rcode(self, q: Query) -> int:
+        """RFC 2136 3.1: UPDATE is not accepted by a secondary; rcodes as BIND 9.18 gives them
+        without ``allow-update-forwarding``."""
+        if q.qtype != rrtypes.SOA:
+            return FORMERR  # RFC 2136 3.1.1: the zone section's ZTYPE must be SOA
+        entry = self.registry.get(q.qname_lower)
+        if entry is None:
+            return NOTAUTH  # RFC 2136 3.1.2: not a zone we are authoritative for
+        return REFUSED
 
     def _query(self, q: Query, transport: int, reserve: int = 0) -> bytes | None:
-        if q.edns and q.edns_version > 0:
-            # RFC 6891 6.1.3: BADVERS, answered with the version we speak (0).
-            opt = opt_record(self.settings.udp_max_payload, BADVERS >> 4, q.do)
-            response = error_response(q.raw, NOERROR, q, opt)
-            self.stats.rcodes[BADVERS] += 1
-            return response
         qtype = q.qtype
-        if qtype in rrtypes.META_QTYPES or q.qclass == rrtypes.CLASS_ANY:
-            return self._count(error_response(q.raw, _meta_rcode(qtype, q.qclass, transport), q,
+        qclass = q.qclass
+        # RFC 6895 3.1-3.2: 128-255 are meta/query TYPEs and CLASSes, never data (ANY aside).
+        if 128 <= qtype < 255 or qtype == rrtypes.OPT or 128 <= qclass < 256:
+            return self._count(error_response(q.raw, _meta_rcode(qtype, qclass, transport), q,
                                               self._opt_for(q)))
         zone_key: bytes | None = None
-        if q.qclass == rrtypes.CLASS_IN:
+        if qclass == rrtypes.CLASS_IN:
             entry = self.registry.find(q.qname_lower)
             if entry is not None and qtype == rrtypes.DS and entry.origin == q.qname_lower \
                     and q.qname_lower != b"\x00":
@@ -305,10 +385,13 @@ def _meta_rcode(qtype: int, qclass: int, transport: int) -> int:
 
     AXFR only exists over TCP (RFC 5936 4.2: FORMERR over UDP); transfer-out
     is not offered, so AXFR/IXFR over TCP are REFUSED.  MAILA/MAILB are
-    obsolete (NOTIMP); OPT, TSIG, TKEY and QCLASS ANY in a query are FORMERR.
+    obsolete (NOTIMP); OPT, TSIG, TKEY, other meta-TYPEs (RFC 6895 3.1) and
+    QCLASS ANY or NONE are FORMERR; other meta-CLASSes are NOTIMP.
     """
-    if qclass == rrtypes.CLASS_ANY:
+    if qclass == rrtypes.CLASS_ANY or qclass == rrtypes.CLASS_NONE:
         return FORMERR
+    if qclass >= 128:
+        return NOTIMP
     if qtype == rrtypes.AXFR:
         return FORMERR if transport == UDP else REFUSED
     if qtype == rrtypes.IXFR:

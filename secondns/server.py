@@ -8,6 +8,7 @@ address string on every call, which costs more than the whole cache hit.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
 import time
@@ -18,7 +19,7 @@ from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer  # type: ignore[import-untyped]
 
 from .responder import TCP, UDP, Responder
-from .stats import SAMPLE_EVERY
+from .stats import IN_TCP, IN_UDP, SAMPLE_EVERY
 
 _SAMPLE_MASK = SAMPLE_EVERY - 1
 _DROPPABLE = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.ECONNREFUSED, errno.EPERM)
@@ -44,17 +45,27 @@ class UDPServer(protocol.DatagramProtocol):
         stats = self.stats
         n = stats.udp_queries + 1
         stats.udp_queries = n
-        if not n & _SAMPLE_MASK:
-            self._timed(datagram, addr)
-            return
-        tail = self.cache.get(datagram[2:])
-        if tail is not None:
-            stats.rcodes[tail[1] & 0xF] += 1
-            self._send(datagram[:2] + tail, addr)
-            return
-        response = self.responder.respond(datagram, UDP, addr)
+        try:  # zero-cost in CPython 3.11 unless something raises
+            if not n & _SAMPLE_MASK:
+                self._timed(datagram, addr)
+                return
+            tail = self.cache.get(datagram[2:])
+            if tail is not None:
+                stats.rcodes[tail[1] & 0xF] += 1
+                self._send(datagram[:2] + tail, addr)
+                return
+            response = self.responder.respond(datagram, UDP, addr)
+            if response is not None:
+                self._send(response, addr)
+        except Exception:
+            # Twisted would log and swallow it, leaving the client without an answer.
+            self._internal_error(datagram, addr)
+
+    def _internal_error(self, datagram: bytes, addr: Any) -> None:
+        response = self.responder.internal_error(datagram, IN_UDP)
         if response is not None:
-            self._send(response, addr)
+            with contextlib.suppress(OSError):  # the send itself may be what failed
+                self._sendto(response, addr)
 
     def _timed(self, datagram: bytes, addr: Any) -> None:
         """The sampled query: full path, timed (see stats.SAMPLE_EVERY)."""
@@ -146,12 +157,15 @@ class TCPServer(protocol.Protocol):
                 pos += 2 + length
                 answered = True
                 stats.tcp_queries += 1
-                tail = cache.get(message[2:])
-                if tail is not None:
-                    stats.rcodes[tail[1] & 0xF] += 1
-                    response: bytes | None = message[:2] + tail
-                else:
-                    response = responder.respond(message, TCP, self._addr)
+                try:  # per message: one that raises must not cost the connection (RFC 7766 6.2.1)
+                    tail = cache.get(message[2:])
+                    if tail is not None:
+                        stats.rcodes[tail[1] & 0xF] += 1
+                        response: bytes | None = message[:2] + tail
+                    else:
+                        response = responder.respond(message, TCP, self._addr)
+                except Exception:
+                    response = responder.internal_error(message, IN_TCP)
                 if response is not None:
                     transport.write(len(response).to_bytes(2, "big") + response)
         finally:

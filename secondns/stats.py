@@ -11,11 +11,18 @@ from __future__ import annotations
 LATENCY_BUCKETS = (0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05)
 SAMPLE_EVERY = 256  # one query in this many is timed (must be a power of two)
 
+# Where an exception escaped while answering one message: the label of
+# secondns_internal_errors_total, and the index into ServingStats.internal_errors.
+# "udp"/"tcp": the network layer (framing, cache, send); "query": answering a
+# QUERY; "notify": the NOTIFY handler; "tsig": verifying or signing a TSIG.
+INTERNAL_ERROR_PLACES = ("udp", "tcp", "query", "notify", "tsig")
+IN_UDP, IN_TCP, IN_QUERY, IN_NOTIFY, IN_TSIG = range(len(INTERNAL_ERROR_PLACES))
+
 
 class ServingStats:
     """Counters the network and answer layers bump; read by the metrics collector."""
 
-    __slots__ = ("dropped", "latency_buckets", "latency_count", "latency_sum",
+    __slots__ = ("dropped", "internal_errors", "latency_buckets", "latency_count", "latency_sum",
                  "rcodes", "send_errors", "tcp_connections", "tcp_queries",
                  "truncated", "udp_queries")
 
@@ -27,6 +34,7 @@ class ServingStats:
         self.truncated = 0
         self.dropped = 0  # messages too short or responses: no answer sent
         self.send_errors = 0
+        self.internal_errors = [0] * len(INTERNAL_ERROR_PLACES)  # by IN_* place
         self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_count = 0
         self.latency_sum = 0.0

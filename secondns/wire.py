@@ -28,6 +28,8 @@ CD = 0x0010
 OPCODE_QUERY = 0
 OPCODE_NOTIFY = 4
 OPCODE_UPDATE = 5
+# Parsed in full; any other opcode (IQUERY, STATUS, DSO, unassigned) is answered NOTIMP.
+_KNOWN_OPCODES = (OPCODE_QUERY, OPCODE_NOTIFY, OPCODE_UPDATE)
 
 NOERROR = 0
 FORMERR = 1
@@ -99,27 +101,36 @@ def parse_query(data: bytes) -> Query:
     msg_id, flags, qdcount, ancount, nscount, arcount = _HDR.unpack_from(data)
     q.id = msg_id
     q.flags = flags
-    q.opcode = (flags >> 11) & 0xF
+    q.opcode = opcode = (flags >> 11) & 0xF
+    known = opcode in _KNOWN_OPCODES
+    pos = 12
     if qdcount != 1:
-        raise FormatError(f"QDCOUNT is {qdcount}, not 1")
-    try:
-        qname, pos = read_name(data, 12)
-    except WireError as exc:
-        raise FormatError(f"bad question name: {exc}") from None
-    if pos + 4 > len(data):
-        raise FormatError("question truncated")
-    q.qname = qname
-    q.qname_lower = qname.lower()
-    q.qtype, q.qclass = struct.unpack_from("!HH", data, pos)
-    pos += 4
-    q.question = data[12:pos]
-    if pos - 4 - 12 != len(qname):
-        # Anything a pointer in the first question could point at is the header.
-        raise FormatError("compression pointer in the question name")
+        # An opcode we do not implement is NOTIMP whatever its question count, unless
+        # the message does not even parse (more than one question), as BIND 9.18 answers.
+        if qdcount > 1 or known:
+            raise FormatError(f"QDCOUNT is {qdcount}, not 1")
+    else:
+        try:
+            qname, pos = read_name(data, 12)
+        except WireError as exc:
+            raise FormatError(f"bad question name: {exc}") from None
+        if pos + 4 > len(data):
+            raise FormatError("question truncated")
+        q.qname = qname
+        q.qname_lower = qname.lower()
+        q.qtype, q.qclass = struct.unpack_from("!HH", data, pos)
+        pos += 4
+        q.question = data[12:pos]
+        if pos - 4 - 12 != len(qname):
+            # Anything a pointer in the first question could point at is the header.
+            raise FormatError("compression pointer in the question name")
     # Answer and authority records: a QUERY carries none; NOTIFY may carry
     # the new SOA in the answer section (RFC 1996 3.7), which we skip.
     for _ in range(ancount + nscount):
-        pos = _read_rr(data, pos, q)[5]
+        rr = _read_rr(data, pos, q)
+        if rr[1] == rrtypes.OPT:
+            raise FormatError("OPT record outside the additional section", q)  # RFC 6891 6.1.1
+        pos = rr[5]
     seen_opt = False
     for index in range(arcount):
         start = pos
@@ -138,7 +149,7 @@ def parse_query(data: bytes) -> Query:
             q.additional.append((owner, rtype, rclass, ttl, rdata))
         else:
             q.additional.append((owner, rtype, rclass, ttl, rdata))
-    if pos != len(data):
+    if pos != len(data) and known:
         raise FormatError("trailing bytes after the last record", q)
     return q
 
@@ -331,14 +342,15 @@ class ResponseWriter:
 
 def error_response(data: bytes, rcode: int, query: Query | None = None,
                    opt: bytes | None = None) -> bytes | None:
-    """A bare response with *rcode*, echoing the question when it parsed.
+    """A bare response with *rcode*, echoing the question when it parsed and *query* is given.
 
     Returns None when the message is too short to carry an ID.
     """
     if len(data) < 12:
         return None
     msg_id, flags = struct.unpack_from("!HH", data)
-    out_flags = QR | (flags & (0x7800 | RD | CD))
+    # RD and CD are echoed for QUERY only (RFC 1035 4.1.1, RFC 4035 3.1.6), as BIND 9.18 does.
+    out_flags = QR | (flags & (0x7800 | RD | CD) if flags & 0x7800 == 0 else flags & 0x7800)
     question = query.question if query is not None and query.question else b""
     writer = ResponseWriter(msg_id, out_flags, question, query.qname_lower if question and query else b"")
     if opt is not None:

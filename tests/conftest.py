@@ -39,9 +39,16 @@ def _factory(cls: type[P], tmp_path: Path, prefix: str) -> Iterator[Callable[...
         return peer
 
     yield make
-    # Stop in reverse order: secondaries before the primaries they may still be polling.
+    # Stop in reverse order: secondaries before the primaries they may still be polling.  Every
+    # peer is stopped even when one's stop fails (Secondns.stop fails on internal errors).
+    failures: list[BaseException] = []
     for peer in reversed(made):
-        peer.stop()
+        try:
+            peer.stop()
+        except Exception as exc:
+            failures.append(exc)
+    if failures:
+        raise failures[0]
 
 
 @pytest.fixture

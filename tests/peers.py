@@ -969,6 +969,11 @@ remote-control:
 # secondns itself
 
 
+_INTERNAL_ERRORS_SAMPLE = re.compile(r'^secondns_internal_errors_total\{where="([^"]*)"\} (\S+)$',
+                                     re.MULTILINE)
+_INTERNAL_ERROR_LOG = "internal error answering a message"
+
+
 class Secondns(Peer):
     """Our server as a user runs it: ``python -m secondns serve -c FILE`` in a subprocess.
 
@@ -999,8 +1004,11 @@ class Secondns(Peer):
         http_port: int | None = None,
         cpus: str | None = None,
         startup_timeout: float = _START_TIMEOUT,
+        internal_errors_expected: bool = False,
     ) -> None:
         super().__init__(workdir, port=port, cpus=cpus, startup_timeout=startup_timeout)
+        # Only a test that provokes internal errors on purpose may set this (see stop()).
+        self.internal_errors_expected = internal_errors_expected
         self.http_port: int | None = (http_port or free_port()) if http else None
         self.storage = self.workdir / "storage"
         self.storage.mkdir(exist_ok=True)
@@ -1056,7 +1064,49 @@ class Secondns(Peer):
     def http_url(self, path: str = "/metrics") -> str:
         if self.http_port is None:
             raise PeerError("this Secondns was started with http=False")
-        return f"http://{LOOPBACK}:{self.http_port}{path}"
+        configured = self.config["server"].get("http")  # a test may move it off 127.0.0.1
+        address = configured if isinstance(configured, str) else f"{LOOPBACK}:{self.http_port}"
+        return f"http://{address}{path}"
+
+    def internal_errors(self) -> dict[str, int]:
+        """``secondns_internal_errors_total`` by ``where``, scraped from /metrics (needs http)."""
+        import urllib.request
+
+        with urllib.request.urlopen(self.http_url("/metrics"), timeout=5) as resp:
+            text = resp.read().decode()
+        found = {m.group(1): int(float(m.group(2))) for m in _INTERNAL_ERRORS_SAMPLE.finditer(text)}
+        if not found:
+            raise AssertionError(f"/metrics has no secondns_internal_errors_total samples:\n{text[:3000]}")
+        return found
+
+    def stop(self, timeout: float = _STOP_TIMEOUT) -> int | None:
+        """Stop, then fail if the server met an internal error (an exception while answering).
+
+        Every live test thereby also checks that nothing it sent made the query path raise,
+        which the client alone cannot see (the server answers SERVFAIL).  The counter is read
+        from /metrics while the server still runs; with http off, or if it already exited, the
+        server's log is the witness (the first error of every second is logged).
+        """
+        counts: dict[str, int] = {}
+        missing: AssertionError | None = None
+        if not self.internal_errors_expected and self.running() and self.http_port is not None:
+            try:
+                counts = {k: v for k, v in self.internal_errors().items() if v}
+            except OSError:
+                pass  # HTTP unreachable (a test may have broken it on purpose): the log still tells
+            except AssertionError as exc:
+                missing = exc  # raised once the process is stopped
+        status = super().stop(timeout)
+        if not self.internal_errors_expected:
+            logged = self.log_text().count(_INTERNAL_ERROR_LOG)
+            if counts or logged:
+                raise AssertionError(
+                    f"secondns on port {self.port} met internal errors: "
+                    f"secondns_internal_errors_total {counts or '(not scraped)'}, "
+                    f"{logged} logged \"{_INTERNAL_ERROR_LOG}\" lines\n{self.log_tail(60)}")
+            if missing is not None:
+                raise missing
+        return status
 
     def reload(self) -> None:
         """Rewrite the config from ``self.config`` and send SIGHUP, the conventional reload signal."""

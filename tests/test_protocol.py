@@ -156,11 +156,28 @@ def test_truncation_keeps_whole_rrsets() -> None:
             assert len(rrset) == 20
 
 
-def test_opcode_update_notimp(responder: Responder) -> None:
-    msg = dns.message.make_query("www.example.com.", "A")
-    msg.set_opcode(dns.opcode.UPDATE)
-    resp = raw(responder, msg.to_wire())
-    assert resp is not None and resp[3] & 0xF == dns.rcode.NOTIMP
+def test_opcode_update_answered_as_bind_answers_it(responder: Responder) -> None:
+    # A secondary takes no UPDATE: BIND 9.18 (no allow-update-forwarding) says REFUSED for a
+    # zone it serves, NOTAUTH for another (RFC 2136 3.1.2), FORMERR when ZTYPE is not SOA
+    # (RFC 2136 3.1.1); header flags QR and opcode only, zone section echoed.
+    import dns.update
+
+    def rcode_of(msg: dns.message.Message) -> tuple[int, int]:
+        resp = raw(responder, msg.to_wire())
+        assert resp is not None
+        return resp[3] & 0xF, struct.unpack_from("!H", resp, 2)[0] & 0xFFF0
+
+    served = dns.update.UpdateMessage("example.com.")
+    served.add("new", 300, "A", "192.0.2.9")
+    served.flags |= dns.flags.RD
+    other = dns.update.UpdateMessage("example.org.")
+    other.add("new", 300, "A", "192.0.2.9")
+    not_soa = dns.message.make_query("www.example.com.", "A")
+    not_soa.set_opcode(dns.opcode.UPDATE)
+    update_flags = 0x8000 | (dns.opcode.UPDATE << 11)
+    assert rcode_of(served) == (dns.rcode.REFUSED, update_flags)
+    assert rcode_of(other) == (dns.rcode.NOTAUTH, update_flags)
+    assert rcode_of(not_soa) == (dns.rcode.FORMERR, update_flags)
 
 
 def test_notify_without_transfers_notimp(responder: Responder) -> None:

@@ -163,8 +163,14 @@ def running() -> Iterator[list[Any]]:
     try:
         yield peers
     finally:
+        failures: list[BaseException] = []
         for peer in reversed(peers):
-            peer.stop()
+            try:
+                peer.stop()  # Secondns.stop fails on internal errors: stop the others first
+            except Exception as exc:
+                failures.append(exc)
+        if failures:
+            raise failures[0]
 
 
 def start(peers: list[Any], peer: Any) -> Any:
