@@ -536,12 +536,19 @@ def _generic_from_text(args: Sequence[str]) -> bytes:
 
 def _rdata_from_text(rtype: int, args: Sequence[str], names: _Names) -> bytes:
     if args and args[0] == "\\#" and type(args[0]) is not _Quoted:
-        return _generic_from_text(args[1:])
-    conv = _FROM_TEXT.get(rtype)
-    if conv is None:
-        raise ValueError(f"type {rrtypes.type_name(rtype)} is only accepted in the RFC 3597 "
-                         "generic form: \\# <length> <hex>")
-    return conv(args, names)
+        rdata = _generic_from_text(args[1:])
+    else:
+        conv = _FROM_TEXT.get(rtype)
+        if conv is None:
+            raise ValueError(f"type {rrtypes.type_name(rtype)} is only accepted in the RFC 3597 "
+                             "generic form: \\# <length> <hex>")
+        rdata = conv(args, names)
+    # RFC 3597 5: generic rdata of a known type must still be valid for that type
+    # (BIND's named-checkzone refuses "MX \\# 3 000A05" too).
+    why = rrtypes.check_rdata(rtype, rdata)
+    if why is not None:
+        raise ValueError(f"invalid {rrtypes.type_name(rtype)} rdata: {why}")
+    return rdata
 
 
 # ---------------------------------------------------------------------------
@@ -610,6 +617,10 @@ class _Parser:
                                         prev_text = fast[0]
                                         prev_wire = owner
                                     rdata = from_text[rtype](fast[4:], names)
+                                    if len(rdata) > rrtypes.MAX_RDATA:
+                                        # The converters build valid rdata of every other kind.
+                                        raise ValueError(f"invalid {fast[3]} rdata: "
+                                                         f"{rrtypes.check_rdata(rtype, rdata)}")
                                     ttl = int(fast[1])
                                     if ttl > MAX_TTL:
                                         ttl = _limit_ttl(ttl)
@@ -768,7 +779,8 @@ def parse_zone_text(text: str, origin: bytes, *, path: str = "",
     $TTL (or *default_ttl*), else the last explicit TTL (RFC 1035), else, for
     an SOA, its MINIMUM field, which then becomes the default; any other
     record with no TTL to fall back on is an error.  Generic rdata is taken
-    as is, even for known types, so a record stored as received always loads.
+    as is, even for known types, as long as it is valid for its type
+    (``rrtypes.check_rdata``), which every record secondns stores is.
     """
     return _Parser(default_ttl).parse(text, origin, path)
 
