@@ -640,9 +640,14 @@ class _InboundStream:
         self.bytes += len(message)
         self._check(msg, number == 1)
         self.records += len(msg.answer)
-        if self.records > self.max_records:
+        # max-records bounds the zone as served: the closing SOA repeats the opening one
+        # (RFC 5936 2.2, RFC 1995 4) and is not a record of the zone, so a stream may
+        # carry one record more than the limit, and only if that one ends it.
+        if self.records > self.max_records + 1:
             raise TransferError(f"transfer exceeds the limit of {self.max_records} records")
         self.done = self._consume(msg.answer, number == 1)
+        if self.records > self.max_records and not self.done:
+            raise TransferError(f"transfer exceeds the limit of {self.max_records} records")
         return self.done
 
     def _check(self, msg: Message, first: bool) -> None:
@@ -675,7 +680,8 @@ class AxfrConsumer(_InboundStream):
 
     Records go straight into a ZoneBuilder as they arrive, so peak memory is
     the zone being built plus one message.  ``records`` counts every answer
-    record received, both SOAs included, and is what ``max_records`` limits.
+    record received, both SOAs included; ``max_records`` limits it less the
+    closing SOA, i.e. the records of the zone as it is served.
     """
 
     def __init__(self, origin: bytes, msg_id: int, *, max_records: int, qtype: int = rrtypes.AXFR,

@@ -177,6 +177,46 @@ def test_soa_probe_parse_stays_lenient() -> None:
 
 
 # --------------------------------------------------------------------------
+# max-records counts the zone as served
+
+
+def zone_stream(total: int) -> list[bytes]:
+    """An AXFR of a zone of *total* records (SOA included), four records per message."""
+    body = [rr(ORIGIN, rrtypes.NS, n("ns1"))]
+    body += [rr(n(f"h{i}"), rrtypes.A, bytes([192, 0, 2, i % 256])) for i in range(total - 2)]
+    records = [soa_rr(), *body, soa_rr()]
+    return [wire(records[i:i + 4], question=i == 0) for i in range(0, len(records), 4)]
+
+
+@pytest.mark.parametrize("limit", [2, 7, 8, 50])
+def test_zone_of_exactly_max_records_transfers(limit: int) -> None:
+    c = AxfrConsumer(ORIGIN, ID, max_records=limit)
+    done = False
+    for message in zone_stream(limit):
+        done = c.feed(message)
+    assert done
+    assert c.result().record_count == limit
+
+
+@pytest.mark.parametrize("limit", [2, 7, 8, 50])
+def test_zone_of_max_records_plus_one_fails(limit: int) -> None:
+    c = AxfrConsumer(ORIGIN, ID, max_records=limit)
+    with pytest.raises(TransferError, match=f"exceeds the limit of {limit} records"):
+        for message in zone_stream(limit + 1):
+            c.feed(message)
+
+
+def test_ixfr_full_zone_of_exactly_max_records_transfers() -> None:
+    records = [soa_rr(10), rr(ORIGIN, rrtypes.NS, n("ns1")), rr(n("ns1"), rrtypes.A, bytes(4)), soa_rr(10)]
+    c = IxfrConsumer(ORIGIN, ID, 9, max_records=3)
+    assert c.feed(wire(records, qtype=rrtypes.IXFR))
+    assert c.result().record_count == 3
+    c = IxfrConsumer(ORIGIN, ID, 9, max_records=2)
+    with pytest.raises(TransferError, match="exceeds the limit of 2 records"):
+        c.feed(wire(records, qtype=rrtypes.IXFR))
+
+
+# --------------------------------------------------------------------------
 # zone files
 
 
