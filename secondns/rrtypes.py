@@ -352,6 +352,8 @@ def _check_zonemd(rdata: bytes) -> str | None:
     # RFC 8976 2.2: serial, scheme, hash algorithm, digest (SHA-384: 48, SHA-512: 64)
     if len(rdata) < 7:
         return f"rdata of {len(rdata)} octets is too short"
+    if not rdata[4] or not rdata[5]:
+        return "scheme or hash algorithm 0, which is reserved (RFC 8976 5.2, 5.3)"
     want = _ZONEMD_DIGEST_LEN.get(rdata[5])
     if want is not None and len(rdata) != 6 + want:
         return f"digest of {len(rdata) - 6} octets for hash algorithm {rdata[5]}, {want} expected"
@@ -359,10 +361,11 @@ def _check_zonemd(rdata: bytes) -> str | None:
 
 
 def _check_caa(rdata: bytes) -> str | None:
-    # RFC 8659 4.1: flags, tag length (at least 1), tag, value
+    # RFC 8659 4.1: flags, tag length (at least 1), tag of letters and digits, value
     if len(rdata) < 2 or not rdata[1] or 2 + rdata[1] > len(rdata):
         return "tag empty or past the rdata"
-    return None
+    tag = rdata[2:2 + rdata[1]]
+    return None if tag.isascii() and tag.isalnum() else "tag is not letters and digits"
 
 
 def _check_svcb(rdata: bytes) -> str | None:
@@ -373,11 +376,60 @@ def _check_svcb(rdata: bytes) -> str | None:
     if pos < 0:
         return "malformed, compressed or truncated target name"
     end = len(rdata)
+    if rdata[0] == rdata[1] == 0 and pos != end:
+        return "parameters in AliasMode (RFC 9460 2.4.2)"
+    params: dict[int, bytes] = {}
+    last = -1
     while pos < end:
         if pos + 4 > end:
             return "parameter header runs past the rdata"
-        pos += 4 + ((rdata[pos + 2] << 8) | rdata[pos + 3])
-    return None if pos == end else "parameter value runs past the rdata"
+        key = (rdata[pos] << 8) | rdata[pos + 1]
+        stop = pos + 4 + ((rdata[pos + 2] << 8) | rdata[pos + 3])
+        if stop > end:
+            return "parameter value runs past the rdata"
+        if key <= last:
+            return "parameter keys not in strictly increasing order (RFC 9460 2.2)"
+        why = _svc_param(key, rdata[pos + 4:stop])
+        if why is not None:
+            return why
+        params[key] = rdata[pos + 4:stop]
+        last = key
+        pos = stop
+    mandatory = params.get(0)
+    if mandatory is not None and any(((mandatory[i] << 8) | mandatory[i + 1]) not in params
+                                     for i in range(0, len(mandatory), 2)):
+        return "a mandatory key is missing (RFC 9460 8)"
+    if 2 in params and 1 not in params:
+        return "no-default-alpn without alpn (RFC 9460 7.1.1)"
+    return None
+
+
+def _svc_param(key: int, value: bytes) -> str | None:
+    """RFC 9460 7 and 8 (and RFC 9540 for ohttp): the wire form of the keys it defines."""
+    n = len(value)
+    if key == 0:  # mandatory: a non-empty, strictly increasing list of other keys
+        keys = [(value[i] << 8) | value[i + 1] for i in range(0, n - 1, 2)]
+        if not n or n % 2 or 0 in keys or keys != sorted(set(keys)):
+            return "malformed mandatory parameter"
+    elif key == 1:  # alpn: one or more character-strings
+        if not n or _strings(value, 0) < 0:
+            return "malformed alpn parameter"
+    elif key in (2, 8):  # no-default-alpn, ohttp: empty
+        if n:
+            return f"parameter key{key} must be empty"
+    elif key == 3:
+        if n != 2:
+            return "port parameter is not 2 octets"
+    elif key == 4 or key == 6:  # ipv4hint, ipv6hint: one or more addresses
+        size = 4 if key == 4 else 16
+        if not n or n % size:
+            return f"key{key} is not a list of {size}-octet addresses"
+    elif key == 5:  # ech: an ECHConfigList, 16-bit length first (RFC 9460 9)
+        if n < 6 or (value[0] << 8) | value[1] != n - 2:
+            return "malformed ech parameter"
+    elif key == 65535:
+        return "key65535 is reserved (RFC 9460 14.3.2)"
+    return None
 
 
 def _min_length(n: int) -> _Checker:
@@ -414,9 +466,22 @@ RDATA_CHECKS: dict[int, _Checker] = {
     SSHFP: _min_length(2),  # RFC 4255 3.1
     TLSA: _min_length(3),  # RFC 6698 2.1
     CERT: _min_length(5),  # RFC 4398 2
-    URI: _min_length(4),  # RFC 7553 4.5
+    URI: _min_length(5),  # RFC 7553 4.5: the target is not empty
     CAA: _check_caa, SVCB: _check_svcb, HTTPS: _check_svcb,
 }
+
+
+
+
+def _meta(rdata: bytes) -> str | None:
+    return "a meta type, never zone data (RFC 6895 3.1)"
+
+
+# Type 0, OPT and the Q and meta types 128-255 (TKEY, TSIG, IXFR, AXFR, ANY, ...) are
+# not data: BIND's xfrin and zone loader refuse them too.
+for _code in (0, OPT, *range(128, 256)):
+    RDATA_CHECKS[_code] = _meta
+del _code
 
 
 def check_rdata(rtype: int, rdata: bytes) -> str | None:

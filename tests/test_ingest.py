@@ -76,7 +76,7 @@ VALID = [
     (rrtypes.DNSKEY, b"\x01\x01\x03\x08"),
     (rrtypes.CAA, b"\x00\x05issueca.example"),
     (rrtypes.ZONEMD, b"\x00\x00\x00\x01\x01\x01" + bytes(48)),
-    (rrtypes.SVCB, b"\x00\x01" + n("svc") + b"\x00\x01\x00\x02h2"),
+    (rrtypes.SVCB, b"\x00\x01" + n("svc") + b"\x00\x01\x00\x03\x02h2"),
     (65280, b""),  # an unknown type is opaque (RFC 3597)
     (rrtypes.NULL, b""),
 ]
@@ -109,6 +109,17 @@ INVALID = [
     (rrtypes.ZONEMD, b"\x00\x00\x00\x01\x01\x01" + bytes(47), "47 octets"),
     (rrtypes.SVCB, b"\x00\x01" + n("svc") + b"\x00\x01\x00\x05h2", "past the rdata"),
     (65280, bytes(65536), "longer than 65535"),
+    (rrtypes.OPT, b"", "meta type"),
+    (rrtypes.TSIG, bytes(30), "meta type"),
+    (200, b"\x01", "meta type"),
+    (0, b"", "meta type"),
+    (rrtypes.CAA, b"\x00\x03is-ue", "letters and digits"),
+    (rrtypes.ZONEMD, b"\x00\x00\x00\x01\x00\x01" + bytes(48), "reserved"),
+    (rrtypes.URI, b"\x00\x01\x00\x01", "at least 5"),
+    (rrtypes.SVCB, b"\x00\x00" + n("svc") + b"\x00\x03\x00\x02\x01\xbb", "AliasMode"),
+    (rrtypes.SVCB, b"\x00\x01" + n("svc") + b"\x00\x03\x00\x02\x01\xbb\x00\x01\x00\x03\x02h2", "increasing"),
+    (rrtypes.HTTPS, b"\x00\x01\x00\x00\x04\x00\x03\x01\x02\x03", "4-octet addresses"),
+    (rrtypes.HTTPS, b"\x00\x01\x00\x00\x00\x00\x02\x00\x04\x00\x03\x00\x02\x01\xbb", "mandatory"),
 ]
 
 
@@ -241,6 +252,13 @@ def test_zone_file_with_an_invalid_record_fails_with_file_and_line(line: str, wh
     with pytest.raises(ZoneFileError, match=rf"^zones/example\.zone:6: .*{why}") as info:
         load_zone_text(text, ORIGIN, path="zones/example.zone")
     assert info.value.line == 6
+
+
+def test_fast_path_checks_what_its_converters_can_get_wrong() -> None:
+    # A canonical line takes the fast path; ZONEMD scheme 0 converts but is not valid rdata.
+    line = "example.com.\t300\tIN\tZONEMD\t1 0 1 " + "00" * 48
+    with pytest.raises(ZoneFileError, match=r"^z:1: invalid ZONEMD rdata: scheme or hash algorithm 0"):
+        list(parse_zone_text(line, ORIGIN, path="z"))
 
 
 def test_fast_path_line_too_long_for_rdlength_fails() -> None:
