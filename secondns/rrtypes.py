@@ -227,7 +227,7 @@ def _skip_strings(rdata: bytes, pos: int, count: int) -> int:
 
 
 def _bitmap_ok(rdata: bytes, pos: int) -> bool:
-    """RFC 4034 4.1.2 type bitmap: windows in increasing order, each 1 to 32 octets, nothing cut."""
+    """RFC 4034 4.1.2 type bitmap: windows in increasing order, 1 to 32 octets, the last non-zero."""
     end = len(rdata)
     last = -1
     while pos < end:
@@ -236,6 +236,8 @@ def _bitmap_ok(rdata: bytes, pos: int) -> bool:
         window, length = rdata[pos], rdata[pos + 1]
         if window <= last or not 1 <= length <= 32 or pos + 2 + length > end:
             return False
+        if not rdata[pos + 1 + length]:
+            return False  # trailing zero octets must be omitted
         last = window
         pos += 2 + length
     return True
@@ -339,12 +341,40 @@ def _check_hinfo(rdata: bytes) -> str | None:
 
 def _check_ds(rdata: bytes) -> str | None:
     # RFC 4034 5.1; digest lengths of RFC 4034 5.1.4, RFC 4509 2.2, RFC 5933 2, RFC 6605 2,
-    # as BIND's fromwire checks them (CDS: RFC 7344 3.1)
+    # as BIND's fromwire checks them; digest type 0 is reserved (RFC 3658 2.4)
     if len(rdata) < 4:
         return f"rdata of {len(rdata)} octets is too short"
-    want = _DS_DIGEST_LEN.get(rdata[3])
-    if want is not None and len(rdata) != 4 + want:
-        return f"digest of {len(rdata) - 4} octets for digest type {rdata[3]}, {want} expected"
+    if not rdata[3]:
+        return "digest type 0 is reserved"
+    return _digest_length(rdata, 4, _DS_DIGEST_LEN, "digest type")
+
+
+def _check_cds(rdata: bytes) -> str | None:
+    # RFC 7344 3.1 as DS, except that digest type 0 is the one-octet delete record (RFC 8078 4)
+    if len(rdata) >= 4 and not rdata[3]:
+        return None if len(rdata) == 5 else "delete record (digest type 0) is not one octet of digest"
+    return _check_ds(rdata)
+
+
+def _digest_length(rdata: bytes, start: int, table: dict[int, int], what: str) -> str | None:
+    kind = rdata[start - 1]
+    want = table.get(kind)
+    if want is not None and len(rdata) != start + want:
+        return f"digest of {len(rdata) - start} octets for {what} {kind}, {want} expected"
+    return None
+
+
+def _check_sshfp(rdata: bytes) -> str | None:
+    # RFC 4255 3.1; SHA-1 fingerprints are 20 octets, SHA-256 32 (RFC 6594 3.2)
+    if len(rdata) < 2:
+        return f"rdata of {len(rdata)} octets is too short"
+    return _digest_length(rdata, 2, _SSHFP_LEN, "fingerprint type")
+
+
+def _check_wks(rdata: bytes) -> str | None:
+    # RFC 1035 3.4.2: address, protocol, a bitmap of at most 65536 ports
+    if not 5 <= len(rdata) <= 5 + 8192:
+        return f"rdata of {len(rdata)} octets, 5 to 8197 expected"
     return None
 
 
@@ -354,10 +384,9 @@ def _check_zonemd(rdata: bytes) -> str | None:
         return f"rdata of {len(rdata)} octets is too short"
     if not rdata[4] or not rdata[5]:
         return "scheme or hash algorithm 0, which is reserved (RFC 8976 5.2, 5.3)"
-    want = _ZONEMD_DIGEST_LEN.get(rdata[5])
-    if want is not None and len(rdata) != 6 + want:
-        return f"digest of {len(rdata) - 6} octets for hash algorithm {rdata[5]}, {want} expected"
-    return None
+    if len(rdata) < 18:
+        return f"digest of {len(rdata) - 6} octets, at least 12 expected (RFC 8976 2.2.4)"
+    return _digest_length(rdata, 6, _ZONEMD_DIGEST_LEN, "hash algorithm")
 
 
 def _check_caa(rdata: bytes) -> str | None:
@@ -446,10 +475,11 @@ def _exact_length(n: int) -> _Checker:
 
 _DS_DIGEST_LEN = {1: 20, 2: 32, 3: 32, 4: 48}
 _ZONEMD_DIGEST_LEN = {1: 48, 2: 64}
+_SSHFP_LEN = {1: 20, 2: 32}
 
 # Every type whose layout secondns knows; anything else is opaque (RFC 3597) and accepted.
-# The rules are BIND's fromwire checks or looser, never stricter, so a zone BIND takes
-# from a primary is a zone secondns takes too.
+# The rules are the structure BIND's fromwire checks, plus the few length and reserved-
+# value rules of the RFCs that dnspython (and so many clients) enforce on responses.
 RDATA_CHECKS: dict[int, _Checker] = {
     A: _exact_length(4), AAAA: _exact_length(16),
     NS: _check_name, MD: _check_name, MF: _check_name, CNAME: _check_name, MB: _check_name,
@@ -460,11 +490,10 @@ RDATA_CHECKS: dict[int, _Checker] = {
     SIG: _check_sig, RRSIG: _check_sig, NSEC: _check_nsec, NXT: _check_nxt,
     NSEC3: _check_nsec3, NSEC3PARAM: _check_nsec3param,
     TXT: _check_strings, SPF: _check_strings, HINFO: _check_hinfo,
-    WKS: _min_length(5),  # RFC 1035 3.4.2: address, protocol, bitmap
+    WKS: _check_wks,
     KEY: _min_length(4), DNSKEY: _min_length(4), CDNSKEY: _min_length(4),  # RFC 4034 2.1
-    DS: _check_ds, CDS: _check_ds, ZONEMD: _check_zonemd,
-    SSHFP: _min_length(2),  # RFC 4255 3.1
-    TLSA: _min_length(3),  # RFC 6698 2.1
+    DS: _check_ds, CDS: _check_cds, ZONEMD: _check_zonemd, SSHFP: _check_sshfp,
+    TLSA: _min_length(3),  # RFC 6698 2.1; BIND serves data of any length for any matching type
     CERT: _min_length(5),  # RFC 4398 2
     URI: _min_length(5),  # RFC 7553 4.5: the target is not empty
     CAA: _check_caa, SVCB: _check_svcb, HTTPS: _check_svcb,

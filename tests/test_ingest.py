@@ -8,8 +8,11 @@ since dnspython will not render such records; ``max-records`` is checked at its 
 from __future__ import annotations
 
 import struct
+import subprocess
+from pathlib import Path
 
 import pytest
+from peers import require_binary
 
 from secondns import names, rrtypes
 from secondns.errors import TransferError, ZoneError, ZoneFileError
@@ -72,7 +75,8 @@ VALID = [
     (rrtypes.NSEC3, b"\x01\x00\x00\x0a\x00\x01\xaa" + b"\x00\x01\x40"),
     (rrtypes.NSEC3PARAM, b"\x01\x00\x00\x0a\x02\xab\xcd"),
     (rrtypes.DS, b"\x00\x01\x08\x02" + bytes(32)),
-    (rrtypes.DS, b"\x00\x00\x00\x00\x00"),  # CDS-style delete: unknown digest type 0, any length
+    (rrtypes.CDS, b"\x00\x00\x00\x00\x00"),  # delete (RFC 8078 4)
+    (rrtypes.DS, b"\x00\x01\x08\x07\x01"),  # unknown digest type: any length
     (rrtypes.DNSKEY, b"\x01\x01\x03\x08"),
     (rrtypes.CAA, b"\x00\x05issueca.example"),
     (rrtypes.ZONEMD, b"\x00\x00\x00\x01\x01\x01" + bytes(48)),
@@ -107,6 +111,12 @@ INVALID = [
     (rrtypes.DNSKEY, b"\x01\x01\x03", "at least 4"),
     (rrtypes.CAA, b"\x00\x00value", "tag"),
     (rrtypes.ZONEMD, b"\x00\x00\x00\x01\x01\x01" + bytes(47), "47 octets"),
+    (rrtypes.ZONEMD, b"\x00\x00\x00\x01\x01\x07" + bytes(11), "at least 12"),
+    (rrtypes.DS, b"\x00\x01\x08\x00\x01", "digest type 0"),
+    (rrtypes.CDS, b"\x00\x00\x00\x00", "delete record"),
+    (rrtypes.SSHFP, b"\x01\x02" + bytes(20), "20 octets for fingerprint type 2"),
+    (rrtypes.WKS, bytes(4), "5 to 8197"),
+    (rrtypes.NSEC, n("next") + b"\x00\x02\x40\x00", "type bitmap"),
     (rrtypes.SVCB, b"\x00\x01" + n("svc") + b"\x00\x01\x00\x05h2", "past the rdata"),
     (65280, bytes(65536), "longer than 65535"),
     (rrtypes.OPT, b"", "meta type"),
@@ -252,6 +262,25 @@ def test_zone_file_with_an_invalid_record_fails_with_file_and_line(line: str, wh
     with pytest.raises(ZoneFileError, match=rf"^zones/example\.zone:6: .*{why}") as info:
         load_zone_text(text, ORIGIN, path="zones/example.zone")
     assert info.value.line == 6
+
+
+@pytest.mark.parametrize("line", ["mail MX \\# 3 000A05", "www CNAME \\# 0", "h A \\# 3 010203",
+                                  "s SRV \\# 7 00010002003501", "t TXT \\# 2 0561"])
+def test_bind_refuses_the_same_generic_records(tmp_path: Path, line: str) -> None:
+    """named-checkzone is the reference: what it refuses, the reader refuses too."""
+    path = tmp_path / "example.zone"
+    path.write_text(ZONE_HEAD + "ns1 A 192.0.2.1\n" + line + "\n")
+    proc = subprocess.run([require_binary("named-checkzone"), "example.com", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0, proc.stdout
+    with pytest.raises(ZoneFileError, match=rf"^{path}:6: invalid "):
+        load_zone_text(path.read_text(), ORIGIN, path=str(path))
+    # And both take the same line once its rdata is valid: the check is not a blanket refusal.
+    good = tmp_path / "good.zone"
+    good.write_text(ZONE_HEAD + "ns1 A 192.0.2.1\nmail MX \\# 7 000A 03 6e7331 00\n")
+    assert subprocess.run([require_binary("named-checkzone"), "example.com", str(good)],
+                          capture_output=True, timeout=60).returncode == 0
+    load_zone_text(good.read_text(), ORIGIN, path=str(good))
 
 
 def test_fast_path_checks_what_its_converters_can_get_wrong() -> None:
