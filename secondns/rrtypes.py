@@ -3,7 +3,8 @@
 Knowing where names sit lets the encoder compress them (only for the RFC 1035
 types, RFC 3597 4) and the transfer parser decompress them (RFC 1035 types
 and the ones RFC 3597 4 lists as SHOULD); every other type is opaque bytes,
-kept byte for byte.
+kept byte for byte.  The same knowledge lets ``check_rdata`` refuse, at
+ingest, rdata that the encoder and the answer code could not walk.
 """
 
 from __future__ import annotations
@@ -177,7 +178,8 @@ def is_class(text: str) -> bool:
 
 MAX_RDATA = 0xFFFF  # RFC 1035 3.2.1: RDLENGTH is 16 bits
 
-_Checker = Callable[[bytes], "str | None"]
+Checker = Callable[[bytes], "str | None"]
+"""Why the rdata is invalid for the type, or None."""
 
 
 def _name_end(rdata: bytes, pos: int) -> int:
@@ -461,13 +463,13 @@ def _svc_param(key: int, value: bytes) -> str | None:
     return None
 
 
-def _min_length(n: int) -> _Checker:
+def _min_length(n: int) -> Checker:
     def check(rdata: bytes) -> str | None:
         return None if len(rdata) >= n else f"rdata of {len(rdata)} octets, at least {n} expected"
     return check
 
 
-def _exact_length(n: int) -> _Checker:
+def _exact_length(n: int) -> Checker:
     def check(rdata: bytes) -> str | None:
         return None if len(rdata) == n else f"rdata of {len(rdata)} octets, {n} expected"
     return check
@@ -480,7 +482,7 @@ _SSHFP_LEN = {1: 20, 2: 32}
 # Every type whose layout secondns knows; anything else is opaque (RFC 3597) and accepted.
 # The rules are the structure BIND's fromwire checks, plus the few length and reserved-
 # value rules of the RFCs that dnspython (and so many clients) enforce on responses.
-RDATA_CHECKS: dict[int, _Checker] = {
+RDATA_CHECKS: dict[int, Checker] = {
     A: _exact_length(4), AAAA: _exact_length(16),
     NS: _check_name, MD: _check_name, MF: _check_name, CNAME: _check_name, MB: _check_name,
     MG: _check_name, MR: _check_name, PTR: _check_name, DNAME: _check_name,

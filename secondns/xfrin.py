@@ -47,7 +47,6 @@ from .zone import SOA, Zone, ZoneBuilder
 Record = tuple[bytes, int, int, int, bytes]
 # (qname, qtype, qclass)
 Question = tuple[bytes, int, int]
-Checker = Callable[[bytes], "str | None"]
 
 
 class RdataError(WireError):
@@ -339,8 +338,8 @@ def _read_name(data: bytes, pos: int, cache: dict[int, bytes]) -> tuple[bytes, i
     return name, pos
 
 
-def _read_records(data: bytes, pos: int, count: int, cache: dict[int, bytes],
-                  section: str, checks: dict[int, Checker] | None = None) -> tuple[list[Record], int]:
+def _read_records(data: bytes, pos: int, count: int, cache: dict[int, bytes], section: str,
+                  checks: dict[int, rrtypes.Checker] | None = None) -> tuple[list[Record], int]:
     """The hot loop: *count* records from *pos*.
 
     Kept flat for speed (an AXFR of a million records spends most of its
