@@ -48,6 +48,10 @@ Record = tuple[bytes, int, int, int, bytes]
 # (qname, qtype, qclass)
 Question = tuple[bytes, int, int]
 
+
+class RdataError(WireError):
+    """A record's rdata is not valid for its type (names the owner, the type and why)."""
+
 EDNS_PAYLOAD = 1232  # DNS flag day 2020 recommendation; avoids IP fragmentation
 OPTION_EXPIRE = 9  # RFC 7314 2
 
@@ -210,18 +214,22 @@ class Message:
         return bool(self.flags & FLAG_TC)
 
 
-def parse_message(data: bytes) -> Message:
+def parse_message(data: bytes, *, check_rdata: bool = False) -> Message:
     """Decode a whole message; any malformation raises WireError with the reason.
 
     Strict about structure (counts must match, no trailing octets, at most one
     question, one OPT owned by the root, TSIG only as the last record) because
-    a lenient parse of a transfer stream could silently store garbage.
+    a lenient parse of a transfer stream could silently store garbage.  With
+    *check_rdata* (transfers, whose records are stored and served) the rdata
+    of every record of a known type must also be valid for that type
+    (``rrtypes.check_rdata``); a record that is not raises RdataError.
     """
     end = len(data)
     if end < 12:
         raise WireError(f"message of {end} octets is shorter than the 12-octet header")
     msg_id, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data, 0)
     cache: dict[int, bytes] = {}
+    checks = rrtypes.RDATA_CHECKS if check_rdata else None
     pos = 12
     question: Question | None = None
     if qdcount > 1:
@@ -234,8 +242,8 @@ def parse_message(data: bytes) -> Message:
         qtype, qclass = _QTAIL.unpack_from(data, pos)
         pos += 4
         question = (qname, qtype, qclass)
-    answer, pos = _read_records(data, pos, ancount, cache, "answer")
-    authority, pos = _read_records(data, pos, nscount, cache, "authority")
+    answer, pos = _read_records(data, pos, ancount, cache, "answer", checks)
+    authority, pos = _read_records(data, pos, nscount, cache, "authority", checks)
     additional: list[Record] = []
     opt: Opt | None = None
     tsig: TsigRecord | None = None
@@ -330,13 +338,16 @@ def _read_name(data: bytes, pos: int, cache: dict[int, bytes]) -> tuple[bytes, i
     return name, pos
 
 
-def _read_records(data: bytes, pos: int, count: int, cache: dict[int, bytes],
-                  section: str) -> tuple[list[Record], int]:
+def _read_records(data: bytes, pos: int, count: int, cache: dict[int, bytes], section: str,
+                  checks: dict[int, rrtypes.Checker] | None = None) -> tuple[list[Record], int]:
     """The hot loop: *count* records from *pos*.
 
     Kept flat for speed (an AXFR of a million records spends most of its
     time here): the owner name is decoded inline, the common rdata layouts
-    are special-cased, and each record costs one tuple.
+    are special-cased, and each record costs one tuple.  With *checks*
+    (``rrtypes.RDATA_CHECKS``) every record whose layout is known is
+    validated as it is decoded; the name-only layouts need no second walk,
+    since decompressing the name already proved it well formed.
     """
     out: list[Record] = []
     append = out.append
@@ -385,8 +396,16 @@ def _read_records(data: bytes, pos: int, count: int, cache: dict[int, bytes],
         if rend > end:
             raise WireError(f"{section} record rdata runs past the end of the message")
         kind = kinds.get(rtype)
-        if kind is None or not rdlen:
+        if kind is None:
             rdata = data[pos:rend]
+            if checks is not None:
+                check = checks.get(rtype)
+                if check is not None and (why := check(rdata)) is not None:
+                    raise RdataError(_bad_record(owner, rtype, why))
+        elif checks is not None:
+            rdata = _checked_rdata(data, pos, rend, owner, rtype, kind, cache)
+        elif not rdlen:
+            rdata = b""
         elif kind == 1:  # a single name: NS, CNAME, PTR, ...
             rdata, p = _read_name(data, pos, cache)
             if p != rend:
@@ -401,6 +420,47 @@ def _read_records(data: bytes, pos: int, count: int, cache: dict[int, bytes],
         append((owner, rtype, rclass, ttl, rdata))
         pos = rend
     return out, pos
+
+
+def _checked_rdata(data: bytes, pos: int, rend: int, owner: bytes, rtype: int, kind: int,
+                   cache: dict[int, bytes]) -> bytes:
+    """Decompressed rdata of a type with names inside, valid for its type, or RdataError.
+
+    For the name-only layouts (kinds 1 and 2) decompressing already proves
+    the name well formed, so only its end is compared with the rdata's.
+    """
+    try:
+        if kind == 1:
+            if rend == pos:
+                raise RdataError("empty rdata, a domain name expected")
+            rdata, p = _read_name(data, pos, cache)
+            if p != rend:
+                raise RdataError(_tail_reason(p, rend))
+            return rdata
+        if kind == 2:
+            if rend - pos < 3:
+                raise RdataError(f"rdata of {rend - pos} octets holds no domain name")
+            name, p = _read_name(data, pos + 2, cache)
+            if p != rend:
+                raise RdataError(_tail_reason(p, rend))
+            return data[pos:pos + 2] + name
+        rdata = _decompress_rdata(data, pos, rend, rtype, cache)
+    except WireError as exc:
+        raise RdataError(_bad_record(owner, rtype, str(exc))) from None
+    why = rrtypes.check_rdata(rtype, rdata)
+    if why is not None:
+        raise RdataError(_bad_record(owner, rtype, why))
+    return rdata
+
+
+def _bad_record(owner: bytes, rtype: int, why: str) -> str:
+    return f"{to_text(owner)} {rrtypes.type_name(rtype)}: {why}"
+
+
+def _tail_reason(p: int, rend: int) -> str:
+    if p > rend:
+        return "domain name runs past the rdata"
+    return f"{rend - p} octets after the domain name"
 
 
 def _check_rdata_tail(data: bytes, rdata: bytes, p: int, rend: int, rtype: int) -> bytes:
@@ -567,7 +627,10 @@ class _InboundStream:
             raise TransferError("message received after the transfer completed")
         number = self.messages + 1
         try:
-            msg = parse_message(message)
+            msg = parse_message(message, check_rdata=True)
+        except RdataError as exc:
+            # Storing it would make every query that touches it fail to encode.
+            raise TransferError(f"invalid record in message {number}: {exc}") from exc
         except WireError as exc:
             raise TransferError(f"message {number} is malformed: {exc}") from exc
         if self.on_message is not None:
@@ -576,9 +639,14 @@ class _InboundStream:
         self.bytes += len(message)
         self._check(msg, number == 1)
         self.records += len(msg.answer)
-        if self.records > self.max_records:
+        # max-records bounds the zone as served: the closing SOA repeats the opening one
+        # (RFC 5936 2.2, RFC 1995 4) and is not a record of the zone, so a stream may
+        # carry one record more than the limit, and only if that one ends it.
+        if self.records > self.max_records + 1:
             raise TransferError(f"transfer exceeds the limit of {self.max_records} records")
         self.done = self._consume(msg.answer, number == 1)
+        if self.records > self.max_records and not self.done:
+            raise TransferError(f"transfer exceeds the limit of {self.max_records} records")
         return self.done
 
     def _check(self, msg: Message, first: bool) -> None:
@@ -611,7 +679,8 @@ class AxfrConsumer(_InboundStream):
 
     Records go straight into a ZoneBuilder as they arrive, so peak memory is
     the zone being built plus one message.  ``records`` counts every answer
-    record received, both SOAs included, and is what ``max_records`` limits.
+    record received, both SOAs included; ``max_records`` limits it less the
+    closing SOA, i.e. the records of the zone as it is served.
     """
 
     def __init__(self, origin: bytes, msg_id: int, *, max_records: int, qtype: int = rrtypes.AXFR,

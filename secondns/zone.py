@@ -29,6 +29,10 @@ from .errors import ZoneError
 from .names import is_subdomain, parent, to_text
 
 _REC_HDR = struct.Struct("!HIH")  # type, ttl, rdlength
+# Snapshot format of to_state.  2: written by code that validates rdata at ingest
+# (rrtypes.check_rdata); a version-1 snapshot may hold records that do not encode,
+# so it is refused and the text copy is parsed, and checked, instead.
+_STATE_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,13 +292,13 @@ class Zone:
                                              None if denial.params is None else
                                              (denial.params.algorithm, denial.params.iterations,
                                               denial.params.salt))
-        return (1, zone.origin, zone._names, zone.soa.ttl, zone.soa.rdata, zone.n_cuts, zone.n_dnames,
-                zone.record_count, zone._children, index, zone.sig_hours)
+        return (_STATE_VERSION, zone.origin, zone._names, zone.soa.ttl, zone.soa.rdata, zone.n_cuts,
+                zone.n_dnames, zone.record_count, zone._children, index, zone.sig_hours)
 
     @classmethod
     def from_state(cls, state: tuple[Any, ...]) -> Zone:
         """The inverse of ``to_state``; ZoneError when the state is not one we wrote."""
-        if not state or state[0] != 1 or len(state) != 11:
+        if not state or state[0] != _STATE_VERSION or len(state) != 11:
             raise ZoneError("unknown snapshot format")
         (_v, origin, names, soa_ttl, soa_rdata, n_cuts, n_dnames, count, children, index,
          sig_hours) = state

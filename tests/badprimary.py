@@ -43,7 +43,15 @@ AxfrScript = Literal[
     "stall",  # the first message, then silence on an open connection
     "oversize",  # a well-formed stream with ``oversize_records`` extra records
     "refused",  # AXFR answered REFUSED
+    "empty-mx",  # the second message also carries mail.<zone> MX with RDLENGTH 0
+    "bad-cname",  # the second message also carries alias.<zone> CNAME: a name, then garbage
 ]
+
+# Records dnspython will not render, appended raw (owner, type, rdata) to the second message.
+_RAW_RECORDS = {
+    "empty-mx": ("mail", dns.rdatatype.MX, b""),
+    "bad-cname": ("alias", dns.rdatatype.CNAME, b"\x03www\x00garbage\xff"),
+}
 
 _POLL = 0.1  # socket timeout: how quickly the threads notice stop()
 _STOP_TIMEOUT = 5.0
@@ -309,7 +317,22 @@ class BadPrimary:
             messages[1] = response.to_wire()
         elif script == "garbage":
             messages[1] = bytes(range(256)) * 2
+        elif script in _RAW_RECORDS:
+            label, rdtype, rdata = _RAW_RECORDS[script]
+            owner = dns.name.Name((label.encode(), *self.origin.labels)).to_wire()
+            assert owner is not None
+            second = dns.message.make_response(query)
+            second.use_edns(False)  # no additional section: the record goes at the end of the answer
+            second.answer = [soa, *body][RECORDS_PER_MESSAGE:2 * RECORDS_PER_MESSAGE]
+            messages[1] = _append_answer(second.to_wire(), owner, rdtype, rdata)
         return all(self._send(conn, wire) for wire in messages)
+
+
+def _append_answer(wire: bytes, owner: bytes, rdtype: int, rdata: bytes) -> bytes:
+    """*wire* with one more answer record, written by hand (a message with no authority/additional)."""
+    ancount = int.from_bytes(wire[6:8], "big") + 1
+    record = owner + rdtype.to_bytes(2, "big") + b"\x00\x01" + (300).to_bytes(4, "big")
+    return wire[:6] + ancount.to_bytes(2, "big") + wire[8:] + record + len(rdata).to_bytes(2, "big") + rdata
 
 
 __all__ = ["RECORDS_PER_MESSAGE", "AxfrScript", "BadPrimary", "bad_primary_zone"]

@@ -172,6 +172,38 @@ def test_refused_transfer_fails_and_keeps_the_old_zone(rig: Rig) -> None:
     assert_transfer_fails(rig, "refused", "primary answered REFUSED")
 
 
+def test_mx_with_no_rdata_fails_and_keeps_the_old_zone(rig: Rig) -> None:
+    """Stored, this record made every query touching mail.bad.test fail in the encoder."""
+    assert_transfer_fails(rig, "empty-mx", "invalid record in message 2: mail.bad.test. MX: "
+                          "rdata of 0 octets holds no domain name")
+    assert query(rig.sec.port, "mail.bad.test", "MX").rcode() == dns.rcode.NXDOMAIN
+
+
+def test_cname_with_garbage_rdata_fails_and_keeps_the_old_zone(rig: Rig) -> None:
+    assert_transfer_fails(rig, "bad-cname", "invalid record in message 2: alias.bad.test. CNAME: "
+                          "8 octets after the domain name")
+    assert query(rig.sec.port, "alias.bad.test", "A").rcode() == dns.rcode.NXDOMAIN
+
+
+def zone_records(primary: BadPrimary) -> int:
+    return sum(len(rdataset) for _name, rdataset in primary.zone().iterate_rdatasets())
+
+
+def test_zone_of_exactly_max_records_transfers(rig: Rig) -> None:
+    """max-records counts the zone as served: its closing SOA is not one more record."""
+    sec, primary = rig.sec, rig.primary
+    primary.oversize_records = MAX_RECORDS - zone_records(primary)
+    primary.axfr = "oversize"
+    primary.serial += 1
+    assert send_notify(sec.port, ZONE).rcode() == dns.rcode.NOERROR
+    sec.wait_serial(ZONE, primary.serial, timeout=WAIT)
+    rig.served_serial = primary.serial
+    assert query(sec.port, f"bulk{primary.oversize_records - 1}.{ZONE}", "A").answer
+    # One more record than the limit fails.
+    primary.oversize_records += 1
+    assert_transfer_fails(rig, "oversize", f"transfer exceeds the limit of {MAX_RECORDS} records")
+
+
 def test_good_stream_after_failures_is_served_and_saved(rig: Rig) -> None:
     """The control case: the same rig does accept a correct stream, so the failures above are real."""
     sec, primary = rig.sec, rig.primary
