@@ -33,8 +33,9 @@ def test_a_zone_whose_copy_cannot_load_does_not_stop_the_others(tmp_path: Path) 
     assert good is not None and good.serving
 
 
-def test_the_malformed_zone_really_reaches_the_nsec3param_check() -> None:
-    # Guards the test above: its zone file must parse, so the failure is the one under test.
+def test_the_malformed_zone_is_refused_by_the_reader_with_its_line() -> None:
+    # Guards the test above: since ingest checks rdata (issue 10), the short NSEC3PARAM is
+    # refused while the file is read, naming the line, rather than later in start_zone.
     from secondns.errors import ZoneError
     from secondns.names import from_text
     from secondns.zonefile import load_zone_text
@@ -43,6 +44,6 @@ def test_the_malformed_zone_really_reaches_the_nsec3param_check() -> None:
     try:
         load_zone_text(text, from_text("bad.example."))
     except ZoneError as exc:
-        assert "NSEC3PARAM" in str(exc) and "malformed" in str(exc)
+        assert "line 4" in str(exc) and "NSEC3PARAM" in str(exc), str(exc)
     else:
         raise AssertionError("the zone loaded")
