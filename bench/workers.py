@@ -1,0 +1,145 @@
+"""Worker benchmarks (issue 11): memory of N workers on a big zone, and IXFR hand-off latency.
+
+* ``pss``: a generated zone (default 1M records) served from disk by secondns with
+  ``workers: 2`` (and, for reference, ``workers: 1``) and by BIND 9 ``-n 2``.  For secondns the
+  figure is the PSS summed over the main process and its workers (``/proc/PID/smaps_rollup``):
+  the zone images the workers map are page cache shared by both, so PSS charges each worker
+  half; BIND is one process, its RSS is the comparison the issue asks for.
+* ``ixfr``: BIND primary, secondns ``workers: 2`` secondary (NOTIFY on), 100 one-record
+  changes.  For each, the time from the main process's swap (its "IXFR ... finished" log line)
+  to the last worker's "serial N applied" line: what every worker needs to serve the change.
+
+    python bench/workers.py pss --records 1000000
+    python bench/workers.py ixfr --changes 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+import genzone  # noqa: E402
+from peers import Bind, Secondns, ZoneSpec, free_port, soa_zone_text, wait_for, zone_status  # noqa: E402
+from serve_qps import tree_pss_kib  # noqa: E402
+
+ORIGIN = "bench.test."
+
+
+def _pss(pid: int) -> int:
+    text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    m = re.search(r"^Pss:\s+(\d+) kB", text, re.MULTILINE)
+    return int(m.group(1)) if m else 0
+
+
+def bench_pss(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    gen = genzone.generate(ORIGIN, args.records, 1)
+    zone_file = workdir / "big.zone"
+    zone_file.write_text(gen.text)
+    out: dict[str, Any] = {"records": gen.records}
+    for workers in (2, 1):
+        sec = Secondns(workdir / f"sec{workers}", zone_files={ORIGIN: zone_file}, http=True,
+                       server={"workers": workers}, startup_timeout=args.startup_timeout)
+        with sec:
+            time.sleep(3)  # post-load allocations, workers' first stats
+            pid = sec.pid
+            assert pid is not None
+            row = {"start_s": round(sec.ready_seconds, 2), "rss_main_mib": (sec.rss_kib() or 0) / 1024,
+                   "pss_total_mib": (tree_pss_kib(pid) or 0) / 1024}
+            children = [int(c) for t in Path(f"/proc/{pid}/task").glob("*")
+                        for c in (t / "children").read_text().split()]
+            row["pss_main_mib"] = _pss(pid) / 1024
+            row["pss_workers_mib"] = [round(_pss(c) / 1024, 1) for c in children]
+            out[f"secondns_workers_{workers}"] = row
+            print(f"secondns workers={workers}: {row}", file=sys.stderr)
+    bind = Bind(workdir / "bind", [ZoneSpec(ORIGIN, zone_file)], workers=2,
+                startup_timeout=args.startup_timeout)
+    with bind:
+        time.sleep(3)
+        out["bind_n2_rss_mib"] = (bind.rss_kib() or 0) / 1024
+    print(f"bind -n 2 RSS: {out['bind_n2_rss_mib']:.1f} MiB", file=sys.stderr)
+    ratio = out["secondns_workers_2"]["pss_total_mib"] / out["bind_n2_rss_mib"]
+    out["ratio_pss_workers2_to_bind_rss"] = round(ratio, 3)
+    return out
+
+
+_TS = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
+
+
+def _when(line: str) -> float | None:
+    m = _TS.match(line)
+    if m is None:
+        return None
+    return datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+def bench_ixfr(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    port = free_port()
+    hosts = "".join(f"h{i} IN A 192.0.2.{i % 250 + 1}\n" for i in range(args.hosts))
+    spec = ZoneSpec(ORIGIN, soa_zone_text(ORIGIN, 1, records=hosts),
+                    options=["ixfr-from-differences yes;", "notify-delay 0;"], notify=[port])
+    bind = Bind(workdir / "primary", [spec])
+    sec = Secondns(workdir / "sec", {ORIGIN: {"primaries": [f"127.0.0.1:{bind.port}"]}}, port=port,
+                   server={"workers": 2, "log-level": "debug"}, ready_zones=[ORIGIN])
+    with bind, sec:
+        wait_for("first transfer", lambda: zone_status(sec, ORIGIN)["serial"] == 1, 60)
+        for serial in range(2, args.changes + 2):
+            changed = hosts + f"change IN TXT \"{serial}\"\n"
+            bind.write_zone(ORIGIN, soa_zone_text(ORIGIN, serial, records=changed))
+            bind.reload(ORIGIN)
+            wait_for(f"serial {serial}", lambda s=serial: zone_status(sec, ORIGIN)["serial"] == s, 30)
+        time.sleep(1.5)
+        log = (sec.workdir / sec.log_name).read_text().splitlines()
+    swapped: dict[int, float] = {}
+    applied: dict[int, list[float]] = {}
+    for line in log:
+        m = re.search(r"IXFR from \S+ finished: serial (\d+)", line)
+        when = _when(line)
+        if m and when is not None:
+            swapped[int(m.group(1))] = when
+        m = re.search(r"secondns.handoff: zone \S+ serial (\d+) applied", line)
+        if m and when is not None:
+            applied.setdefault(int(m.group(1)), []).append(when)
+    lat = [max(applied[s]) - swapped[s] for s in swapped if len(applied.get(s, [])) == 2]
+    missing = [s for s in swapped if len(applied.get(s, [])) != 2]
+    out = {"ixfrs": len(swapped), "measured": len(lat), "missing": missing[:10],
+           "median_ms": round(statistics.median(lat) * 1000, 1) if lat else None,
+           "max_ms": round(max(lat) * 1000, 1) if lat else None}
+    print(f"IXFR hand-off to both workers: {out}", file=sys.stderr)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["pss", "ixfr"])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--changes", type=int, default=100)
+    parser.add_argument("--hosts", type=int, default=1000, help="records of the IXFR zone")
+    parser.add_argument("--startup-timeout", type=float, default=600.0)
+    parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
+        workdir = args.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        result = bench_pss(args, workdir) if args.what == "pss" else bench_ixfr(args, workdir)
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
