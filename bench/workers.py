@@ -32,7 +32,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 import genzone  # noqa: E402
 from peers import Bind, Secondns, ZoneSpec, free_port, soa_zone_text, wait_for, zone_status  # noqa: E402
-from serve_qps import tree_pss_kib  # noqa: E402
+from serve_qps import run_dnsperf, tree_pss_kib  # noqa: E402
 
 ORIGIN = "bench.test."
 
@@ -47,12 +47,20 @@ def bench_pss(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     gen = genzone.generate(ORIGIN, args.records, 1)
     zone_file = workdir / "big.zone"
     zone_file.write_text(gen.text)
+    queries = workdir / "queries.txt"
+    queries.write_text("\n".join(genzone.queries(gen, ORIGIN, 200_000, 1)) + "\n")
+    # Memory is read after serving: a mapped page counts once a process has touched it.
+    perf = argparse.Namespace(seconds=args.serve_seconds, clients=4, threads=1, outstanding=100,
+                              qps_limit=0, client_cpu=None)
     out: dict[str, Any] = {"records": gen.records}
     for workers in (2, 1):
         sec = Secondns(workdir / f"sec{workers}", zone_files={ORIGIN: zone_file}, http=True,
                        server={"workers": workers}, startup_timeout=args.startup_timeout)
         with sec:
-            time.sleep(3)  # post-load allocations, workers' first stats
+            time.sleep(2)
+            out[f"secondns_workers_{workers}_pss_before_queries_mib"] = (tree_pss_kib(sec.pid) or 0) / 1024
+            run_dnsperf(sec.port, queries, perf)
+            time.sleep(2)
             pid = sec.pid
             assert pid is not None
             row = {"start_s": round(sec.ready_seconds, 2), "rss_main_mib": (sec.rss_kib() or 0) / 1024,
@@ -66,7 +74,8 @@ def bench_pss(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     bind = Bind(workdir / "bind", [ZoneSpec(ORIGIN, zone_file)], workers=2,
                 startup_timeout=args.startup_timeout)
     with bind:
-        time.sleep(3)
+        run_dnsperf(bind.port, queries, perf)
+        time.sleep(2)
         out["bind_n2_rss_mib"] = (bind.rss_kib() or 0) / 1024
     print(f"bind -n 2 RSS: {out['bind_n2_rss_mib']:.1f} MiB", file=sys.stderr)
     ratio = out["secondns_workers_2"]["pss_total_mib"] / out["bind_n2_rss_mib"]
@@ -126,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("what", choices=["pss", "ixfr"])
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--changes", type=int, default=100)
+    parser.add_argument("--serve-seconds", type=int, default=10, help="dnsperf before reading memory")
     parser.add_argument("--hosts", type=int, default=1000, help="records of the IXFR zone")
     parser.add_argument("--startup-timeout", type=float, default=600.0)
     parser.add_argument("--workdir", type=Path)

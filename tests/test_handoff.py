@@ -154,6 +154,20 @@ def test_deltas_expiry_and_removal_reach_the_worker(tmp_path: Path) -> None:
     assert responder.respond(soa_q, UDP, ("127.0.0.1", 1))[3] & 0xF == 5  # type: ignore[index]
 
 
+def test_the_main_process_applies_ixfr_and_folds_on_a_mapped_zone(tmp_path: Path) -> None:
+    zone = alltypes()
+    path = tmp_path / "main.img"
+    write_image(path, zone)
+    mapped = open_image(path, like=zone)
+    assert mapped.base_size == zone.base_size
+    on_dict, _ = _ixfr(zone, zone.serial + 1, [(f"x.y.{ORIGIN}", "TXT", b"\x02hi")], [])
+    on_map, _ = _ixfr(mapped, zone.serial + 1, [(f"x.y.{ORIGIN}", "TXT", b"\x02hi")], [])
+    same_answers(responder_for(on_dict), responder_for(on_map), on_dict)
+    assert dict(on_map.folded()._items()) == dict(on_dict.folded()._items())
+    state = mapped.to_state()  # the binary snapshot on disk: plain dicts, marshal-able
+    assert Zone.from_state(marshal.loads(marshal.dumps(state))).get(zone.origin) == zone.get(zone.origin)
+
+
 def test_channel_frames_survive_any_split() -> None:
     messages = [("add", b"\x03com\x00"), ("delta", b"x", 1, {b"a": encode_record(1, 5, b"1234"), b"b": None}),
                 ("sync",)]

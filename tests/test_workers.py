@@ -173,8 +173,17 @@ def test_a_zone_without_a_version_is_servfail_in_every_worker(
 def test_workers_exit_with_the_main_process(secondns_factory: Callable[..., Secondns]) -> None:
     sec = secondns_factory(zone_files={ZONE: soa_zone_text(ZONE, 1)}, server=WORKERS)
     pids = [int(p) for p in per_worker(sec, "secondns_worker_pid").values()]
-    assert sec.proc is not None
-    sec.proc.send_signal(signal.SIGKILL)  # no shutdown code runs: the closed channel is the signal
-    sec.proc.wait(10)
+    sec.kill9()  # no shutdown code runs: the closed channel is what tells the workers
 
     wait_for("the workers to exit", lambda: not any(alive(pid) for pid in pids))
+
+
+def test_sigterm_stops_every_worker_and_a_restart_serves_again(
+        secondns_factory: Callable[..., Secondns]) -> None:
+    sec = secondns_factory(zone_files={ZONE: soa_zone_text(ZONE, 9)}, server=WORKERS)
+    pids = [int(p) for p in per_worker(sec, "secondns_worker_pid").values()]
+    assert sec.stop() == 0
+    wait_for("the workers to exit", lambda: not any(alive(pid) for pid in pids))
+    assert "Traceback" not in sec.log_text()
+    sec.start()  # the same port: nothing of the old processes holds it
+    served_everywhere(sec, lambda: soa_serial(sec.port, ZONE) == 9)

@@ -28,6 +28,7 @@ from typing import Any
 
 from twisted.internet import defer, threads
 
+from ..errors import ZoneError
 from ..names import to_text
 from ..registry import Registry, ZoneEntry
 from ..storage import zone_path
@@ -102,9 +103,11 @@ class Publisher:
         self._gen = 0
         self.images_written = 0
         self.last_image_seconds = 0.0
+        self._registry: Registry | None = None
 
     def start(self, registry: Registry) -> None:
         """Announce every zone the registry holds (called once privileges are dropped)."""
+        self._registry = registry
         self.directory.mkdir(mode=0o700, exist_ok=True)
         for stale in self.directory.glob("*.img"):
             stale.unlink(missing_ok=True)
@@ -174,6 +177,7 @@ class Publisher:
                 message = ("full", origin, str(path), gen)
                 state.full, state.version, state.gen = message, zone, gen
                 self._broadcast(message)
+                self._map_in_main(origin, zone, path, gen, state)
             return d.addCallback(announce)
         self._enqueue(origin, run)
 
@@ -189,6 +193,26 @@ class Publisher:
             state.version = zone
             self._broadcast(message)
         self._enqueue(origin, run)
+
+    def _map_in_main(self, origin: bytes, zone: Zone, path: Path, gen: int, state: _ZoneState) -> None:
+        """Serve the main process's own copy from the image too, freeing its dict form.
+
+        The same version with the same answers, so the registry entry is replaced in place
+        without telling listeners.  Only when nothing newer came in meanwhile: a version
+        derived from the dict form keeps it until its next fold.
+        """
+        entry = self._registry.get(origin) if self._registry is not None else None
+        if entry is None or entry.snapshot is not zone or zone.delta_size \
+                or self._base.get(origin, (None, 0))[1] != gen:
+            return
+        try:
+            mapped = open_image(path, like=zone)
+        except (OSError, ValueError, ZoneError) as exc:
+            log.warning("zone %s: main process keeps its own copy: %s", to_text(origin), exc)
+            return
+        entry.snapshot = mapped
+        state.version = mapped
+        self._base[origin] = (mapped._names, gen)
 
     # -- ordering
 
@@ -273,7 +297,7 @@ class WorkerZones:
         elif kind == "full":
             try:
                 zone = open_image(Path(message[2]))
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, ZoneError) as exc:
                 log.error("zone %s: image %s not served: %s", to_text(origin), message[2], exc)
                 return
             self._bases[origin] = (message[3], zone)

@@ -11,7 +11,8 @@ Layout (little endian)::
     magic "SNSIMG01" | u64 slots | u64 table offset | u64 extras offset | u64 extras length
     table: slots x u64 record offsets (0: empty slot), open addressing on crc32(name)
     records: u32 blob length | u8 name length | name | blob
-    extras: marshal of (origin, SOA ttl, SOA rdata, cuts, dnames, record count, denial index)
+    extras: marshal of (origin, SOA ttl, SOA rdata, cuts, dnames, record count, denial index,
+            number of names)
 
 The name hash is zlib.crc32, not ``hash()``: it must be the same in every process
 (``hash`` of bytes is salted per process).  Slots are at least twice the names, so a lookup
@@ -96,7 +97,7 @@ def write_image(path: Path, zone: Zone) -> int:
                 size = 0
         f.write(b"".join(chunk))
         extras = marshal.dumps((zone.origin, zone.soa.ttl, zone.soa.rdata, zone.n_cuts, zone.n_dnames,
-                                zone.record_count, denial_state(zone)))
+                                zone.record_count, denial_state(zone), zone.base_size))
         f.write(extras)
         f.seek(0)
         f.write(_HEADER.pack(MAGIC, slots, table_off, offset, len(extras)))
@@ -108,7 +109,7 @@ def write_image(path: Path, zone: Zone) -> int:
 class ImageMap:
     """The node-blob mapping of ``Zone`` (``get`` and iteration) over a mapped image."""
 
-    __slots__ = ("_mask", "_mm", "_table", "extras")
+    __slots__ = ("_len", "_mask", "_mm", "_table", "extras")
 
     def __init__(self, path: Path) -> None:
         with open(path, "rb") as f:
@@ -122,6 +123,7 @@ class ImageMap:
         self._mask = slots - 1
         self._table = memoryview(mm)[table_off:table_off + 8 * slots].cast("Q")
         self.extras: tuple[Any, ...] = marshal.loads(mm[extras_off:extras_off + extras_len])
+        self._len: int = self.extras[-1] if len(self.extras) == 8 else 0
 
     def get(self, name: bytes, default: bytes | None = None) -> bytes | None:
         """The blob of *name*, read from the mapping (one small copy)."""
@@ -143,6 +145,16 @@ class ImageMap:
     def __contains__(self, name: bytes) -> bool:
         return self.get(name) is not None
 
+    def __getitem__(self, name: bytes) -> bytes:
+        blob = self.get(name)
+        if blob is None:
+            raise KeyError(name)
+        return blob
+
+    def keys(self) -> Iterator[bytes]:
+        """Every name (``dict(image)`` uses this with ``__getitem__``: a fold copies the image)."""
+        return (name for name, _blob in self.items())
+
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         """Every (name, blob), in table order."""
         mm = self._mm
@@ -153,17 +165,27 @@ class ImageMap:
                 yield mm[start:start + nlen], mm[start + nlen:start + nlen + blen]
 
     def __len__(self) -> int:
-        return sum(1 for off in self._table if off)
+        return self._len
 
 
-def open_image(path: Path) -> Zone:
-    """The zone version stored at *path*; ZoneError when it is not an image."""
+def open_image(path: Path, like: Zone | None = None) -> Zone:
+    """The zone version stored at *path*; ZoneError when it is not an image.
+
+    With *like* (the version the image was written from, in the main process) the result
+    takes that version's child counts, denial index and signature buckets instead of
+    rebuilding them: the main process then holds the zone as the workers do, mapped, and
+    its own dict copy can be freed.
+    """
     names = ImageMap(path)
     try:
-        origin, soa_ttl, soa_rdata, n_cuts, n_dnames, count, denial = names.extras
+        origin, soa_ttl, soa_rdata, n_cuts, n_dnames, count, denial, _n = names.extras
     except ValueError:
         raise ZoneError(f"{path}: bad image extras")
-    # Zone only calls get/items on its base mapping: the image stands in for the dict.
+    # Zone only calls get/items/keys/len on its base mapping: the image stands in for the dict.
     base = cast(dict[bytes, bytes], names)
+    if like is not None:
+        zone = Zone(origin, base, like.soa, n_cuts, n_dnames, count, like._children, denial=like.denial)
+        zone.sig_hours = like.sig_hours
+        return zone
     return Zone(origin, base, SOA.from_rdata(soa_ttl, soa_rdata), n_cuts, n_dnames, count, {},
                 denial=denial_from_state(denial))
