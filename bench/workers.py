@@ -11,6 +11,12 @@
 
     python bench/workers.py pss --records 1000000
     python bench/workers.py ixfr --changes 100
+    python bench/workers.py axfr-load --records 1000000 --workers 2
+
+* ``axfr-load``: secondns (``--workers``) follows a BIND primary serving a big zone; dnsperf
+  offers a fixed rate (``--qps``, default 10k) of queries for that zone, first idle, then while
+  a full AXFR of it (``secondns retransfer``) runs: lost queries and latency percentiles of
+  each phase (dnsperf ``-v`` reports every query's latency).
 """
 
 from __future__ import annotations
@@ -129,10 +135,86 @@ def bench_ixfr(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     return out
 
 
+def _dnsperf_latencies(port: int, queries: Path, seconds: float, qps: int) -> tuple[list[float], int]:
+    """Per-query latencies (s) and the number lost, from dnsperf -v."""
+    import subprocess
+
+    cmd = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries), "-l", str(seconds),
+           "-Q", str(qps), "-c", "4", "-q", "500", "-t", "2", "-v"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False).stdout
+    lat: list[float] = []
+    lost = 0
+    for line in out.splitlines():
+        if not line.startswith("> "):
+            continue
+        parts = line.split()
+        if parts[1] == "T":
+            lost += 1
+        else:
+            try:
+                lat.append(float(parts[-1]))
+            except ValueError:
+                pass
+    return lat, lost
+
+
+def _summary(lat: list[float], lost: int) -> dict[str, Any]:
+    lat = sorted(lat)
+    if not lat:
+        return {"answered": 0, "lost": lost}
+    return {"answered": len(lat), "lost": lost, "p50_ms": round(lat[len(lat) // 2] * 1000, 3),
+            "p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 3), "max_ms": round(lat[-1] * 1000, 3)}
+
+
+def bench_axfr_load(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    import threading
+    import urllib.request
+
+    gen = genzone.generate(ORIGIN, args.records, 1)
+    zone_file = workdir / "big.zone"
+    zone_file.write_text(gen.text)
+    queries = workdir / "queries.txt"
+    queries.write_text("\n".join(genzone.queries(gen, ORIGIN, 100_000, 1)) + "\n")
+    bind = Bind(workdir / "primary", [ZoneSpec(ORIGIN, zone_file)], startup_timeout=args.startup_timeout)
+    sec = Secondns(workdir / "sec", {ORIGIN: {"primaries": [f"127.0.0.1:{bind.port}"]}},
+                   server={"workers": args.workers}, ready_zones=[],
+                   startup_timeout=args.startup_timeout)
+    out: dict[str, Any] = {"records": gen.records, "workers": args.workers, "qps": args.qps}
+    with bind, sec:
+        wait_for("first transfer", lambda: zone_status(sec, ORIGIN)["serial"] is not None, 600)
+        time.sleep(5)  # the copy on disk and (workers) the image are written
+        # One unmeasured pass first: every answer is cached afterwards (the AXFR phase below
+        # is as warm: the old version keeps serving, with its cache, until the swap).
+        _dnsperf_latencies(sec.port, queries, 100_000 // args.qps + 2, args.qps)
+        out["idle"] = _summary(*_dnsperf_latencies(sec.port, queries, 10, args.qps))
+        before = zone_status(sec, ORIGIN)["last_transfer"]["started"]
+        result: dict[str, Any] = {}
+
+        def load() -> None:
+            result["lat"] = _dnsperf_latencies(sec.port, queries, args.load_seconds, args.qps)
+        t = threading.Thread(target=load)
+        t.start()
+        time.sleep(1)
+        req = urllib.request.Request(sec.http_url(f"/control/retransfer/{ORIGIN}"), method="POST", data=b"")
+        urllib.request.urlopen(req, timeout=10).read()
+        started = time.monotonic()
+        wait_for("the AXFR", lambda: zone_status(sec, ORIGIN)["last_transfer"]["started"] != before, 600)
+        out["axfr_seconds"] = round(time.monotonic() - started, 1)
+        t.join()
+        out["during_axfr"] = _summary(*result["lat"])
+        if out["axfr_seconds"] + 1 > args.load_seconds:
+            out["warning"] = "the AXFR outlasted the load run: raise --load-seconds"
+    print(json.dumps(out), file=sys.stderr)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["pss", "ixfr"])
+    parser.add_argument("what", choices=["pss", "ixfr", "axfr-load"])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--qps", type=int, default=10_000)
+    parser.add_argument("--load-seconds", type=int, default=60)
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--changes", type=int, default=100)
     parser.add_argument("--serve-seconds", type=int, default=10, help="dnsperf before reading memory")
@@ -144,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        result = bench_pss(args, workdir) if args.what == "pss" else bench_ixfr(args, workdir)
+        bench = {"pss": bench_pss, "ixfr": bench_ixfr, "axfr-load": bench_axfr_load}[args.what]
+        result = bench(args, workdir)
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -20,7 +20,7 @@ import dns.rcode
 import dns.rdatatype
 import peers
 import pytest
-from peers import Bind, Secondns, ZoneSpec, query, soa_serial, soa_zone_text, zone_status
+from peers import Bind, Secondns, TsigKey, ZoneSpec, query, soa_serial, soa_zone_text, zone_status
 from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.integration
@@ -187,3 +187,32 @@ def test_sigterm_stops_every_worker_and_a_restart_serves_again(
     assert "Traceback" not in sec.log_text()
     sec.start()  # the same port: nothing of the old processes holds it
     served_everywhere(sec, lambda: soa_serial(sec.port, ZONE) == 9)
+
+
+def test_signed_queries_are_answered_by_every_worker_with_keys_from_reload(
+        secondns_factory: Callable[..., Secondns]) -> None:
+    first, second = TsigKey.generate("first.key."), TsigKey.generate("second.key.")
+
+    def keys(*ks: TsigKey) -> dict[str, Any]:
+        return {k.name: {"algorithm": k.algorithm, "secret": k.secret} for k in ks}
+
+    sec = secondns_factory(zone_files={ZONE: soa_zone_text(ZONE, 4)}, server=WORKERS, start=False)
+    sec.config["keys"] = keys(first)
+    sec.start()
+
+    def signed_ok(key: TsigKey) -> bool:
+        reply = query(sec.port, ZONE, "SOA", key=key)  # dnspython verifies the signed reply
+        return reply.had_tsig and reply.rcode() == dns.rcode.NOERROR and len(reply.answer) == 1
+
+    def refused(key: TsigKey) -> bool:
+        try:
+            return query(sec.port, ZONE, "SOA", key=key).rcode() == dns.rcode.NOTAUTH
+        except dns.exception.DNSException:  # dnspython raises on a BADKEY reply (RFC 8945 5.2.1)
+            return True
+
+    served_everywhere(sec, lambda: signed_ok(first))
+    served_everywhere(sec, lambda: refused(second))
+    sec.config["keys"] = keys(first, second)
+    sec.reload()
+    wait_for("the reloaded key", lambda: not refused(second))
+    served_everywhere(sec, lambda: signed_ok(second) and signed_ok(first))

@@ -324,10 +324,6 @@ class WorkerPool:
     def collector(self) -> Collector:
         return _WorkerCollector(self)
 
-    def status(self) -> list[dict[str, Any]]:
-        return [{"worker": s.index, "pid": s.pid, "up": s.ready, "restarts": s.restarts,
-                 "queries": s.queries} for s in self.slots]
-
 
 class _WorkerCollector(Collector):
     """``secondns_worker_*``: one series per slot (bounded by ``server.workers``)."""
