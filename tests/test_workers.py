@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 import urllib.request
 from collections.abc import Callable
@@ -22,6 +23,7 @@ import peers
 import pytest
 from peers import Bind, Secondns, TsigKey, ZoneSpec, query, soa_serial, soa_zone_text, zone_status
 from prometheus_client.parser import text_string_to_metric_families
+from test_ops import notifications, notify_socket  # noqa: F401  (notify_socket is a fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -216,3 +218,13 @@ def test_signed_queries_are_answered_by_every_worker_with_keys_from_reload(
     sec.reload()
     wait_for("the reloaded key", lambda: not refused(second))
     served_everywhere(sec, lambda: signed_ok(second) and signed_ok(first))
+
+
+def test_ready_is_notified_once_every_worker_serves(notify_socket: socket.socket,  # noqa: F811
+                                                    secondns_factory: Callable[..., Secondns]) -> None:
+    sec = secondns_factory(zone_files={ZONE: soa_zone_text(ZONE, 2)}, server=WORKERS)
+    received = notifications(notify_socket, lambda r: any("READY=1" in m for m in r))
+    # At READY both slots have reported ready (zones replayed, sockets adopted).
+    assert per_worker(sec, "secondns_worker_up") == {"0": 1.0, "1": 1.0}
+    ready = next(m for m in received if "READY=1" in m)
+    assert "STATUS=serving 1 zones with 2 workers" in ready.splitlines()
