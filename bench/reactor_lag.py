@@ -73,7 +73,15 @@ def main(argv: list[str] | None = None) -> int:
                     reactor.stop()
 
             probe = task.LoopingCall(tick)
-            reactor.callWhenRunning(app.start)
+
+            def boot() -> None:
+                import gc
+
+                app.start()
+                gc.collect()  # as `secondns serve` does after start (cli._cmd_serve)
+                gc.freeze()
+                gc.set_threshold(50_000, 20, 100)
+            reactor.callWhenRunning(boot)
             reactor.callWhenRunning(probe.start, TICK)
             reactor.run()
     worst = sorted(lags, key=lambda x: -x[1])[:10]

@@ -135,6 +135,21 @@ def bench_ixfr(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     return out
 
 
+def _cpu_seconds(pid: int | None) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, in clock ticks (USER_HZ)
+
+
+def _wait_quiet(pid: int | None, limit: float = 300) -> None:
+    """Until the main process uses under 5% of a core over a second (its writes are done)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        before = _cpu_seconds(pid)
+        time.sleep(1)
+        if _cpu_seconds(pid) - before < 0.05:
+            return
+
+
 def _dnsperf_latencies(port: int, queries: Path, seconds: float, qps: int) -> tuple[list[float], int]:
     """Per-query latencies (s) and the number lost, from dnsperf -v."""
     import subprocess
@@ -182,7 +197,7 @@ def bench_axfr_load(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"records": gen.records, "workers": args.workers, "qps": args.qps}
     with bind, sec:
         wait_for("first transfer", lambda: zone_status(sec, ORIGIN)["serial"] is not None, 600)
-        time.sleep(5)  # the copy on disk and (workers) the image are written
+        _wait_quiet(sec.pid)  # the copy on disk, the snapshot and (workers) the image written
         # Unmeasured passes first, until every answer is cached (the AXFR phase below is as
         # warm: the old version keeps serving, with its cache, until the swap).  Each worker
         # has its own cache and sees each question only on the sockets hashed to it, so it
