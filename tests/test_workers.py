@@ -94,6 +94,7 @@ def test_two_workers_answer_on_one_address(secondns_factory: Callable[..., Secon
     wait_for("the summed counters", lambda: metric(sec, "secondns_queries_total") >= total)
     assert sum(counts.values()) <= metric(sec, "secondns_queries_total")
     assert metric(sec, "secondns_worker_up") == 2
+    assert metric(sec, "secondns_zone_images_written_total") == 1
     assert metric(sec, "secondns_responses_total", rcode="NOERROR") >= FRESH_QUERIES + 1
 
 

@@ -24,7 +24,7 @@ from twisted.internet import protocol, task
 from .. import tsig
 from ..config import TsigKey
 from ..registry import Registry
-from ..responder import TCP, UDP, Responder, ServeSettings
+from ..responder import Responder, ServeSettings
 from ..server import TCPFactory, TCPServer, UDPServer
 from ..stats import ServingStats
 from .channel import Decoder, encode
@@ -232,5 +232,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-_ = (UDP, TCP)

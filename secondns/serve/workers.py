@@ -347,3 +347,9 @@ class _WorkerCollector(Collector):
             restarts.add_metric(label, slot.restarts)
             queries.add_metric(label, slot.queries)
         yield from (up, pid, restarts, queries)
+        publisher = self.pool.publisher
+        yield CounterMetricFamily("secondns_zone_images_written", "Zone images written for the workers.",
+                                  value=publisher.images_written)
+        yield GaugeMetricFamily("secondns_zone_image_write_seconds",
+                                "Time the last zone image took to write (in a thread).",
+                                value=publisher.last_image_seconds)
