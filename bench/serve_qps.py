@@ -10,6 +10,11 @@ time (process start to the first SOA answer, i.e. zone load) and RSS after loadi
     python bench/serve_qps.py                     # secondns vs BIND, 10 s each
     python bench/serve_qps.py --only bind         # just BIND (e.g. to check the machine)
     python bench/serve_qps.py --peers nsd,knot --json out.json
+    python bench/serve_qps.py --workers 2 --server-cpu '' --client-cpu ''   # 2 workers vs named -n 2
+
+``--workers N`` runs secondns with ``server.workers: N`` and BIND with ``-n N``; the memory
+column is then the PSS summed over the server's processes (``tree_pss_kib``), which counts
+pages the workers share (the mapped zone images) once, not once per process.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ class Result:
     completed: int | None = None
     avg_latency_ms: float | None = None
     rss_kib: int | None = None
+    pss_kib: int | None = None  # summed over the server process and its children
     start_s: float | None = None
     rcodes: dict[str, float] = field(default_factory=dict)
     scrapes: int | None = None  # /metrics GETs served during the run (--scrape)
@@ -111,19 +117,52 @@ def run_dnsperf(port: int, queries: Path, args: argparse.Namespace) -> str:
     return out.stdout + out.stderr
 
 
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def tree_pss_kib(pid: int | None) -> int | None:
+    """PSS (smaps_rollup) of *pid* and all its descendants: shared pages counted once in total."""
+    if pid is None:
+        return None
+    total = 0
+    todo = [pid]
+    seen: set[int] = set()
+    while todo and len(seen) < 1000:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            text = Path(f"/proc/{p}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        m = re.search(r"^Pss:\s+(\d+) kB", text, re.MULTILINE)
+        total += int(m.group(1)) if m else 0
+        todo += _children(p)
+    return total
+
+
 def make_server(name: str, workdir: Path, origin: str, zone_file: Path, args: argparse.Namespace) -> Peer:
     """A server of kind ``name`` serving ``zone_file``, one core, one worker, not yet started."""
     common: dict[str, Any] = {"cpus": args.server_cpu, "startup_timeout": args.startup_timeout}
     zones = [ZoneSpec(origin, zone_file)]
     if name == "bind":
-        return Bind(workdir, zones, workers=1, **common)
+        return Bind(workdir, zones, workers=args.workers, **common)
     if name == "knot":
         return Knot(workdir, zones, workers=1, **common)
     if name == "nsd":
         return Nsd(workdir, zones, workers=1, **common)
     if name == "secondns":
         # The HTTP listener is on, as in a real deployment (and for --scrape).
-        return Secondns(workdir, zone_files={origin: zone_file}, http=True, **common)
+        return Secondns(workdir, zone_files={origin: zone_file}, http=True,
+                        server={"workers": args.workers}, **common)
     raise ValueError(f"unknown server {name!r}; choose from {', '.join(SERVERS)}")
 
 
@@ -138,6 +177,10 @@ def bench_one(
             result.start_s = round(server.ready_seconds, 3)
             time.sleep(0.5)  # let post-load allocations settle before reading RSS
             result.rss_kib = server.rss_kib()
+            if name == "secondns" and args.workers > 1:
+                # READY (first answer) comes once every worker serves; their stats settle after.
+                time.sleep(1.0)
+            result.pss_kib = tree_pss_kib(server.pid)
             if args.warmup:
                 warm = argparse.Namespace(**{**vars(args), "seconds": args.warmup})
                 run_dnsperf(server.port, queries, warm)
@@ -206,7 +249,8 @@ def flag_rcode_mismatch(results: list[Result]) -> None:
 
 
 def table(results: list[Result]) -> str:
-    head = f"{'server':<10} {'QPS':>10} {'lost %':>7} {'lat ms':>7} {'start s':>8} {'RSS MiB':>8}  rcodes"
+    head = (f"{'server':<10} {'QPS':>10} {'lost %':>7} {'lat ms':>7} {'start s':>8} {'RSS MiB':>8}"
+            f" {'PSS MiB':>8}  rcodes")
     rows = [head, "-" * len(head)]
     for r in results:
         if r.error:
@@ -214,9 +258,10 @@ def table(results: list[Result]) -> str:
             continue
         rcodes = " ".join(f"{k}={v:g}%" for k, v in sorted(r.rcodes.items()))
         rss = f"{r.rss_kib / 1024:.1f}" if r.rss_kib else "?"
+        pss = f"{r.pss_kib / 1024:.1f}" if r.pss_kib else "?"
         rows.append(
             f"{r.server:<10} {r.qps or 0:>10.0f} {r.lost_pct or 0:>7.2f} {r.avg_latency_ms or 0:>7.3f}"
-            f" {r.start_s or 0:>8.2f} {rss:>8}  {rcodes}"
+            f" {r.start_s or 0:>8.2f} {rss:>8} {pss:>8}  {rcodes}"
         )
         if r.warning:
             rows.append(f"{'':<10} WARNING: {r.warning}")
@@ -237,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=0, help="seconds of unmeasured dnsperf first")
     parser.add_argument("--scrape", type=float, default=0,
                         help="scrape secondns's /metrics every this many seconds during the run")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="secondns server.workers and BIND -n (default 1: one process, one thread)")
     parser.add_argument("--clients", type=int, default=4, help="dnsperf -c")
     parser.add_argument("--threads", type=int, default=1, help="dnsperf -T")
     parser.add_argument("--outstanding", type=int, default=100, help="dnsperf -q")

@@ -113,7 +113,15 @@ class Application:
     def __init__(self, config: Config, reactor: Any, client: TransferClient | None = None) -> None:
         self.config = config
         self.reactor = reactor
-        self.registry = Registry()
+        # server.workers > 1: worker processes answer queries (docs/architecture.md "Workers").
+        self.workers: Any = None
+        if config.server.workers > 1:
+            from .serve.handoff import PublishingRegistry
+            from .serve.workers import WorkerPool
+
+            self.registry: Registry = PublishingRegistry()
+        else:
+            self.registry = Registry()
         self.stats = ServingStats()
         srv = config.server
         self.responder = Responder(self.registry, ServeSettings(
@@ -127,6 +135,8 @@ class Application:
         self.notifies_unknown_zone = 0
         self.ports: list[Any] = []
         self._watchdog: task.LoopingCall | None = None
+        if config.server.workers > 1:
+            self.workers = WorkerPool(self)
 
     # -- zones
 
@@ -269,6 +279,8 @@ class Application:
             self.start_zone(zc)
         self.config = Config(new.path, self.config.server, new.keys, new.zones)
         self.responder.keys = tsig.keyring(new.keys)
+        if self.workers is not None:
+            self.workers.keys_changed()
         message = f"reloaded: {len(added)} added, {len(removed)} removed, {len(changed)} changed"
         log.info("%s", message)
         return 200, message
@@ -278,17 +290,23 @@ class Application:
     def listen(self) -> None:
         """Bind UDP and TCP on every configured address."""
         srv = self.config.server
-        for ep in srv.listen:
+        for ep in srv.listen if self.workers is None else ():
             udp = self.reactor.listenUDP(ep.port, UDPServer(self.responder), interface=ep.host)
             factory = TCPFactory(self.responder, self.reactor, srv.tcp_idle_timeout,
                                  srv.tcp_max_connections)
             tcp = self.reactor.listenTCP(ep.port, factory, interface=ep.host, backlog=128)
             self.ports += [udp, tcp]
             log.info("listening on %s (UDP and TCP)", ep)
+        if self.workers is not None:
+            self.workers.bind()
         if srv.http is not None:
-            collector = SecondnsCollector(self.stats, self.zone_statuses, self._gauges,
+            stats = self.stats if self.workers is None else self.workers.total
+            collector = SecondnsCollector(stats, self.zone_statuses, self._gauges,
                                           lambda: self.notifies_unknown_zone)
-            site = StatusSite(build_registry(collector), self.zone_statuses, self,
+            metrics = build_registry(collector)
+            if self.workers is not None:
+                metrics.register(self.workers.collector())
+            site = StatusSite(metrics, self.zone_statuses, self,
                               lambda: self.config.server.control_token,
                               trust_loopback=srv.http.host in ("127.0.0.1", "::1"))
             self.ports.append(self.reactor.listenTCP(srv.http.port, site.site, interface=srv.http.host))
@@ -296,6 +314,8 @@ class Application:
 
     def _gauges(self) -> dict[str, tuple[str, float]]:
         entries = float(sum(len(c) for c in self.responder.caches))
+        if self.workers is not None:
+            entries += self.workers.cache_entries()
         doc = "Responses held in the UDP and TCP answer caches."
         return {"secondns_answer_cache_entries": (doc, entries)}
 
@@ -310,7 +330,14 @@ class Application:
         self.listen()
         drop_privileges(self.config.server.user)
         self.reactor.addSystemEventTrigger("before", "shutdown", self.shutdown)
-        sdnotify.notify(f"READY=1\nSTATUS=serving {len(self.refreshers)} zones")
+        if self.workers is None:
+            self._ready()
+        else:  # READY once every worker serves the loaded zones
+            self.workers.start().addCallback(lambda _: self._ready())
+
+    def _ready(self) -> None:
+        workers = f" with {self.workers.count} workers" if self.workers is not None else ""
+        sdnotify.notify(f"READY=1\nSTATUS=serving {len(self.refreshers)} zones{workers}")
         interval = sdnotify.watchdog_interval()
         if interval:
             self._watchdog = task.LoopingCall(sdnotify.notify, "WATCHDOG=1")
@@ -331,6 +358,8 @@ class Application:
         for port in self.ports:
             port.stopListening()
         log.info("shutting down")
+        if self.workers is not None:
+            return defer.DeferredList([self.store.drain(), self.workers.stop()])
         return self.store.drain()
 
 

@@ -17,6 +17,7 @@ import base64
 import binascii
 import difflib
 import ipaddress
+import os
 import socket
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
@@ -147,6 +148,9 @@ class ServerConfig:
     user: str | None = None
     log_level: str = "info"
     log_format: str = "text"
+    # Serving processes (docs/architecture.md "Workers"); the file's default is `auto`, a
+    # programmatic ServerConfig keeps the single-process mode.
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -342,6 +346,8 @@ class _Checker:
         if "control_token_file" in settings:
             settings["control_token"] = settings.pop("control_token_file")
         settings.setdefault("storage", self.base_dir / "zones")
+        if "workers" not in m:
+            settings["workers"] = auto_workers()
         return ServerConfig(**settings)
 
     def read_keys(self, top: _Map) -> None:
@@ -568,6 +574,24 @@ def _key_ref(ck: _Checker, value: Any, line: int, path: str) -> Any:
     return ck.report(line, path, f"TSIG key {name!r} is not defined under keys{hint}")
 
 
+def auto_workers() -> int:
+    """`workers: auto`: one serving process per CPU this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _workers(ck: _Checker, value: Any, line: int, path: str) -> Any:
+    if value == "auto":
+        return auto_workers()
+    if not isinstance(value, int) or isinstance(value, bool):
+        return ck.report(line, path, f"expected an integer or auto, got {_describe(value)}")
+    if not 1 <= value <= 1024:
+        return ck.report(line, path, f"must be in 1..1024 or auto, got {value}")
+    return value
+
+
 _SERVER: dict[str, _Parser] = {
     "listen": _list(_endpoint(DNS_PORT), non_empty=True),
     "http": _endpoint(HTTP_PORT, nullable=True),
@@ -582,6 +606,7 @@ _SERVER: dict[str, _Parser] = {
     "user": _string(nullable=True),
     "log-level": _choice(LOG_LEVELS),
     "log-format": _choice(LOG_FORMATS),
+    "workers": _workers,
 }
 
 _KEY: dict[str, _Parser] = {

@@ -292,7 +292,9 @@ class Zone:
                                              None if denial.params is None else
                                              (denial.params.algorithm, denial.params.iterations,
                                               denial.params.salt))
-        return (_STATE_VERSION, zone.origin, zone._names, zone.soa.ttl, zone.soa.rdata, zone.n_cuts,
+        # A base mapped from a zone image (serve.image) is copied into a dict for marshal.
+        names = zone._names if type(zone._names) is dict else dict(zone._names.items())
+        return (_STATE_VERSION, zone.origin, names, zone.soa.ttl, zone.soa.rdata, zone.n_cuts,
                 zone.n_dnames, zone.record_count, zone._children, index, zone.sig_hours)
 
     @classmethod

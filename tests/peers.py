@@ -1024,6 +1024,7 @@ class Secondns(Peer):
                 "http": f"{LOOPBACK}:{self.http_port}" if self.http_port else None,
                 "storage": str(self.storage),
                 "identity": identity,
+                "workers": 1,  # the single-process mode, unless a test asks for workers
                 **dict(server or {}),
             },
             "zones": self.zones,

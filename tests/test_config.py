@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from secondns.config import (
     Config,
     Endpoint,
     InvalidConfig,
+    ServerConfig,
     TsigKey,
     ZoneConfig,
     load_config,
@@ -114,6 +116,24 @@ def test_empty_config_is_all_defaults() -> None:
     assert (server.log_level, server.log_format) == ("info", "text")
     assert config.keys == {}
     assert config.zones == {}
+
+
+def test_workers_default_to_the_cpus_we_may_run_on() -> None:
+    assert parse_config("", base_dir=CONFIGS).server.workers == len(os.sched_getaffinity(0))
+    assert parse_config("server:\n  workers: auto\n").server.workers == len(os.sched_getaffinity(0))
+    assert parse_config("server:\n  workers: 3\n").server.workers == 3
+    assert ServerConfig().workers == 1  # built in code (tests, embedding): one process
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("0", "must be in 1..1024 or auto, got 0"),
+    ("two", "expected an integer or auto, got string 'two'"),
+    ("true", "expected an integer or auto, got boolean true"),
+])
+def test_workers_rejects(value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(f"server:\n  listen: ['127.0.0.1:53']\n  workers: {value}\n", "w.yaml")
+    assert str(err.value) == f"w.yaml:3: server.workers: {message}"
 
 
 def test_minimal_zone_gets_builtin_defaults() -> None:

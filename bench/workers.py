@@ -1,0 +1,256 @@
+"""Worker benchmarks (issue 11): memory of N workers on a big zone, and IXFR hand-off latency.
+
+* ``pss``: a generated zone (default 1M records) served from disk by secondns with
+  ``workers: 2`` (and, for reference, ``workers: 1``) and by BIND 9 ``-n 2``.  For secondns the
+  figure is the PSS summed over the main process and its workers (``/proc/PID/smaps_rollup``):
+  the zone images the workers map are page cache shared by both, so PSS charges each worker
+  half; BIND is one process, its RSS is the comparison the issue asks for.
+* ``ixfr``: BIND primary, secondns ``workers: 2`` secondary (NOTIFY on), 100 one-record
+  changes.  For each, the time from the main process's swap (its "IXFR ... finished" log line)
+  to the last worker's "serial N applied" line: what every worker needs to serve the change.
+
+    python bench/workers.py pss --records 1000000
+    python bench/workers.py ixfr --changes 100
+    python bench/workers.py axfr-load --records 1000000 --workers 2
+
+* ``axfr-load``: secondns (``--workers``) follows a BIND primary serving a big zone; dnsperf
+  offers a fixed rate (``--qps``, default 10k) of queries for that zone, first idle, then while
+  a full AXFR of it (``secondns retransfer``) runs: lost queries and latency percentiles of
+  each phase (dnsperf ``-v`` reports every query's latency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+import genzone  # noqa: E402
+from peers import Bind, Secondns, ZoneSpec, free_port, soa_zone_text, wait_for, zone_status  # noqa: E402
+from serve_qps import run_dnsperf, tree_pss_kib  # noqa: E402
+
+ORIGIN = "bench.test."
+
+
+def _pss(pid: int) -> int:
+    text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    m = re.search(r"^Pss:\s+(\d+) kB", text, re.MULTILINE)
+    return int(m.group(1)) if m else 0
+
+
+def bench_pss(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    gen = genzone.generate(ORIGIN, args.records, 1)
+    zone_file = workdir / "big.zone"
+    zone_file.write_text(gen.text)
+    queries = workdir / "queries.txt"
+    queries.write_text("\n".join(genzone.queries(gen, ORIGIN, 200_000, 1)) + "\n")
+    # Memory is read after serving: a mapped page counts once a process has touched it.
+    perf = argparse.Namespace(seconds=args.serve_seconds, clients=4, threads=1, outstanding=100,
+                              qps_limit=0, client_cpu=None)
+    out: dict[str, Any] = {"records": gen.records}
+    for workers in (2, 1):
+        sec = Secondns(workdir / f"sec{workers}", zone_files={ORIGIN: zone_file}, http=True,
+                       server={"workers": workers}, startup_timeout=args.startup_timeout)
+        with sec:
+            time.sleep(2)
+            out[f"secondns_workers_{workers}_pss_before_queries_mib"] = (tree_pss_kib(sec.pid) or 0) / 1024
+            run_dnsperf(sec.port, queries, perf)
+            time.sleep(2)
+            pid = sec.pid
+            assert pid is not None
+            row = {"start_s": round(sec.ready_seconds, 2), "rss_main_mib": (sec.rss_kib() or 0) / 1024,
+                   "pss_total_mib": (tree_pss_kib(pid) or 0) / 1024}
+            children = [int(c) for t in Path(f"/proc/{pid}/task").glob("*")
+                        for c in (t / "children").read_text().split()]
+            row["pss_main_mib"] = _pss(pid) / 1024
+            row["pss_workers_mib"] = [round(_pss(c) / 1024, 1) for c in children]
+            out[f"secondns_workers_{workers}"] = row
+            print(f"secondns workers={workers}: {row}", file=sys.stderr)
+    bind = Bind(workdir / "bind", [ZoneSpec(ORIGIN, zone_file)], workers=2,
+                startup_timeout=args.startup_timeout)
+    with bind:
+        run_dnsperf(bind.port, queries, perf)
+        time.sleep(2)
+        out["bind_n2_rss_mib"] = (bind.rss_kib() or 0) / 1024
+    print(f"bind -n 2 RSS: {out['bind_n2_rss_mib']:.1f} MiB", file=sys.stderr)
+    ratio = out["secondns_workers_2"]["pss_total_mib"] / out["bind_n2_rss_mib"]
+    out["ratio_pss_workers2_to_bind_rss"] = round(ratio, 3)
+    return out
+
+
+_TS = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
+
+
+def _when(line: str) -> float | None:
+    m = _TS.match(line)
+    if m is None:
+        return None
+    return datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+def bench_ixfr(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    port = free_port()
+    hosts = "".join(f"h{i} IN A 192.0.2.{i % 250 + 1}\n" for i in range(args.hosts))
+    spec = ZoneSpec(ORIGIN, soa_zone_text(ORIGIN, 1, records=hosts),
+                    options=["ixfr-from-differences yes;", "notify-delay 0;"], notify=[port])
+    bind = Bind(workdir / "primary", [spec])
+    sec = Secondns(workdir / "sec", {ORIGIN: {"primaries": [f"127.0.0.1:{bind.port}"]}}, port=port,
+                   server={"workers": 2, "log-level": "debug"}, ready_zones=[ORIGIN])
+    with bind, sec:
+        wait_for("first transfer", lambda: zone_status(sec, ORIGIN)["serial"] == 1, 60)
+        for serial in range(2, args.changes + 2):
+            changed = hosts + f"change IN TXT \"{serial}\"\n"
+            bind.write_zone(ORIGIN, soa_zone_text(ORIGIN, serial, records=changed))
+            bind.reload(ORIGIN)
+            wait_for(f"serial {serial}", lambda s=serial: zone_status(sec, ORIGIN)["serial"] == s, 30)
+        time.sleep(1.5)
+        log = (sec.workdir / sec.log_name).read_text().splitlines()
+    swapped: dict[int, float] = {}
+    applied: dict[int, list[float]] = {}
+    for line in log:
+        m = re.search(r"IXFR from \S+ finished: serial (\d+)", line)
+        when = _when(line)
+        if m and when is not None:
+            swapped[int(m.group(1))] = when
+        m = re.search(r"secondns.handoff: zone \S+ serial (\d+) applied", line)
+        if m and when is not None:
+            applied.setdefault(int(m.group(1)), []).append(when)
+    lat = [max(applied[s]) - swapped[s] for s in swapped if len(applied.get(s, [])) == 2]
+    missing = [s for s in swapped if len(applied.get(s, [])) != 2]
+    out = {"ixfrs": len(swapped), "measured": len(lat), "missing": missing[:10],
+           "median_ms": round(statistics.median(lat) * 1000, 1) if lat else None,
+           "max_ms": round(max(lat) * 1000, 1) if lat else None}
+    print(f"IXFR hand-off to both workers: {out}", file=sys.stderr)
+    return out
+
+
+def _cpu_seconds(pid: int | None) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, in clock ticks (USER_HZ)
+
+
+def _wait_quiet(pid: int | None, limit: float = 300) -> None:
+    """Until the main process uses under 5% of a core over a second (its writes are done)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        before = _cpu_seconds(pid)
+        time.sleep(1)
+        if _cpu_seconds(pid) - before < 0.05:
+            return
+
+
+def _dnsperf_latencies(port: int, queries: Path, seconds: float, qps: int) -> tuple[list[float], int]:
+    """Per-query latencies (s) and the number lost, from dnsperf -v."""
+    import subprocess
+
+    cmd = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries), "-l", str(seconds),
+           "-Q", str(qps), "-c", "4", "-q", "500", "-t", "2", "-v"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False).stdout
+    lat: list[float] = []
+    lost = 0
+    for line in out.splitlines():
+        if not line.startswith("> "):
+            continue
+        parts = line.split()
+        if parts[1] == "T":
+            lost += 1
+        else:
+            try:
+                lat.append(float(parts[-1]))
+            except ValueError:
+                pass
+    return lat, lost
+
+
+def _summary(lat: list[float], lost: int) -> dict[str, Any]:
+    lat = sorted(lat)
+    if not lat:
+        return {"answered": 0, "lost": lost}
+    return {"answered": len(lat), "lost": lost, "p50_ms": round(lat[len(lat) // 2] * 1000, 3),
+            "p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 3), "max_ms": round(lat[-1] * 1000, 3)}
+
+
+def bench_axfr_load(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    import threading
+    import urllib.request
+
+    gen = genzone.generate(ORIGIN, args.records, 1)
+    zone_file = workdir / "big.zone"
+    zone_file.write_text(gen.text)
+    queries = workdir / "queries.txt"
+    queries.write_text("\n".join(genzone.queries(gen, ORIGIN, 100_000, 1)) + "\n")
+    bind = Bind(workdir / "primary", [ZoneSpec(ORIGIN, zone_file)], startup_timeout=args.startup_timeout)
+    sec = Secondns(workdir / "sec", {ORIGIN: {"primaries": [f"127.0.0.1:{bind.port}"]}},
+                   server={"workers": args.workers}, ready_zones=[],
+                   startup_timeout=args.startup_timeout)
+    out: dict[str, Any] = {"records": gen.records, "workers": args.workers, "qps": args.qps}
+    with bind, sec:
+        wait_for("first transfer", lambda: zone_status(sec, ORIGIN)["serial"] is not None, 600)
+        _wait_quiet(sec.pid)  # the copy on disk, the snapshot and (workers) the image written
+        # Unmeasured passes first, until every answer is cached (the AXFR phase below is as
+        # warm: the old version keeps serving, with its cache, until the swap).  Each worker
+        # has its own cache and sees each question only on the sockets hashed to it, so it
+        # takes about one pass per worker (plus one).
+        passes = args.workers + 1
+        _dnsperf_latencies(sec.port, queries, passes * 100_000 // args.qps + 2, args.qps)
+        out["idle"] = _summary(*_dnsperf_latencies(sec.port, queries, 10, args.qps))
+        before = zone_status(sec, ORIGIN)["last_transfer"]["started"]
+        result: dict[str, Any] = {}
+
+        def load() -> None:
+            result["lat"] = _dnsperf_latencies(sec.port, queries, args.load_seconds, args.qps)
+        t = threading.Thread(target=load)
+        t.start()
+        time.sleep(1)
+        req = urllib.request.Request(sec.http_url(f"/control/retransfer/{ORIGIN}"), method="POST", data=b"")
+        urllib.request.urlopen(req, timeout=10).read()
+        started = time.monotonic()
+        wait_for("the AXFR", lambda: zone_status(sec, ORIGIN)["last_transfer"]["started"] != before, 600)
+        out["axfr_seconds"] = round(time.monotonic() - started, 1)
+        t.join()
+        out["during_axfr"] = _summary(*result["lat"])
+        if out["axfr_seconds"] + 1 > args.load_seconds:
+            out["warning"] = "the AXFR outlasted the load run: raise --load-seconds"
+    print(json.dumps(out), file=sys.stderr)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["pss", "ixfr", "axfr-load"])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--qps", type=int, default=10_000)
+    parser.add_argument("--load-seconds", type=int, default=60)
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--changes", type=int, default=100)
+    parser.add_argument("--serve-seconds", type=int, default=10, help="dnsperf before reading memory")
+    parser.add_argument("--hosts", type=int, default=1000, help="records of the IXFR zone")
+    parser.add_argument("--startup-timeout", type=float, default=600.0)
+    parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
+        workdir = args.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        bench = {"pss": bench_pss, "ixfr": bench_ixfr, "axfr-load": bench_axfr_load}[args.what]
+        result = bench(args, workdir)
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
