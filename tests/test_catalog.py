@@ -1,0 +1,135 @@
+"""Catalog zones (RFC 9432) live: a hand-written catalog served by BIND 9, consumed by secondns.
+
+Every change reaches secondns as BIND sends it after ``rndc reload`` with
+``ixfr-from-differences``: an IXFR of the catalog.  Each step is checked from outside, with
+dnspython queries against secondns (member served, removed member REFUSED, the catalog itself
+REFUSED, new data after a reset) and with its /status.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dns.rcode
+import dns.rdatatype
+import pytest
+from peers import Bind, Secondns, ZoneSpec, free_port, query, wait_for, zone_status
+
+pytestmark = pytest.mark.integration
+
+CATZ = "catalog.invalid"
+WAIT = 20.0
+# A small catalog: any change is a large share of it, and must still go as an IXFR.
+IXFR = ["ixfr-from-differences yes;", "max-ixfr-ratio unlimited;"]
+
+
+def catalog_text(serial: int, members: str, version: str = "2") -> str:
+    return f"""$ORIGIN {CATZ}.
+$TTL 0
+@ IN SOA invalid. invalid. {serial} 3600 600 86400 0
+@ IN NS invalid.
+version IN TXT "{version}"
+{members}
+"""
+
+
+def member_text(origin: str, serial: int, extra: str = "") -> str:
+    return f"""$ORIGIN {origin}.
+$TTL 300
+@ IN SOA ns1.{origin}. hostmaster.{origin}. {serial} 3600 600 86400 300
+@ IN NS ns1.{origin}.
+ns1 IN A 192.0.2.1
+www IN A 192.0.2.10
+{extra}
+"""
+
+
+def rcode(port: int, name: str, qtype: str = "SOA") -> int:
+    return query(port, name, qtype).rcode()
+
+
+def serves(port: int, name: str) -> bool:
+    reply = query(port, name, "SOA")
+    return reply.rcode() == dns.rcode.NOERROR and bool(reply.answer)
+
+
+def a_records(port: int, name: str) -> set[str]:
+    reply = query(port, name, "A")
+    return {rd.to_text() for rrset in reply.answer if rrset.rdtype == dns.rdatatype.A for rd in rrset}
+
+
+def test_bind_catalog_members_added_removed_regrouped_reset_and_restarted(tmp_path: Path) -> None:
+    sec_port = free_port()
+    members = ("example.com", "example.net", "example.org")
+    v1 = "a1.zones IN PTR example.com.\nb2.zones IN PTR example.net.\ngroup.b2.zones IN TXT \"gold\""
+    zones = [ZoneSpec(CATZ, catalog_text(1, v1), options=IXFR, notify=[sec_port])]
+    zones += [ZoneSpec(m, member_text(m, 1), notify=[sec_port]) for m in members]
+    with Bind(tmp_path / "bind", zones) as bind:
+        catalog = {f"{CATZ}.": {"catalog": True, "primaries": [f"127.0.0.1:{bind.port}"]}}
+        sec = Secondns(tmp_path / "sec", catalog, port=sec_port, ready_zones=[])
+        sec.config["catalog-groups"] = {"gold": {"refresh-max": 77}}
+        with sec:
+            port = sec.port
+            wait_for("members served", lambda: serves(port, "example.com") and serves(port, "example.net"),
+                     WAIT)
+            assert rcode(port, "example.org") == dns.rcode.REFUSED  # not (yet) a member
+            assert rcode(port, CATZ) == dns.rcode.REFUSED  # the catalog itself is not served
+            assert rcode(port, f"version.{CATZ}", "TXT") == dns.rcode.REFUSED
+            cat = zone_status(sec, CATZ)
+            assert cat["catalog_zone"]["members"] == 2 and cat["serial"] == 1
+            net = zone_status(sec, "example.net")
+            assert net["catalog"] == f"{CATZ}." and net["timers"]["refresh"] == 77  # group gold
+            assert zone_status(sec, "example.com")["timers"]["refresh"] == 3600  # no group
+            assert sec.zone_path("example.net").exists()
+
+            # v2: example.org added, example.net removed, example.com re-grouped into gold.
+            v2 = ("a1.zones IN PTR example.com.\ngroup.a1.zones IN TXT \"gold\"\n"
+                  "c3.zones IN PTR example.org.")
+            bind.write_zone(CATZ, catalog_text(2, v2))
+            bind.reload(CATZ)
+            wait_for("example.org served", lambda: serves(port, "example.org"), WAIT)
+            wait_for("example.net gone", lambda: rcode(port, "example.net") == dns.rcode.REFUSED, WAIT)
+            cat = zone_status(sec, CATZ)
+            assert cat["last_transfer"]["type"] == "ixfr" and cat["serial"] == 2
+            assert cat["catalog_zone"]["members"] == 2
+            wait_for("example.net copy deleted", lambda: not sec.zone_path("example.net").exists(), WAIT)
+            wait_for("example.com regrouped",
+                     lambda: zone_status(sec, "example.com")["timers"]["refresh"] == 77, WAIT)
+
+            # v3: example.com reset (new unique id). BIND's copy changed under the same serial,
+            # so only a reset (data dropped, transferred anew) can show the new record.
+            bind.write_zone("example.com", member_text("example.com", 1, "new IN A 192.0.2.99"))
+            bind.reload("example.com")
+            assert a_records(port, "new.example.com") == set()
+            v3 = ("a9.zones IN PTR example.com.\ngroup.a9.zones IN TXT \"gold\"\n"
+                  "c3.zones IN PTR example.org.")
+            bind.write_zone(CATZ, catalog_text(3, v3))
+            bind.reload(CATZ)
+            wait_for("example.com reset and re-transferred",
+                     lambda: a_records(port, "new.example.com") == {"192.0.2.99"}, WAIT)
+            assert zone_status(sec, "example.com")["last_transfer"]["type"] == "axfr"
+
+            # v4: an unsupported schema version is not processed: the members stay served.
+            bind.write_zone(CATZ, catalog_text(4, "", version="3"))
+            bind.reload(CATZ)
+            wait_for("catalog serial 4 seen", lambda: zone_status(sec, CATZ)["serial"] == 4, WAIT)
+            cat = zone_status(sec, CATZ)
+            assert "rejected" in (cat["catalog_zone"]["problems"] or "")
+            assert cat["catalog_zone"]["members"] == 2
+            assert serves(port, "example.com") and serves(port, "example.org")
+
+            # v5 back to a valid catalog listing both: nothing reset, nothing lost.
+            bind.write_zone(CATZ, catalog_text(5, v3))
+            bind.reload(CATZ)
+            wait_for("catalog serial 5", lambda: zone_status(sec, CATZ)["serial"] == 5, WAIT)
+            assert zone_status(sec, CATZ)["catalog_zone"]["problems"] is None
+        # Restart with the primary down: members come from their copies at once.
+    down = {f"{CATZ}.": {"catalog": True, "primaries": [f"127.0.0.1:{free_port()}"]}}
+    sec = Secondns(tmp_path / "sec", down, port=sec_port, ready_zones=["example.com", "example.org"])
+    sec.config["catalog-groups"] = {"gold": {"refresh-max": 77}}
+    with sec:
+        assert serves(sec.port, "example.com") and serves(sec.port, "example.org")
+        assert a_records(sec.port, "new.example.com") == {"192.0.2.99"}
+        assert rcode(sec.port, "example.net") == dns.rcode.REFUSED
+        assert zone_status(sec, "example.org")["catalog"] == f"{CATZ}."
+        assert zone_status(sec, CATZ)["catalog_zone"]["members"] == 2
