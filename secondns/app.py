@@ -179,7 +179,8 @@ class Application:
         """Load from disk and start the zone's refresh machine."""
         registry = self.catalogs.registry if zc.catalog else self.registry
         meta = self.load_zone(zc, registry)
-        refresher = Refresher(zc, registry, self.client, self.store, self.reactor)
+        client = membership.CatalogClient(self.client) if zc.catalog else self.client
+        refresher = Refresher(zc, registry, client, self.store, self.reactor)
         self.refreshers[zc.origin] = refresher
         if zc.catalog:
             self.catalogs.started(refresher)

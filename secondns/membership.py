@@ -61,6 +61,25 @@ class Host(Protocol):
     def load_zone(self, zc: ZoneConfig, registry: Registry | None = None) -> CopyMeta | None: ...
 
 
+class CatalogClient:
+    """The transfer client a catalog zone's refresher uses: SOA checks go over TCP.
+
+    Knot 3.2 answers queries for a catalog it generates only as it answers transfers: over TCP,
+    to a client its transfer ACL allows (measured with dig: UDP and unsigned TCP are REFUSED,
+    TSIG-signed TCP answers).  A transfer is TCP anyway, so this costs one connection per check.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def soa_query(self, primary: Any, zc: ZoneConfig) -> Any:
+        over_tcp = getattr(self.inner, "_soa_over_tcp", None)
+        return over_tcp(primary, zc) if over_tcp is not None else self.inner.soa_query(primary, zc)
+
+    def transfer(self, primary: Any, zc: ZoneConfig, current: Zone | None, kind: str) -> Any:
+        return self.inner.transfer(primary, zc, current, kind)
+
+
 def delete_copies(directory: Any, name: str) -> None:
     """Every file a zone leaves in the storage directory: copy, sidecar, snapshot, journal, temporaries."""
     for path in (storage.zone_path(directory, name), storage.meta_path(directory, name),

@@ -13,13 +13,14 @@ from pathlib import Path
 import dns.rcode
 import dns.rdatatype
 import pytest
-from peers import Bind, Secondns, ZoneSpec, free_port, query, wait_for, zone_status
+from peers import Bind, Knot, Secondns, TsigKey, ZoneSpec, free_port, query, wait_for, zone_status
 
 pytestmark = pytest.mark.integration
 
 CATZ = "catalog.invalid"
 WAIT = 20.0
 # A small catalog: any change is a large share of it, and must still go as an IXFR.
+KEY = TsigKey.generate("catalog-key")
 IXFR = ["ixfr-from-differences yes;", "max-ixfr-ratio unlimited;"]
 
 
@@ -133,3 +134,71 @@ def test_bind_catalog_members_added_removed_regrouped_reset_and_restarted(tmp_pa
         assert rcode(sec.port, "example.net") == dns.rcode.REFUSED
         assert zone_status(sec, "example.org")["catalog"] == f"{CATZ}."
         assert zone_status(sec, CATZ)["catalog_zone"]["members"] == 2
+
+
+class CatalogKnot(Knot):
+    """Knot answers no queries for a catalog it generates: wait for the member zones only."""
+
+    def _ready_zones(self) -> list[str]:
+        return [z for z in super()._ready_zones() if z != f"{CATZ}."]
+
+
+def knot_member(name: str, group: str | None, notify: int) -> ZoneSpec:
+    options = ["catalog-role: member", f"catalog-zone: {CATZ}."]
+    if group is not None:
+        options.append(f"catalog-group: {group}")
+    return ZoneSpec(name, member_text(name, 1), options=options, notify=[notify], key=KEY.name)
+
+
+def test_knot_generated_catalog(tmp_path: Path) -> None:
+    """Knot 3.2 ``catalog-role: generate``: members follow Knot's configuration; a member also
+    configured by hand in secondns keeps the hand settings and is not the catalog's."""
+    sec_port = free_port()
+    catalog = ZoneSpec(CATZ, catalog_text(1, ""), options=["catalog-role: generate"], notify=[sec_port],
+                       key=KEY.name)
+    zones = [catalog, knot_member("example.com", "gold", sec_port),
+             knot_member("example.net", None, sec_port)]
+    # Knot answers queries for a catalog it generates only over TCP to a client its ACL names
+    # (membership.CatalogClient): the key makes secondns such a client.
+    with CatalogKnot(tmp_path / "knot", zones, keys=[KEY]) as knot:
+        primary = [f"127.0.0.1:{knot.port}"]
+        sec = Secondns(tmp_path / "sec", {
+            f"{CATZ}.": {"catalog": True, "primaries": primary, "key": KEY.name},
+            "example.net.": {"primaries": primary, "refresh-max": 55, "key": KEY.name},
+        }, port=sec_port, ready_zones=[])
+        sec.config["keys"] = {KEY.name: {"algorithm": KEY.algorithm, "secret": KEY.secret}}
+        sec.config["catalog-groups"] = {"gold": {"refresh-max": 77}, "silver": {"refresh-max": 66}}
+        with sec:
+            port = sec.port
+            wait_for("members served", lambda: serves(port, "example.com") and serves(port, "example.net"),
+                     WAIT)
+            assert rcode(port, CATZ) == dns.rcode.REFUSED
+            com = zone_status(sec, "example.com")
+            assert com["catalog"] == f"{CATZ}." and com["timers"]["refresh"] == 77
+            net = zone_status(sec, "example.net")
+            assert "catalog" not in net and net["timers"]["refresh"] == 55  # the hand configuration
+            cat = zone_status(sec, CATZ)
+            assert cat["catalog_zone"]["members"] == 1
+            assert "example.net." in cat["catalog_zone"]["problems"]
+            serial = cat["serial"]
+
+            # Knot's configuration changes: example.org added (group silver), example.com removed.
+            org = knot_member("example.org", "silver", sec_port)
+            knot.zones[:] = [catalog, org, knot_member("example.net", None, sec_port)]
+            knot.zone_path("example.org").write_text(member_text("example.org", 1))
+            knot._write_config()
+            knot.knotc("reload")
+            wait_for("example.org served", lambda: serves(port, "example.org"), WAIT)
+            wait_for("example.com gone", lambda: rcode(port, "example.com") == dns.rcode.REFUSED, WAIT)
+            assert zone_status(sec, "example.org")["timers"]["refresh"] == 66
+            cat = zone_status(sec, CATZ)
+            assert cat["serial"] != serial and cat["catalog_zone"]["members"] == 1
+            wait_for("example.com copy deleted", lambda: not sec.zone_path("example.com").exists(), WAIT)
+            assert serves(port, "example.net")  # hand-configured: untouched
+
+            # Re-grouped: example.org moves to gold.
+            knot.zones[1] = knot_member("example.org", "gold", sec_port)
+            knot._write_config()
+            knot.knotc("reload")
+            wait_for("example.org regrouped",
+                     lambda: zone_status(sec, "example.org")["timers"]["refresh"] == 77, WAIT)
