@@ -315,7 +315,9 @@ class Application:
         if srv.http is not None:
             collector = SecondnsCollector(self.stats, self.zone_statuses, self._gauges,
                                           lambda: self.notifies_unknown_zone)
-            site = StatusSite(build_registry(collector), self.zone_statuses, self,
+            metrics = build_registry(collector)
+            metrics.register(membership.CatalogCollector(self.catalogs))
+            site = StatusSite(metrics, self.zone_statuses, self,
                               lambda: self.config.server.control_token,
                               trust_loopback=srv.http.host in ("127.0.0.1", "::1"))
             self.ports.append(self.reactor.listenTCP(srv.http.port, site.site, interface=srv.http.host))

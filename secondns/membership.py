@@ -18,9 +18,10 @@ by any catalog (RFC 9432 5.2: the clashing new instance is ignored).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+from prometheus_client.core import GaugeMetricFamily
 from twisted.internet import defer
 
 from . import journal, storage
@@ -59,6 +60,33 @@ class Host(Protocol):
     def stop_zone(self, origin: bytes) -> None: ...
 
     def load_zone(self, zc: ZoneConfig, registry: Registry | None = None) -> CopyMeta | None: ...
+
+
+class CatalogCollector:
+    """``secondns_catalog_members{catalog}``: members each catalog zone provides (one series per
+    catalog, never per member, so it stays small whatever the catalogs hold)."""
+
+    def __init__(self, catalogs: Catalogs) -> None:
+        self.catalogs = catalogs
+
+    def collect(self) -> Iterator[Any]:
+        members = GaugeMetricFamily("secondns_catalog_members",
+                                    "Member zones served from each catalog zone (RFC 9432).",
+                                    labels=["catalog"])
+        ignored = GaugeMetricFamily("secondns_catalog_ignored_entries",
+                                    "Entries of the catalog's last version not acted on (malformed, "
+                                    "clashing), and 1 per rejected version.", labels=["catalog"])
+        for origin in self.catalogs.host.refreshers:
+            refresher = self.catalogs.host.refreshers[origin]
+            if not refresher.zc.catalog:
+                continue
+            name = refresher.zc.name
+            members.add_metric([name], len(self.catalogs.owned.get(origin, {})))
+            cat = self.catalogs.parsed.get(origin)
+            count = 0 if cat is None else cat.error_count + (0 if cat.valid else 1)
+            ignored.add_metric([name], count + len(self.catalogs.problems.get(origin, {})))
+        yield members
+        yield ignored
 
 
 class CatalogClient:

@@ -8,6 +8,7 @@ REFUSED, new data after a reset) and with its /status.
 
 from __future__ import annotations
 
+import urllib.request
 from pathlib import Path
 
 import dns.rcode
@@ -81,6 +82,9 @@ def test_bind_catalog_members_added_removed_regrouped_reset_and_restarted(tmp_pa
             net = zone_status(sec, "example.net")
             assert net["catalog"] == f"{CATZ}." and net["timers"]["refresh"] == 77  # group gold
             assert zone_status(sec, "example.com")["timers"]["refresh"] == 3600  # no group
+            with urllib.request.urlopen(sec.http_url("/metrics"), timeout=5) as resp:
+                metrics = resp.read().decode()
+            assert f'secondns_catalog_members{{catalog="{CATZ}."}} 2.0' in metrics
             assert sec.zone_path("example.net").exists()
 
             # v2: example.org added, example.net removed, example.com re-grouped into gold.
