@@ -116,3 +116,33 @@ def test_hand_configuration_wins_and_takes_over_on_reload(tmp_path: Path) -> Non
     assert app.refreshers[m].status.catalog is None and app.refreshers[m].zc.refresh_max == 55
     _swap(app, "cat1.invalid", catalog("cat1.invalid", 2, ""))  # the catalog drops it: kept (5.3)
     assert _served(app, "m.example") and store.deleted == []
+
+
+def test_catalog_groups_are_checked_like_zones_with_file_and_line() -> None:
+    from secondns.config import InvalidConfig, parse_config
+
+    text = """defaults: {refresh-min: 20}
+catalog-groups:
+  gold: {refresh-max: 300, transfer: axfr}
+  bad:
+    refresh-max: 10
+    catalog: true
+    tranfser: axfr
+zones:
+  cat.invalid: {catalog: yes please}
+"""
+    try:
+        parse_config(text, "c.yaml")
+    except InvalidConfig as exc:
+        problems = exc.problems
+    else:
+        raise AssertionError("accepted")
+    assert problems == [
+        "c.yaml:5: catalog-groups.bad.refresh-max: refresh-min (20) is greater than refresh-max (10)",
+        "c.yaml:6: catalog-groups.bad: unknown key 'catalog'",
+        "c.yaml:7: catalog-groups.bad: unknown key 'tranfser' (did you mean 'transfer'?)",
+        "c.yaml:9: zones.cat.invalid.catalog: expected true or false, got string 'yes please'",
+    ], problems
+    good = parse_config(text.split("  bad:")[0] + "zones:\n  cat.invalid: {catalog: true}\n")
+    assert good.catalog_groups == {"gold": {"refresh_max": 300, "transfer": "axfr"}}
+    assert good.defaults == {"refresh_min": 20} and good.zones["cat.invalid."].catalog
