@@ -17,8 +17,11 @@ by any catalog (RFC 9432 5.2: the clashing new instance is ignored).
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 from prometheus_client.core import GaugeMetricFamily
@@ -27,7 +30,8 @@ from twisted.internet import defer
 from . import journal, storage
 from .catalog import Catalog, Member, parse
 from .config import Config, ZoneConfig
-from .names import to_text
+from .errors import SecondnsError
+from .names import ROOT, from_text, to_text
 from .refresh import Refresher, Timers
 from .registry import Registry
 from .storage import CopyMeta
@@ -119,6 +123,47 @@ def delete_copies(directory: Any, name: str) -> None:
     storage.clean_temp_files(directory, name)
 
 
+def members_path(directory: Any, name: str) -> Path:
+    """``<catalog zone file>.members``: the last member list acted on, for a restart."""
+    path = storage.zone_path(Path(directory), name)
+    return path.with_name(path.name + ".members")
+
+
+def save_members(directory: Any, name: str, serial: int, members: dict[bytes, Member]) -> None:
+    """Atomically (temporary file, fsync, rename) record the members a catalog version gave.
+
+    A restart whose copy of the catalog is a rejected version still knows what to serve.
+    """
+    path = members_path(directory, name)
+    body = {"serial": serial, "members": [[m.name, m.unique_id, m.group,
+                                           None if m.coo is None else to_text(m.coo)]
+                                          for m in members.values()]}
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(body, f, separators=(",", ":"))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    storage.fsync_dir(path.parent)
+
+
+def load_members(directory: Any, name: str) -> dict[bytes, Member] | None:
+    """The list ``save_members`` wrote, or None when there is none or it cannot be read."""
+    path = members_path(directory, name)
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+        out = {}
+        for text, uid, group, coo in body["members"]:
+            origin = from_text(text, ROOT).lower()
+            out[origin] = Member(origin, uid, group, None if coo is None else from_text(coo, ROOT).lower())
+        return out
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, SecondnsError) as exc:
+        log.error("%s: member list not readable, ignored: %s", path, exc)
+        return None
+
+
 def member_config(config: Config, catalog: ZoneConfig, member: Member) -> tuple[ZoneConfig, str | None]:
     """The member's settings, and why its group was not applied (None when it was, or has none)."""
     settings: dict[str, Any] = {**config.defaults, "primaries": catalog.primaries, "key": catalog.key}
@@ -158,6 +203,10 @@ class Catalogs:
         self.parsed.pop(origin, None)
         self.listed.pop(origin, None)
         self.problems.pop(origin, None)
+        try:
+            members_path(self.host.config.server.storage, to_text(origin)).unlink()
+        except OSError:
+            pass
         for member in list(self.owned.pop(origin, {}).values()):
             self._remove(origin, member, delete=True)
 
@@ -184,6 +233,12 @@ class Catalogs:
         name = to_text(origin)
         if not cat.valid:
             # RFC 9432 5.1: a broken catalog is ignored for catalog processing: members stay.
+            # At start (nothing acted on yet) they are the ones the last good version gave.
+            if origin not in self.listed:
+                saved = load_members(self.host.config.server.storage, name)
+                if saved is not None:
+                    self.listed[origin] = saved
+                    self._apply(origin)
             log.error("catalog %s: serial %d rejected, members kept as they were: %s", name, cat.serial,
                       cat.reason)
             self._show(origin)
@@ -193,6 +248,10 @@ class Catalogs:
                         cat.error_count, cat.errors[0])
         self.listed[origin] = cat.members
         self._apply(origin)
+        try:
+            save_members(self.host.config.server.storage, name, cat.serial, cat.members)
+        except OSError as exc:
+            log.error("catalog %s: member list not saved: %s", name, exc)
         # A coo pointing at another catalog may let that one take over members it lists (5.6).
         for target in {m.coo for m in cat.members.values() if m.coo is not None}:
             if target in self.listed and target != origin:

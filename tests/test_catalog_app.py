@@ -146,3 +146,16 @@ zones:
     good = parse_config(text.split("  bad:")[0] + "zones:\n  cat.invalid: {catalog: true}\n")
     assert good.catalog_groups == {"gold": {"refresh_max": 300, "transfer": "axfr"}}
     assert good.defaults == {"refresh_min": 20} and good.zones["cat.invalid."].catalog
+
+
+def test_restart_on_a_rejected_catalog_version_serves_the_last_good_members(tmp_path: Path) -> None:
+    app, _ = _app(tmp_path, "  cat1.invalid: {catalog: true}\n", {
+        "cat1.invalid": catalog("cat1.invalid", 1, "a.zones 0 IN PTR m.example.\n"
+                                "b.zones 0 IN PTR n.example.\ngroup.b.zones 0 IN TXT \"g\""),
+        "m.example": MEMBER, "n.example": MEMBER})
+    assert _served(app, "m.example") and _served(app, "n.example")
+    # The primary's next version is rejected, and it is what the copy on disk now holds.
+    (tmp_path / "cat1.invalid.zone").write_text(catalog("cat1.invalid", 2, "", version="1"))
+    again, store = _app(tmp_path, "  cat1.invalid: {catalog: true}\n", {})
+    assert _served(again, "m.example") and _served(again, "n.example") and store.deleted == []
+    assert again.catalogs.owned[from_text("cat1.invalid.", ROOT)][from_text("n.example.", ROOT)].group == "g"
