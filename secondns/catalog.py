@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 
 from . import rrtypes
 from .names import label_text, to_text
-from .zone import Zone, decode_node
+from .zone import Zone, decode_node, iter_records
 
 SUPPORTED_VERSION = b"2"
+_PTR_TYPE = rrtypes.PTR.to_bytes(2, "big")
+_TXT_TYPE = rrtypes.TXT.to_bytes(2, "big")
 MAX_ERRORS = 100  # reasons kept for /status; the count of all of them is kept besides
 
 
@@ -118,27 +120,28 @@ def parse(zone: Zone, previous: dict[bytes, Member] | None = None) -> Catalog:
     # Walk every owner below zones.$CATZ once (bounded by the zone's own size), grouping
     # records by their member node <unique-N>.zones.$CATZ (RFC 9432 4.1, 4.3).
     ptrs: dict[bytes, list[bytes]] = {}
-    props: dict[bytes, dict[bytes, dict[int, list[tuple[int, bytes]]]]] = {}
+    props: dict[bytes, dict[bytes, bytes]] = {}  # raw node blobs, decoded only when used
+    cut = len(zones_node)
     for owner, blob in zone.nodes():
-        if not owner.endswith(zones_node) or owner == zones_node:
+        if not owner.endswith(zones_node) or len(owner) == cut:
             continue
-        stem = owner[:len(owner) - len(zones_node)]
-        # stem is a run of labels: the last one is <unique-N>, anything before it a property.
-        labels = []
-        pos = 0
-        while pos < len(stem):
-            labels.append(stem[pos + 1:pos + 1 + stem[pos]])
-            pos += 1 + stem[pos]
-        unique = labels[-1]
-        node = decode_node(blob)
-        if len(labels) == 1:
-            ptrs[unique] = [rd for _ttl, rd in node.get(rrtypes.PTR, [])]
-            if not ptrs[unique] and node:
+        # The stem before zones.$CATZ is a run of labels: the last is <unique-N>, one before it
+        # a property name; deeper names are properties this implementation does not know
+        # (RFC 9432 4.3: consumers ignore what they do not support).
+        stem_end = len(owner) - cut
+        first = owner[0] + 1
+        if first == stem_end:
+            unique = owner[1:first]
+            if blob[:2] == _PTR_TYPE and len(blob) == 8 + ((blob[6] << 8) | blob[7]):
+                found = [blob[8:]]  # the usual node: one PTR record and nothing else
+            else:
+                found = [rd for rtype, _ttl, rd in iter_records(blob) if rtype == rrtypes.PTR]
+            ptrs[unique] = found
+            if not found and blob:
                 cat.error(f"member node {label_text(unique)}: no PTR record, ignored")
-        elif len(labels) == 2:
-            props.setdefault(unique, {})[labels[0].lower()] = node
-        # Deeper names are properties this implementation does not know (RFC 9432 4.3:
-        # consumers ignore what they do not support).
+        elif first + owner[first] + 1 == stem_end:
+            unique = owner[first + 1:stem_end]
+            props.setdefault(unique, {})[owner[1:first].lower()] = blob
     by_name: dict[bytes, list[Member]] = {}
     for unique, targets in ptrs.items():
         uid = label_text(unique)
@@ -157,9 +160,15 @@ def parse(zone: Zone, previous: dict[bytes, Member] | None = None) -> Catalog:
             continue
         member_props = props.get(unique, {})
         group = None
-        group_node = member_props.get(b"group")
-        if group_node is not None:
-            groups = group_node.get(rrtypes.TXT, [])
+        group_blob = member_props.get(b"group")
+        if group_blob is not None and group_blob[:2] == _TXT_TYPE and len(group_blob) > 8 and (
+                len(group_blob) == 8 + ((group_blob[6] << 8) | group_blob[7]) == 9 + group_blob[8]):
+            # The usual node: one TXT record with one string.
+            group = group_blob[9:].decode("utf-8", "replace") or None
+            if group is None:
+                cat.error(f"member {to_text(target)}: empty group; served without a group")
+        elif group_blob is not None:
+            groups = decode_node(group_blob).get(rrtypes.TXT, [])
             values = [_txt_strings(rd) for _ttl, rd in groups]
             if len(values) == 1 and len(values[0]) == 1 and values[0][0]:
                 group = values[0][0].decode("utf-8", "replace")
@@ -167,9 +176,9 @@ def parse(zone: Zone, previous: dict[bytes, Member] | None = None) -> Catalog:
                 cat.error(f"member {to_text(target)}: group property needs one TXT record with one "
                           "string; served without a group")
         coo = None
-        coo_node = member_props.get(b"coo")
-        if coo_node is not None:
-            coo_targets = coo_node.get(rrtypes.PTR, [])
+        coo_blob = member_props.get(b"coo")
+        if coo_blob is not None:
+            coo_targets = decode_node(coo_blob).get(rrtypes.PTR, [])
             if len(coo_targets) == 1:
                 coo = _single_name(coo_targets[0][1])
             if coo is None and coo_targets:
