@@ -197,6 +197,7 @@ def test_knot_generated_catalog(tmp_path: Path) -> None:
             assert zone_status(sec, "example.org")["timers"]["refresh"] == 66
             cat = zone_status(sec, CATZ)
             assert cat["serial"] != serial and cat["catalog_zone"]["members"] == 1
+            assert cat["last_transfer"]["type"] == "ixfr"  # Knot journals its generated catalog
             wait_for("example.com copy deleted", lambda: not sec.zone_path("example.com").exists(), WAIT)
             assert serves(port, "example.net")  # hand-configured: untouched
 
