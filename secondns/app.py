@@ -186,12 +186,13 @@ class Application:
             self.catalogs.started(refresher)
         refresher.start(meta)
 
-    def stop_zone(self, origin: bytes) -> None:
-        """Stop a zone's timers and stop serving it."""
+    def stop_zone(self, origin: bytes, keep_members: bool = False) -> None:
+        """Stop a zone's timers and stop serving it; a catalog's members go too, unless kept
+        (the same catalog restarting with new settings)."""
         refresher = self.refreshers.pop(origin, None)
         if refresher is not None:
             refresher.stop()
-            if refresher.zc.catalog:
+            if refresher.zc.catalog and not keep_members:
                 self.catalogs.dropped(origin)
         self.registry.remove(origin)
 
@@ -284,7 +285,7 @@ class Application:
             old = old_zones[zc.origin]
             if zc.static != old.static or zc.catalog != old.catalog:  # primaries all removed, or first added:
                 log.info("reload: zone %s restarted from its copy on disk", zc.name)  # timers anew
-                self.stop_zone(zc.origin)
+                self.stop_zone(zc.origin, keep_members=zc.catalog and old.catalog)
                 self.start_zone(zc)
                 continue
             log.info("reload: zone %s reconfigured (applies from its next check)", zc.name)

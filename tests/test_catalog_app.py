@@ -159,3 +159,15 @@ def test_restart_on_a_rejected_catalog_version_serves_the_last_good_members(tmp_
     again, store = _app(tmp_path, "  cat1.invalid: {catalog: true}\n", {})
     assert _served(again, "m.example") and _served(again, "n.example") and store.deleted == []
     assert again.catalogs.owned[from_text("cat1.invalid.", ROOT)][from_text("n.example.", ROOT)].group == "g"
+
+
+def test_a_catalog_gaining_primaries_keeps_its_members(tmp_path: Path) -> None:
+    app, store = _app(tmp_path, "  cat1.invalid: {catalog: true}\n", {
+        "cat1.invalid": catalog("cat1.invalid", 1, "a.zones 0 IN PTR m.example."),
+        "m.example": MEMBER})
+    conf = tmp_path / "secondns.yaml"
+    conf.write_text(conf.read_text().replace("{catalog: true}", "{catalog: true, primaries: [192.0.2.1]}"))
+    code, _ = app.reload()
+    assert code == 200 and _served(app, "m.example") and store.deleted == []
+    m = from_text("m.example.", ROOT)
+    assert [str(p) for p in app.refreshers[m].zc.primaries] == ["192.0.2.1:53"]  # inherited anew
