@@ -14,7 +14,7 @@ from typing import Any
 
 from twisted.internet import defer, task, threads
 
-from . import journal, rrtypes, sdnotify, storage, tsig
+from . import journal, membership, rrtypes, sdnotify, storage, tsig
 from .config import Config, Endpoint, ZoneConfig, load_config
 from .diff import VersionStep, apply_steps
 from .errors import ConfigError, StorageError, ZoneError
@@ -90,8 +90,22 @@ class DiskStore:
 
         return self._serialised(zc, write)
 
+    def delete_zone(self, name: str) -> defer.Deferred[Any]:
+        """Remove every file of a zone (a catalog member removed or reset), behind its writes."""
+        directory = self.directory
+        return self._serialised_name(name, lambda: membership.delete_copies(directory, name))
+
+    def after(self, name: str) -> defer.Deferred[Any]:
+        """Fires once the writes (and deletions) of *name* queued so far are done."""
+        lock = self._locks.setdefault(name, defer.DeferredLock())
+        d: defer.Deferred[Any] = lock.run(lambda: None)
+        return d
+
     def _serialised(self, zc: ZoneConfig, work: Any) -> defer.Deferred[Any]:
-        lock = self._locks.setdefault(zc.name, defer.DeferredLock())
+        return self._serialised_name(zc.name, work)
+
+    def _serialised_name(self, name: str, work: Any) -> defer.Deferred[Any]:
+        lock = self._locks.setdefault(name, defer.DeferredLock())
         d: defer.Deferred[Any] = lock.run(threads.deferToThread, work)
         self._pending.add(d)
 
@@ -134,19 +148,22 @@ class Application:
         self.refreshers: dict[bytes, Refresher] = {}
         self.notifies_unknown_zone = 0
         self.ports: list[Any] = []
+        self.catalogs = membership.Catalogs(self)
         self._watchdog: task.LoopingCall | None = None
         if config.server.workers > 1:
             self.workers = WorkerPool(self)
 
     # -- zones
 
-    def load_zone(self, zc: ZoneConfig) -> CopyMeta | None:
+    def load_zone(self, zc: ZoneConfig, registry: Registry | None = None) -> CopyMeta | None:
         """Serve a zone from its copy on disk, when there is a good one.
 
         A zone without a usable copy stays in the registry with no snapshot,
         so its names get SERVFAIL (not REFUSED) until a transfer fills it.
+        A catalog zone goes to *registry*, the catalogs' own, never queried.
         """
-        self.registry.add(zc.origin)
+        registry = registry if registry is not None else self.registry
+        registry.add(zc.origin)
         try:
             loaded = read_copy(self.config.server.storage, zc)
         except (StorageError, ZoneError, OSError) as exc:
@@ -163,23 +180,30 @@ class Application:
                 log.warning("zone %s: no copy on disk yet; SERVFAIL until the first transfer", zc.name)
             return None
         zone, meta = loaded
-        self.registry.swap(zc.origin, zone)
+        registry.swap(zc.origin, zone)
         log.info("zone %s: serving serial %d from disk (%d records)", zc.name, zone.serial,
                  zone.record_count)
         return meta
 
     def start_zone(self, zc: ZoneConfig) -> None:
         """Load from disk and start the zone's refresh machine."""
-        meta = self.load_zone(zc)
-        refresher = Refresher(zc, self.registry, self.client, self.store, self.reactor)
+        registry = self.catalogs.registry if zc.catalog else self.registry
+        meta = self.load_zone(zc, registry)
+        client = membership.CatalogClient(self.client) if zc.catalog else self.client
+        refresher = Refresher(zc, registry, client, self.store, self.reactor)
         self.refreshers[zc.origin] = refresher
+        if zc.catalog:
+            self.catalogs.started(refresher)
         refresher.start(meta)
 
-    def stop_zone(self, origin: bytes) -> None:
-        """Stop a zone's timers and stop serving it."""
+    def stop_zone(self, origin: bytes, keep_members: bool = False) -> None:
+        """Stop a zone's timers and stop serving it; a catalog's members go too, unless kept
+        (the same catalog restarting with new settings)."""
         refresher = self.refreshers.pop(origin, None)
         if refresher is not None:
             refresher.stop()
+            if refresher.zc.catalog and not keep_members:
+                self.catalogs.dropped(origin)
         self.registry.remove(origin)
 
     # -- NOTIFY (RFC 1996)
@@ -263,13 +287,15 @@ class Application:
         removed = [o for o in old_zones if o not in new_zones]
         added = [zc for o, zc in new_zones.items() if o not in old_zones]
         changed = [zc for o, zc in new_zones.items() if o in old_zones and old_zones[o] != zc]
+        self.catalogs.release(set(new_zones))  # hand configuration wins over a catalog's
         for origin in removed:
             log.info("reload: zone %s removed", old_zones[origin].name)
             self.stop_zone(origin)
         for zc in changed:
-            if zc.static != old_zones[zc.origin].static:  # primaries all removed, or first added:
+            old = old_zones[zc.origin]
+            if zc.static != old.static or zc.catalog != old.catalog:  # primaries all removed, or first added:
                 log.info("reload: zone %s restarted from its copy on disk", zc.name)  # timers anew
-                self.stop_zone(zc.origin)
+                self.stop_zone(zc.origin, keep_members=zc.catalog and old.catalog)
                 self.start_zone(zc)
                 continue
             log.info("reload: zone %s reconfigured (applies from its next check)", zc.name)
@@ -277,10 +303,12 @@ class Application:
         for zc in added:
             log.info("reload: zone %s added", zc.name)
             self.start_zone(zc)
-        self.config = Config(new.path, self.config.server, new.keys, new.zones)
+        self.config = Config(new.path, self.config.server, new.keys, new.zones, new.defaults,
+                             new.catalog_groups)
         self.responder.keys = tsig.keyring(new.keys)
         if self.workers is not None:
             self.workers.keys_changed()
+        self.catalogs.reconcile_all()
         message = f"reloaded: {len(added)} added, {len(removed)} removed, {len(changed)} changed"
         log.info("%s", message)
         return 200, message
@@ -306,6 +334,7 @@ class Application:
             metrics = build_registry(collector)
             if self.workers is not None:
                 metrics.register(self.workers.collector())
+            metrics.register(membership.CatalogCollector(self.catalogs))
             site = StatusSite(metrics, self.zone_statuses, self,
                               lambda: self.config.server.control_token,
                               trust_loopback=srv.http.host in ("127.0.0.1", "::1"))

@@ -127,6 +127,7 @@ class ZoneConfig:
     key: TsigKey | None = None
     transfer: str = "ixfr"
     zonemd: str = "verify"
+    catalog: bool = False  # RFC 9432 catalog zone: transferred, never served; lists member zones
 
     @property
     def static(self) -> bool:
@@ -159,6 +160,10 @@ class Config:
     server: ServerConfig
     keys: dict[str, TsigKey]
     zones: dict[str, ZoneConfig]
+    # What catalog members are built from (membership.py): the `defaults` settings as written,
+    # and each `catalog-groups` template's settings (only the keys it sets).
+    defaults: dict[str, Any] = field(default_factory=dict)
+    catalog_groups: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def load_config(path: str | Path) -> Config:
@@ -287,6 +292,7 @@ class _Checker:
         self.problems: list[tuple[int, str]] = []
         self.keys: dict[str, TsigKey] = {}
         self.key_names: set[str] = set()  # valid or not, so a zone's reference is not reported twice
+        self.defaults: dict[str, Any] = {}
 
     def report(self, line: int, path: str, message: str) -> _Bad:
         where = f"{path}: " if path else ""
@@ -325,15 +331,33 @@ class _Checker:
         return out
 
     def config(self, root: Any) -> Config | None:
-        top = self.section(root, 1, "", ("server", "keys", "defaults", "zones"))
+        top = self.section(root, 1, "", ("server", "keys", "defaults", "zones", "catalog-groups"))
         if top is None:
             return None
         server = self.server(top)
         self.read_keys(top)
         zones = self.zones(top)
+        groups = self.catalog_groups(top)
         if server is None:
             return None
-        return Config(Path(self.file), server, dict(self.keys), zones)
+        return Config(Path(self.file), server, dict(self.keys), zones, self.defaults, groups)
+
+    def catalog_groups(self, top: _Map) -> dict[str, dict[str, Any]]:
+        """RFC 9432 4.4.2 group templates: zone settings a catalog member with that group gets."""
+        m = self.section(top.get("catalog-groups"), top.lines.get("catalog-groups", 1), "catalog-groups",
+                         None)
+        if m is None:
+            return {}
+        out: dict[str, dict[str, Any]] = {}
+        for name, value in m.items():
+            path = f"catalog-groups.{name}"
+            g = self.section(value, m.lines[name], path, tuple(k for k in _ZONE if k != "catalog"))
+            if g is None:
+                continue
+            full = self.zone_settings(g, path, self.defaults)
+            out[name] = {k.replace("-", "_"): full[k.replace("-", "_")] for k in g
+                         if k.replace("-", "_") in full}
+        return out
 
     def server(self, top: _Map) -> ServerConfig | None:
         m = self.section(top.get("server"), top.lines.get("server", 1), "server", tuple(_SERVER))
@@ -378,8 +402,10 @@ class _Checker:
                 self.keys[name] = TsigKey(name, settings.get("algorithm", "hmac-sha256"), secret)
 
     def zones(self, top: _Map) -> dict[str, ZoneConfig]:
-        defaults = self.section(top.get("defaults"), top.lines.get("defaults", 1), "defaults", tuple(_ZONE))
+        allowed = tuple(k for k in _ZONE if k != "catalog")  # a default catalog makes no sense
+        defaults = self.section(top.get("defaults"), top.lines.get("defaults", 1), "defaults", allowed)
         base = self.zone_settings(defaults, "defaults", {}) if defaults is not None else {}
+        self.defaults = base
         zones_map = self.section(top.get("zones"), top.lines.get("zones", 1), "zones", None)
         if zones_map is None:
             return {}
@@ -438,6 +464,12 @@ def _int(lo: int, hi: int | None = None) -> _Parser:
             return ck.report(line, path, f"must be {bounds}, got {value}")
         return value
     return parse
+
+
+def _bool(ck: _Checker, value: Any, line: int, path: str) -> Any:
+    if not isinstance(value, bool):
+        return ck.report(line, path, f"expected true or false, got {_describe(value)}")
+    return value
 
 
 def _seconds(ck: _Checker, value: Any, line: int, path: str) -> Any:
@@ -630,6 +662,7 @@ _ZONE: dict[str, _Parser] = {
     "key": _key_ref,
     "transfer": _choice(TRANSFER_MODES),
     "zonemd": _choice(ZONEMD_MODES),
+    "catalog": _bool,
 }
 
 _BUILTIN = ZoneConfig("", b"")

@@ -40,6 +40,15 @@ def _iso(ts: float | None) -> str | None:
 def zone_status_json(z: ZoneStatus) -> dict[str, Any]:
     """One zone as GET /status shows it."""
     lt = z.last_transfer
+    out = _zone_json(z, lt)
+    if z.catalog is not None:
+        out["catalog"] = z.catalog
+    if z.catalog_members is not None:
+        out["catalog_zone"] = {"members": z.catalog_members, "problems": z.catalog_error}
+    return out
+
+
+def _zone_json(z: ZoneStatus, lt: Any) -> dict[str, Any]:
     return {
         "zone": z.name,
         "state": z.state,

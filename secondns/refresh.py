@@ -145,6 +145,9 @@ class ZoneStatus:
     transfer_buckets: dict[str, list[int]] = field(default_factory=dict)
     transfer_seconds: dict[str, float] = field(default_factory=dict)
     notifies: dict[str, int] = field(default_factory=lambda: {"accepted": 0, "refused": 0})
+    catalog: str | None = None  # the catalog zone this member comes from (membership.py)
+    catalog_members: int | None = None  # for a catalog zone: members it provides
+    catalog_error: str | None = None  # for a catalog zone: entries or versions not acted on
 
     @property
     def state(self) -> str:

@@ -1,0 +1,200 @@
+"""Catalog zones (RFC 9432): the member list a catalog zone snapshot describes.
+
+A pure function of one snapshot, so the same catalog always yields the same
+members whatever order its records arrived in, and the parser can be tested
+without a network.  What the application does with the list (start, stop,
+reset member zones) lives in ``membership.py``.
+
+Only schema version "2" is understood (RFC 9432 4.2).  A catalog that fails
+the version check is not processed at all (RFC 9432 5.1: broken catalogs
+MUST be ignored for catalog processing), so its caller keeps the members
+it had.  Malformed member nodes are skipped one by one with a reason, never
+the whole catalog: one bad entry must not unprovision ten thousand zones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import rrtypes
+from .names import label_text, to_text
+from .zone import Zone, decode_node, iter_records
+
+SUPPORTED_VERSION = b"2"
+_PTR_TYPE = rrtypes.PTR.to_bytes(2, "big")
+_TXT_TYPE = rrtypes.TXT.to_bytes(2, "big")
+MAX_ERRORS = 100  # reasons kept for /status; the count of all of them is kept besides
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One member zone: its name (lowercased wire), the unique-N label, and its properties."""
+
+    origin: bytes
+    unique_id: str
+    group: str | None = None
+    coo: bytes | None = None  # RFC 9432 4.4.1: the catalog this member is moving to
+
+    @property
+    def name(self) -> str:
+        return to_text(self.origin)
+
+
+@dataclass
+class Catalog:
+    """The outcome of parsing one catalog version.
+
+    ``valid`` False means the version check failed and ``members`` is empty:
+    the caller must not act on it (RFC 9432 5.1).
+    """
+
+    serial: int
+    valid: bool
+    members: dict[bytes, Member] = field(default_factory=dict)  # by member origin
+    errors: list[str] = field(default_factory=list)
+    error_count: int = 0
+    reason: str | None = None  # why the whole catalog was rejected
+
+    def error(self, message: str) -> None:
+        self.error_count += 1
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append(message)
+
+
+def _label(name: bytes) -> bytes:
+    return name[1:1 + name[0]]
+
+
+def _txt_strings(rdata: bytes) -> list[bytes]:
+    """The character-strings of a TXT rdata (RFC 1035 3.3.14); [] when malformed."""
+    out = []
+    pos = 0
+    while pos < len(rdata):
+        length = rdata[pos]
+        if pos + 1 + length > len(rdata):
+            return []
+        out.append(rdata[pos + 1:pos + 1 + length])
+        pos += 1 + length
+    return out
+
+
+def _single_name(rdata: bytes) -> bytes | None:
+    """A PTR's target (uncompressed wire, as the zone keeps it), lowercased; None when malformed."""
+    pos = 0
+    while pos < len(rdata):
+        length = rdata[pos]
+        if length == 0:
+            return rdata.lower() if pos + 1 == len(rdata) else None
+        if length > 63:
+            return None
+        pos += length + 1
+    return None
+
+
+def parse(zone: Zone, previous: dict[bytes, Member] | None = None) -> Catalog:
+    """Members of the catalog *zone*, with a reason for every entry skipped.
+
+    *previous* (the members of the version before) only breaks ties: a
+    zone listed under two unique-N labels keeps the label it already had,
+    so a producer's mistake never resets a served zone (RFC 9432 5.2: the
+    new instance of a clashing zone is ignored).
+    """
+    origin = zone.origin
+    cat = Catalog(zone.serial, valid=False)
+    # RFC 9432 4.2: exactly one TXT RR at version.$CATZ, holding "2".
+    version_node = zone.rrsets(b"\x07version" + origin)
+    txts = (version_node or {}).get(rrtypes.TXT, [])
+    if not txts:
+        cat.reason = "no version property (TXT at version.<catalog>): not processed as a catalog"
+        return cat
+    if len(txts) > 1:
+        cat.reason = "more than one version TXT record: not processed as a catalog"
+        return cat
+    strings = _txt_strings(txts[0][1])
+    if strings != [SUPPORTED_VERSION]:
+        shown = " ".join(repr(s.decode("ascii", "replace")) for s in strings)
+        cat.reason = f"unsupported catalog schema version {shown or 'none'} (only \"2\"): not processed"
+        return cat
+    cat.valid = True
+    zones_node = b"\x05zones" + origin
+    # Walk every owner below zones.$CATZ once (bounded by the zone's own size), grouping
+    # records by their member node <unique-N>.zones.$CATZ (RFC 9432 4.1, 4.3).
+    ptrs: dict[bytes, list[bytes]] = {}
+    props: dict[bytes, dict[bytes, bytes]] = {}  # raw node blobs, decoded only when used
+    cut = len(zones_node)
+    for owner, blob in zone.nodes():
+        if not owner.endswith(zones_node) or len(owner) == cut:
+            continue
+        # The stem before zones.$CATZ is a run of labels: the last is <unique-N>, one before it
+        # a property name; deeper names are properties this implementation does not know
+        # (RFC 9432 4.3: consumers ignore what they do not support).
+        stem_end = len(owner) - cut
+        first = owner[0] + 1
+        if first == stem_end:
+            unique = owner[1:first]
+            if blob[:2] == _PTR_TYPE and len(blob) == 8 + ((blob[6] << 8) | blob[7]):
+                found = [blob[8:]]  # the usual node: one PTR record and nothing else
+            else:
+                found = [rd for rtype, _ttl, rd in iter_records(blob) if rtype == rrtypes.PTR]
+            ptrs[unique] = found
+            if not found and blob:
+                cat.error(f"member node {label_text(unique)}: no PTR record, ignored")
+        elif first + owner[first] + 1 == stem_end:
+            unique = owner[first + 1:stem_end]
+            props.setdefault(unique, {})[owner[1:first].lower()] = blob
+    by_name: dict[bytes, list[Member]] = {}
+    for unique, targets in ptrs.items():
+        uid = label_text(unique)
+        if not targets:
+            continue
+        if len(targets) > 1:
+            # RFC 9432 4.1: the PTR RRset of a member node holds exactly one record.
+            cat.error(f"member node {uid}: {len(targets)} PTR records, ignored")
+            continue
+        target = _single_name(targets[0])
+        if target is None:
+            cat.error(f"member node {uid}: malformed PTR target, ignored")
+            continue
+        if target == origin:
+            cat.error(f"member node {uid}: names the catalog zone itself, ignored")
+            continue
+        member_props = props.get(unique, {})
+        group = None
+        group_blob = member_props.get(b"group")
+        if group_blob is not None and group_blob[:2] == _TXT_TYPE and len(group_blob) > 8 and (
+                len(group_blob) == 8 + ((group_blob[6] << 8) | group_blob[7]) == 9 + group_blob[8]):
+            # The usual node: one TXT record with one string.
+            group = group_blob[9:].decode("utf-8", "replace") or None
+            if group is None:
+                cat.error(f"member {to_text(target)}: empty group; served without a group")
+        elif group_blob is not None:
+            groups = decode_node(group_blob).get(rrtypes.TXT, [])
+            values = [_txt_strings(rd) for _ttl, rd in groups]
+            if len(values) == 1 and len(values[0]) == 1 and values[0][0]:
+                group = values[0][0].decode("utf-8", "replace")
+            elif groups:
+                cat.error(f"member {to_text(target)}: group property needs one TXT record with one "
+                          "string; served without a group")
+        coo = None
+        coo_blob = member_props.get(b"coo")
+        if coo_blob is not None:
+            coo_targets = decode_node(coo_blob).get(rrtypes.PTR, [])
+            if len(coo_targets) == 1:
+                coo = _single_name(coo_targets[0][1])
+            if coo is None and coo_targets:
+                cat.error(f"member {to_text(target)}: coo property needs one PTR record; ignored")
+        by_name.setdefault(target, []).append(Member(target, uid, group, coo))
+    prev = previous or {}
+    for target, listed in by_name.items():
+        if len(listed) > 1:
+            old = prev.get(target)
+            keep = next((m for m in listed if old is not None and m.unique_id == old.unique_id), None)
+            if keep is None:
+                keep = min(listed, key=lambda m: m.unique_id)
+            others = ", ".join(sorted(m.unique_id for m in listed if m is not keep))
+            cat.error(f"member {to_text(target)} listed under several unique ids; kept "
+                      f"{keep.unique_id}, ignored {others}")
+            listed = [keep]
+        cat.members[target] = listed[0]
+    return cat
+

@@ -1,0 +1,173 @@
+"""Catalog reconciliation in the Application, without sockets: static catalogs on disk, new
+versions swapped in as a refresher would, and a fake store that records deletions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, task
+
+from secondns.app import Application
+from secondns.config import load_config
+from secondns.names import ROOT, from_text
+from secondns.zonefile import load_zone_text
+
+MEMBER = """$TTL 300
+@ IN SOA ns1 host 1 3600 600 86400 300
+  IN NS ns1
+ns1 IN A 192.0.2.1
+"""
+
+
+def catalog(name: str, serial: int, body: str, version: str = "2") -> str:
+    return f"""$ORIGIN {name}.
+@ 0 IN SOA invalid. invalid. {serial} 3600 600 86400 0
+@ 0 IN NS invalid.
+version 0 IN TXT "{version}"
+{body}
+"""
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.deleted: list[str] = []
+
+    def delete_zone(self, name: str) -> defer.Deferred[Any]:
+        self.deleted.append(name)
+        return defer.succeed(None)
+
+    def after(self, name: str) -> defer.Deferred[Any]:
+        return defer.succeed(None)
+
+    def save_zone(self, *args: Any) -> None:
+        return None
+
+    def save_meta(self, *args: Any) -> None:
+        return None
+
+    def save_diff(self, *args: Any) -> None:
+        return None
+
+
+def _app(tmp_path: Path, zones: str, files: dict[str, str]) -> tuple[Application, FakeStore]:
+    for name, text in files.items():
+        (tmp_path / f"{name}.zone").write_text(text)
+    conf = tmp_path / "secondns.yaml"
+    conf.write_text(f"server: {{storage: ., http: null}}\nzones:\n{zones}")
+    app = Application(load_config(conf), task.Clock())
+    store = FakeStore()
+    app.store = store
+    for zc in app.config.zones.values():
+        app.start_zone(zc)
+    return app, store
+
+
+def _swap(app: Application, name: str, text: str) -> None:
+    origin = from_text(name + ".", ROOT)
+    app.catalogs.registry.swap(origin, load_zone_text(text, origin))
+
+
+def _served(app: Application, name: str) -> bool:
+    entry = app.registry.get(from_text(name + ".", ROOT))
+    return entry is not None and entry.serving
+
+
+def test_catalog_is_not_served_and_broken_version_keeps_members(tmp_path: Path) -> None:
+    app, store = _app(tmp_path, "  cat1.invalid: {catalog: true}\n", {
+        "cat1.invalid": catalog("cat1.invalid", 1, "a.zones 0 IN PTR m.example."),
+        "m.example": MEMBER})
+    assert _served(app, "m.example")
+    assert app.registry.get(from_text("cat1.invalid.", ROOT)) is None  # REFUSED: not ours to serve
+    _swap(app, "cat1.invalid", catalog("cat1.invalid", 2, "", version="3"))
+    assert _served(app, "m.example") and store.deleted == []
+    st = app.refreshers[from_text("cat1.invalid.", ROOT)].status
+    assert st.catalog_members == 1 and "rejected" in (st.catalog_error or "")
+    _swap(app, "cat1.invalid", catalog("cat1.invalid", 3, ""))
+    assert not _served(app, "m.example") and store.deleted == ["m.example."]
+
+
+def test_coo_hands_a_member_to_the_other_catalog(tmp_path: Path) -> None:
+    app, store = _app(tmp_path, "  cat1.invalid: {catalog: true}\n  cat2.invalid: {catalog: true}\n", {
+        "cat1.invalid": catalog("cat1.invalid", 1, "a.zones 0 IN PTR m.example."),
+        "cat2.invalid": catalog("cat2.invalid", 1, "b.zones 0 IN PTR m.example."),
+        "m.example": MEMBER})
+    m = from_text("m.example.", ROOT)
+    cat1, cat2 = from_text("cat1.invalid.", ROOT), from_text("cat2.invalid.", ROOT)
+    assert app.catalogs.owner[m] == cat1  # first come; cat2's entry is a clash, not a takeover
+    assert "no coo" in (app.refreshers[cat2].status.catalog_error or "")
+    _swap(app, "cat1.invalid", catalog("cat1.invalid", 2,
+                                       "a.zones 0 IN PTR m.example.\ncoo.a.zones 0 IN PTR cat2.invalid."))
+    assert app.catalogs.owner[m] == cat2
+    assert store.deleted == ["m.example."]  # RFC 9432 5.6: unique ids differ, so the state is reset
+    assert app.refreshers[m].status.catalog == "cat2.invalid."
+
+
+def test_hand_configuration_wins_and_takes_over_on_reload(tmp_path: Path) -> None:
+    app, store = _app(tmp_path, "  cat1.invalid: {catalog: true}\n", {
+        "cat1.invalid": catalog("cat1.invalid", 1, "a.zones 0 IN PTR m.example."),
+        "m.example": MEMBER})
+    m = from_text("m.example.", ROOT)
+    assert app.refreshers[m].status.catalog == "cat1.invalid."
+    conf = tmp_path / "secondns.yaml"
+    conf.write_text(conf.read_text() + "  m.example: {refresh-max: 55}\n")
+    code, _ = app.reload()
+    assert code == 200 and _served(app, "m.example")
+    assert app.refreshers[m].status.catalog is None and app.refreshers[m].zc.refresh_max == 55
+    _swap(app, "cat1.invalid", catalog("cat1.invalid", 2, ""))  # the catalog drops it: kept (5.3)
+    assert _served(app, "m.example") and store.deleted == []
+
+
+def test_catalog_groups_are_checked_like_zones_with_file_and_line() -> None:
+    from secondns.config import InvalidConfig, parse_config
+
+    text = """defaults: {refresh-min: 20}
+catalog-groups:
+  gold: {refresh-max: 300, transfer: axfr}
+  bad:
+    refresh-max: 10
+    catalog: true
+    tranfser: axfr
+zones:
+  cat.invalid: {catalog: yes please}
+"""
+    try:
+        parse_config(text, "c.yaml")
+    except InvalidConfig as exc:
+        problems = exc.problems
+    else:
+        raise AssertionError("accepted")
+    assert problems == [
+        "c.yaml:5: catalog-groups.bad.refresh-max: refresh-min (20) is greater than refresh-max (10)",
+        "c.yaml:6: catalog-groups.bad: unknown key 'catalog'",
+        "c.yaml:7: catalog-groups.bad: unknown key 'tranfser' (did you mean 'transfer'?)",
+        "c.yaml:9: zones.cat.invalid.catalog: expected true or false, got string 'yes please'",
+    ], problems
+    good = parse_config(text.split("  bad:")[0] + "zones:\n  cat.invalid: {catalog: true}\n")
+    assert good.catalog_groups == {"gold": {"refresh_max": 300, "transfer": "axfr"}}
+    assert good.defaults == {"refresh_min": 20} and good.zones["cat.invalid."].catalog
+
+
+def test_restart_on_a_rejected_catalog_version_serves_the_last_good_members(tmp_path: Path) -> None:
+    app, _ = _app(tmp_path, "  cat1.invalid: {catalog: true}\n", {
+        "cat1.invalid": catalog("cat1.invalid", 1, "a.zones 0 IN PTR m.example.\n"
+                                "b.zones 0 IN PTR n.example.\ngroup.b.zones 0 IN TXT \"g\""),
+        "m.example": MEMBER, "n.example": MEMBER})
+    assert _served(app, "m.example") and _served(app, "n.example")
+    # The primary's next version is rejected, and it is what the copy on disk now holds.
+    (tmp_path / "cat1.invalid.zone").write_text(catalog("cat1.invalid", 2, "", version="1"))
+    again, store = _app(tmp_path, "  cat1.invalid: {catalog: true}\n", {})
+    assert _served(again, "m.example") and _served(again, "n.example") and store.deleted == []
+    assert again.catalogs.owned[from_text("cat1.invalid.", ROOT)][from_text("n.example.", ROOT)].group == "g"
+
+
+def test_a_catalog_gaining_primaries_keeps_its_members(tmp_path: Path) -> None:
+    app, store = _app(tmp_path, "  cat1.invalid: {catalog: true}\n", {
+        "cat1.invalid": catalog("cat1.invalid", 1, "a.zones 0 IN PTR m.example."),
+        "m.example": MEMBER})
+    conf = tmp_path / "secondns.yaml"
+    conf.write_text(conf.read_text().replace("{catalog: true}", "{catalog: true, primaries: [192.0.2.1]}"))
+    code, _ = app.reload()
+    assert code == 200 and _served(app, "m.example") and store.deleted == []
+    m = from_text("m.example.", ROOT)
+    assert [str(p) for p in app.refreshers[m].zc.primaries] == ["192.0.2.1:53"]  # inherited anew
