@@ -53,8 +53,8 @@ _SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-_.")
 _META_VERSION = 1
 _SNAP_MAGIC = "secondns-snapshot-v2"
 # Names per marshal call in a snapshot: marshal holds the GIL for a whole call, so one call
-# over a 1M-name dict stalled the reactor thread ~200 ms (issue 11); 50k names take ~10 ms.
-_SNAP_CHUNK = 50_000
+# over a 1M-name dict stalled the reactor thread ~200 ms (issue 11); 20k names take ~5-15 ms.
+_SNAP_CHUNK = 20_000
 
 
 @dataclass
