@@ -178,3 +178,35 @@ def test_channel_frames_survive_any_split() -> None:
         for i in range(0, len(stream), cut):
             dec.feed(stream[i:i + cut])
         assert got == messages
+
+
+def test_main_process_pool_threads_run_niced_and_the_reactor_thread_does_not(tmp_path: Path) -> None:
+    # Issue 11: with workers, the main process's building and writing must not take CPU from
+    # the workers; only its pool threads are niced (workers are spawned from the reactor
+    # thread and inherit its value, which they could never lower again).
+    import os
+    import threading
+    from types import SimpleNamespace
+
+    from twisted.python.threadpool import ThreadPool
+
+    from secondns.serve import workers
+
+    pool = ThreadPool(1, 1)
+    reactor = SimpleNamespace(getThreadPool=lambda: pool)
+    server = SimpleNamespace(workers=2, storage=tmp_path, listen=())
+    workers.WorkerPool(SimpleNamespace(reactor=reactor, config=SimpleNamespace(server=server)))
+    seen: list[int] = []
+    done = threading.Event()
+
+    def probe() -> None:
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        done.set()
+    pool.start()
+    try:
+        pool.callInThread(probe)
+        assert done.wait(10)
+    finally:
+        pool.stop()
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert seen == [min(19, base + workers.TRANSFER_THREAD_NICE)] != [base]

@@ -421,3 +421,38 @@ def test_corrupt_snapshot_falls_back_to_the_text_copy(tmp_path: Path) -> None:
     snap.write_bytes(bytes(data))
     loaded = storage.load_zone(tmp_path, "example.com.", zone.origin)
     assert loaded is not None and sorted(loaded[0].records()) == sorted(zone.records())
+
+
+def test_snapshot_is_marshalled_in_slices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One marshal call holds the GIL throughout: over a 1M-name dict it stalled the reactor
+    # ~200 ms while the copy was saved in a thread (issue 11), so names go in slices.
+    import marshal as real_marshal
+
+    from secondns.storage import snapshot_path
+
+    sizes: list[int] = []
+
+    class Recording:
+        load = staticmethod(real_marshal.load)
+        loads = staticmethod(real_marshal.loads)
+
+        @staticmethod
+        def dumps(value: object) -> bytes:
+            parts = value if isinstance(value, tuple) else (value,)
+            sizes.append(max((len(v) for v in parts if isinstance(v, dict)), default=0))
+            return real_marshal.dumps(value)
+
+    monkeypatch.setattr(storage, "_SNAP_CHUNK", 2, raising=False)
+    monkeypatch.setattr(storage, "marshal", Recording)
+    zone = _snapshot_zone()
+    storage.save_zone(tmp_path, "example.com.", zone, CopyMeta(7, 1.0, None, None, 1.0))
+    assert snapshot_path(tmp_path, "example.com.").exists()
+    assert sizes and max(sizes) <= 2, sizes
+
+    def no_text(*_a: object, **_k: object) -> None:
+        raise AssertionError("the text copy was parsed: the snapshot did not load")
+    monkeypatch.setattr(storage, "load_zone_text", no_text)
+    loaded = storage.load_zone(tmp_path, "example.com.", zone.origin)
+    assert loaded is not None
+    assert sorted(loaded[0].records()) == sorted(zone.records())
+    assert loaded[0].get(b"\x01b\x07example\x03com\x00") == b""

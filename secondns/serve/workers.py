@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -43,6 +44,25 @@ BACKOFF_MAX = 10.0
 STABLE_AFTER = 10.0  # a worker up this long has its back-off reset
 STOP_GRACE = 5.0  # seconds a worker gets to exit at shutdown before SIGKILL
 _SLOTS = ServingStats.__slots__
+# Nice value of the main process's pool threads (building versions, zone images, copies on
+# disk): on a machine with as many cores as workers, that work would otherwise take CPU
+# from the workers while a large AXFR is built (issue 11).  Per thread (Linux nice is a
+# thread's): the reactor thread keeps nice 0, since the workers it spawns inherit its value
+# and an unprivileged process can never lower it again.
+TRANSFER_THREAD_NICE = 10  # added to the process's own value
+
+
+class _NicedThread(threading.Thread):
+    """A pool thread that lowers its own CPU priority before it runs anything."""
+
+    def run(self) -> None:
+        try:
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid,
+                           min(19, os.getpriority(os.PRIO_PROCESS, tid) + TRANSFER_THREAD_NICE))
+        except (OSError, AttributeError):
+            pass  # not Linux, or not permitted: the thread runs at the process's priority
+        super().run()
 
 
 def add_snapshot(total: ServingStats, snapshot: tuple[Any, ...]) -> None:
@@ -167,6 +187,10 @@ class WorkerPool:
         self.publisher = Publisher(srv.storage / ".serve-images", self.broadcast, self.reactor)
         self.stopping = False
         self._ready: defer.Deferred[None] | None = None
+        # Before the pool starts its first thread (the reactor starts it once running).
+        get_pool = getattr(self.reactor, "getThreadPool", None)
+        if get_pool is not None:
+            get_pool().threadFactory = _NicedThread
 
     # -- start-up
 
