@@ -145,9 +145,10 @@ class StatusSite:
 
     def __init__(self, registry: CollectorRegistry, zones: Callable[[], list[ZoneStatus]],
                  controller: Controller, token: Callable[[], str | None],
-                 trust_loopback: bool = True) -> None:
+                 trust_loopback: bool = True, loading: Callable[[], str | None] | None = None) -> None:
         self.registry = registry
         self.zones = zones
+        self.loading = loading  # start-up progress while copies load, None once all are in
         root: Any = _Root(self._page)  # zope interfaces do not type-check
         root.putChild(b"", _Leaf(self._page))
         root.putChild(b"metrics", _Leaf(self._metrics))
@@ -171,6 +172,10 @@ class StatusSite:
 
     def _readyz(self, request: Any) -> bytes:
         request.setHeader(b"content-type", b"application/json")
+        loading = self.loading() if self.loading is not None else None
+        if loading is not None:
+            request.setResponseCode(503)
+            return _json({"ready": False, "loading": loading})
         reasons = not_ready_reasons(self.zones())
         if reasons:
             request.setResponseCode(503)
