@@ -331,13 +331,20 @@ class Application:
             log.info("listening on %s (UDP and TCP)", ep)
         if srv.http is not None:
             collector = SecondnsCollector(self.stats, self.zone_statuses, self._gauges,
-                                          lambda: self.notifies_unknown_zone)
+                                          lambda: self.notifies_unknown_zone,
+                                          per_zone=srv.metrics.per_zone)
             site = StatusSite(build_registry(collector), self.zone_statuses, self,
                               lambda: self.config.server.control_token,
                               trust_loopback=srv.http.host in ("127.0.0.1", "::1"),
-                              loading=self.loading_progress)
+                              loading=self.loading_progress, renderer=self._in_thread)
             self.ports.append(self.reactor.listenTCP(srv.http.port, site.site, interface=srv.http.host))
             log.info("HTTP (metrics, status, control) on %s", srv.http)
+
+    def _in_thread(self, render: Any) -> defer.Deferred[bytes]:
+        """Run a /metrics rendering in the reactor's thread pool, off the serving path."""
+        d: defer.Deferred[bytes] = threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
+                                                             render)
+        return d
 
     def _gauges(self) -> dict[str, tuple[str, float]]:
         entries = float(sum(len(c) for c in self.responder.caches))

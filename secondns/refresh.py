@@ -82,6 +82,11 @@ BACKOFF_FIRST = 5.0
 # The first checks after start-up are spread over this many seconds (the app's default).
 STARTUP_SPREAD = 5.0
 
+# A zone counts as "expiring" (status filter, secondns_zones_expiring) in the last quarter of
+# EXPIRE, as the SecondnsZoneExpiringSoon alert has it.
+EXPIRING_FRACTION = 0.25
+STATES = ("fresh", "stale", "expired", "loading")
+
 RETRY_SPREAD = 0.2  # a retry comes up to 20% early
 REFRESH_SPREAD = 0.1  # a refresh up to 10% early: uniform in [0.9, 1.0] x REFRESH
 
@@ -168,6 +173,12 @@ class ZoneStatus:
         failing = self.last_error is not None and (
             self.last_success is None or (self.last_attempt or 0) > self.last_success)
         return "stale" if behind or failing else "fresh"
+
+    def expiring(self, now: float) -> bool:
+        """Served, and more than three quarters of EXPIRE gone without a good check."""
+        if self.expired or not self.loaded or self.expire_at is None or self.expire is None:
+            return False
+        return self.expire_at - now < EXPIRING_FRACTION * self.expire
 
 
 @dataclass(frozen=True)
