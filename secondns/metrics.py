@@ -119,6 +119,9 @@ class SecondnsCollector(Collector):
         for z in zones:
             state = z.state
             counts[state] = counts.get(state, 0) + 1
+            sig = z.signature_expiry  # static zones serve signatures too
+            if sig is not None and (soonest_sig is None or sig < soonest_sig):
+                soonest_sig = sig
             if z.static:
                 continue
             if z.expiring(now):
@@ -128,9 +131,6 @@ class SecondnsCollector(Collector):
             if (z.expire_at is not None and not z.expired
                     and (soonest is None or z.expire_at < soonest)):
                 soonest = z.expire_at
-            sig = z.signature_expiry
-            if sig is not None and (soonest_sig is None or sig < soonest_sig):
-                soonest_sig = sig
         fam = GaugeMetricFamily("secondns_zones", "Configured zones, by state.", labels=["state"])
         for state, count in counts.items():
             fam.add_metric([state], count)

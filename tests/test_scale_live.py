@@ -86,6 +86,8 @@ def test_two_thousand_zones_start_and_restart_with_256_open_files(
     try:
         cold = wait_ready(sec, 300)
         assert unserved(sec, SERIAL) == []
+        emfile = sec.log_text().count("Too many open files")
+        assert emfile == 0, f"{emfile} 'Too many open files' in the log\n{sec.log_tail(20)}"
         sec.stop()
         sec.start()
         warm = wait_ready(sec, 120)
