@@ -179,9 +179,9 @@ class Application:
                  zone.record_count)
         return meta
 
-    def start_zone(self, zc: ZoneConfig) -> None:
+    def start_zone(self, zc: ZoneConfig, leftovers: storage.Leftovers | None = None) -> None:
         """Load from disk and start the zone's refresh machine."""
-        meta = self.load_zone(zc)
+        meta = self.load_zone(zc, leftovers)
         refresher = self._refresher(zc)
         self.refreshers[zc.origin] = refresher
         refresher.start(meta)
@@ -308,9 +308,10 @@ class Application:
                 continue
             log.info("reload: zone %s reconfigured (applies from its next check)", zc.name)
             self.refreshers[zc.origin].reconfigure(zc)
-        for zc in added:
+        leftovers = storage.Leftovers.scan(self.config.server.storage) if added else None
+        for zc in added:  # one directory listing for all of them, as at start-up
             log.info("reload: zone %s added", zc.name)
-            self.start_zone(zc)
+            self.start_zone(zc, leftovers)
         self.config = Config(new.path, self.config.server, new.keys, new.zones)
         self.responder.keys = tsig.keyring(new.keys)
         message = f"reloaded: {len(added)} added, {len(removed)} removed, {len(changed)} changed"
