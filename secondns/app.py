@@ -1,8 +1,11 @@
 """Assembles a running server from a Config: registry, listeners, refreshers, storage.
 
 The one place that knows every part; each part only knows its own inputs.
-Start order matters: zones are loaded from disk before the listeners open,
-so the first query is already answered from the last good copy.
+Start order matters: every zone is registered (SERVFAIL, not REFUSED, until
+its copy is in) and as many copies as load within a short budget are loaded
+before the listeners open, so a small configuration answers its first query
+from the last good copy; the rest load in chunks afterwards, each zone
+served as soon as its copy is in, while the reactor keeps answering.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import time
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet import defer, task, threads
@@ -20,7 +25,8 @@ from .diff import VersionStep, apply_steps
 from .errors import ConfigError, StorageError, ZoneError
 from .httpapi import StatusSite
 from .metrics import SecondnsCollector, build_registry
-from .refresh import Refresher, TransferClient, ZoneStatus
+from .pacing import Pacer
+from .refresh import STARTUP_SPREAD, Refresher, TransferClient, ZoneStatus
 from .registry import Registry
 from .responder import Finaliser, Responder, ServeSettings
 from .server import TCPFactory, UDPServer
@@ -31,6 +37,17 @@ from .wire import FORMERR, NOERROR, NOTAUTH, REFUSED, Query
 from .zone import Zone
 
 log = logging.getLogger("secondns")
+
+# What _read_copy_safely read: the copy, None for none on disk, False for an unusable one.
+Loaded = tuple[Zone, CopyMeta | None] | bool | None
+
+# Start-up loading: copies are read in a worker thread LOAD_CHUNK zones at a time, and the
+# reactor applies each chunk in one short turn; before the listeners open, copies load on
+# the reactor itself for at most LOAD_BUDGET seconds.
+LOAD_CHUNK = 64
+LOAD_BUDGET = 0.05
+# systemd: each loaded chunk extends the start timeout by this much (EXTEND_TIMEOUT_USEC).
+LOAD_EXTEND_USEC = 30_000_000
 
 
 class DiskStore:
@@ -145,17 +162,22 @@ class Application:
         self.responder.keys = tsig.keyring(config.keys)
         self.client = client or TwistedTransferClient(reactor)
         self.store = DiskStore(srv.storage)
+        self.pacer = Pacer(reactor, srv.transfers_in, srv.soa_queries_per_second)
         self.refreshers: dict[bytes, Refresher] = {}
+        self.unloaded: set[bytes] = set()  # configured zones whose copy is not read yet
+        self.loaded_all: defer.Deferred[None] = defer.Deferred()
         self.notifies_unknown_zone = 0
         self.ports: list[Any] = []
         self.catalogs = membership.Catalogs(self)
         self._watchdog: task.LoopingCall | None = None
+        self._stopping = False
         if config.server.workers > 1:
             self.workers = WorkerPool(self)
 
     # -- zones
 
-    def load_zone(self, zc: ZoneConfig, registry: Registry | None = None) -> CopyMeta | None:
+    def load_zone(self, zc: ZoneConfig, registry: Registry | None = None,
+                  leftovers: storage.Leftovers | None = None) -> CopyMeta | None:
         """Serve a zone from its copy on disk, when there is a good one.
 
         A zone without a usable copy stays in the registry with no snapshot,
@@ -164,15 +186,15 @@ class Application:
         """
         registry = registry if registry is not None else self.registry
         registry.add(zc.origin)
-        try:
-            loaded = read_copy(self.config.server.storage, zc)
-        except (StorageError, ZoneError, OSError) as exc:
-            log.error("zone %s: copy on disk not served, will transfer afresh: %s", zc.name, exc)
-            return None
-        except Exception:  # one bad zone must never keep the others from being served
-            log.exception("zone %s: copy on disk could not be loaded; will transfer afresh", zc.name)
-            return None
-        if loaded is None:
+        return self._serve_copy(zc, _read_copy_safely(self.config.server.storage, zc, leftovers),
+                                registry)
+
+    def _serve_copy(self, zc: ZoneConfig, loaded: Loaded, registry: Registry | None = None
+                    ) -> CopyMeta | None:
+        """Swap in a copy read by _read_copy_safely (False: unreadable, already logged)."""
+        if not isinstance(loaded, tuple):
+            if loaded is not None:
+                return None  # unusable, logged when read
             if zc.static:
                 log.error("zone %s: no primaries and no zone file in %s: SERVFAIL", zc.name,
                           self.config.server.storage)
@@ -180,20 +202,38 @@ class Application:
                 log.warning("zone %s: no copy on disk yet; SERVFAIL until the first transfer", zc.name)
             return None
         zone, meta = loaded
-        registry.swap(zc.origin, zone)
+        (registry if registry is not None else self.registry).swap(zc.origin, zone)
+        self.unloaded.discard(zc.origin)
         log.info("zone %s: serving serial %d from disk (%d records)", zc.name, zone.serial,
                  zone.record_count)
         return meta
 
-    def start_zone(self, zc: ZoneConfig) -> None:
+    def start_zone(self, zc: ZoneConfig, leftovers: storage.Leftovers | None = None) -> None:
         """Load from disk and start the zone's refresh machine."""
-        registry = self.catalogs.registry if zc.catalog else self.registry
-        meta = self.load_zone(zc, registry)
-        client = membership.CatalogClient(self.client) if zc.catalog else self.client
-        refresher = Refresher(zc, registry, client, self.store, self.reactor)
+        registry = self._registry_for(zc)
+        meta = self.load_zone(zc, registry, leftovers)
+        refresher = self._refresher(zc, registry)
         self.refreshers[zc.origin] = refresher
         if zc.catalog:
             self.catalogs.started(refresher)
+        refresher.start(meta)
+
+    def _registry_for(self, zc: ZoneConfig) -> Registry:
+        """Catalog zones live in the catalogs' own registry, which no query reads (RFC 9432)."""
+        return self.catalogs.registry if zc.catalog else self.registry
+
+    def _refresher(self, zc: ZoneConfig, registry: Registry) -> Refresher:
+        client = membership.CatalogClient(self.client) if zc.catalog else self.client
+        return Refresher(zc, registry, client, self.store, self.reactor, pacer=self.pacer,
+                         first_check_spread=STARTUP_SPREAD)
+
+    def _start_loaded(self, zc: ZoneConfig, loaded: Loaded) -> None:
+        """Serve a copy read at start-up and start the (already registered) zone's machine."""
+        refresher = self.refreshers.get(zc.origin)
+        if refresher is None or zc.origin not in self.unloaded:
+            return
+        meta = self._serve_copy(zc, loaded, self._registry_for(zc))
+        self.unloaded.discard(zc.origin)
         refresher.start(meta)
 
     def stop_zone(self, origin: bytes, keep_members: bool = False) -> None:
@@ -212,6 +252,10 @@ class Application:
         """RFC 1996 3.10: accept a NOTIFY from the zone's primaries or allow-notify sources only,
         signed with the zone's key when it has one (RFC 8945)."""
         refresher = self.refreshers.get(query.qname_lower)
+        if refresher is not None and query.qname_lower in self.unloaded:
+            # Still loading its copy: its first check comes right after, so acknowledge and
+            # let that check find the new serial (RFC 1996 3.7: a NOTIFY is only a hint).
+            return NOERROR, None
         if refresher is None:
             self.notifies_unknown_zone += 1
             log.warning("NOTIFY from %s for %s: not a zone we serve", addr[0], query.qname.decode(
@@ -267,6 +311,8 @@ class Application:
             return 404, f"zone {name} is not configured"
         if refresher.zc.static:
             return 409, f"zone {name} has no primaries"
+        if refresher.zc.origin in self.unloaded:
+            return 409, f"zone {name}: copy on disk still loading; its first check follows"
         if action == "refresh":
             refresher.refresh_now()
             return 202, f"zone {name}: SOA check started"
@@ -275,6 +321,10 @@ class Application:
 
     def reload(self) -> tuple[int, str]:
         """Re-read the configuration; an invalid one is rejected and the old one kept running."""
+        if self.unloaded:
+            message = f"reload refused: {len(self.unloaded)} zone copies still loading; retry later"
+            log.warning("%s", message)
+            return 409, message
         try:
             new = load_config(self.config.path)
         except ConfigError as exc:
@@ -300,9 +350,10 @@ class Application:
                 continue
             log.info("reload: zone %s reconfigured (applies from its next check)", zc.name)
             self.refreshers[zc.origin].reconfigure(zc)
-        for zc in added:
+        leftovers = storage.Leftovers.scan(self.config.server.storage) if added else None
+        for zc in added:  # one directory listing for all of them, as at start-up
             log.info("reload: zone %s added", zc.name)
-            self.start_zone(zc)
+            self.start_zone(zc, leftovers)
         self.config = Config(new.path, self.config.server, new.keys, new.zones, new.defaults,
                              new.catalog_groups)
         self.responder.keys = tsig.keyring(new.keys)
@@ -330,16 +381,24 @@ class Application:
         if srv.http is not None:
             stats = self.stats if self.workers is None else self.workers.total
             collector = SecondnsCollector(stats, self.zone_statuses, self._gauges,
-                                          lambda: self.notifies_unknown_zone)
+                                          lambda: self.notifies_unknown_zone,
+                                          per_zone=srv.metrics.per_zone)
             metrics = build_registry(collector)
             if self.workers is not None:
                 metrics.register(self.workers.collector())
             metrics.register(membership.CatalogCollector(self.catalogs))
             site = StatusSite(metrics, self.zone_statuses, self,
                               lambda: self.config.server.control_token,
-                              trust_loopback=srv.http.host in ("127.0.0.1", "::1"))
+                              trust_loopback=srv.http.host in ("127.0.0.1", "::1"),
+                              loading=self.loading_progress, renderer=self._in_thread)
             self.ports.append(self.reactor.listenTCP(srv.http.port, site.site, interface=srv.http.host))
             log.info("HTTP (metrics, status, control) on %s", srv.http)
+
+    def _in_thread(self, render: Any) -> defer.Deferred[bytes]:
+        """Run a /metrics rendering in the reactor's thread pool, off the serving path."""
+        d: defer.Deferred[bytes] = threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
+                                                             render)
+        return d
 
     def _gauges(self) -> dict[str, tuple[str, float]]:
         entries = float(sum(len(c) for c in self.responder.caches))
@@ -348,25 +407,82 @@ class Application:
         doc = "Responses held in the UDP and TCP answer caches."
         return {"secondns_answer_cache_entries": (doc, entries)}
 
-    def start(self) -> None:
-        """Load zones, then listen, then drop privileges and tell systemd we are ready.
+    def loading_progress(self) -> str | None:
+        """Why the node is not ready yet because of start-up loading, or None once loaded."""
+        if not self.unloaded:
+            return None
+        total = len(self.config.zones)
+        return f"loading zone copies from disk: {total - len(self.unloaded)} of {total} loaded"
 
-        Queries are never answered from an empty registry: the copies on disk
-        are loaded before the first socket opens.
+    def start(self) -> None:
+        """Register every zone, load what fits a short budget, listen, load the rest in chunks.
+
+        READY=1 goes to systemd once every copy on disk is loaded (each zone
+        is served as soon as its own copy is in); until then each chunk sends
+        EXTEND_TIMEOUT_USEC and a STATUS= line, so a large configuration does
+        not hit TimeoutStartSec while it is visibly making progress.
         """
-        for zc in self.config.zones.values():
-            self.start_zone(zc)
+        zones = list(self.config.zones.values())
+        directory = self.config.server.storage
+        leftovers = storage.Leftovers.scan(directory)  # one directory listing for every zone
+        for zc in zones:
+            registry = self._registry_for(zc)
+            registry.add(zc.origin)
+            refresher = self._refresher(zc, registry)
+            self.refreshers[zc.origin] = refresher
+            self.unloaded.add(zc.origin)
+            if zc.catalog:
+                self.catalogs.started(refresher)
+        deadline = time.monotonic() + LOAD_BUDGET
+        first = 0
+        while first < len(zones) and time.monotonic() < deadline:
+            zc = zones[first]
+            self._start_loaded(zc, _read_copy_safely(directory, zc, leftovers))
+            first += 1
         self.listen()
         drop_privileges(self.config.server.user)
         self.reactor.addSystemEventTrigger("before", "shutdown", self.shutdown)
-        if self.workers is None:
-            self._ready()
-        else:  # READY once every worker serves the loaded zones
-            self.workers.start().addCallback(lambda _: self._ready())
+        waits: list[defer.Deferred[Any]] = [self.loaded_all]
+        if self.workers is not None:  # READY once every worker serves, too
+            waits.append(self.workers.start())
+        defer.gatherResults(waits).addCallback(self._ready)
+        self._load_chunk(zones, first, leftovers)
+        self._start_watchdog()
 
-    def _ready(self) -> None:
+    def _load_chunk(self, zones: Sequence[ZoneConfig], first: int, leftovers: storage.Leftovers) -> None:
+        """Read the next LOAD_CHUNK copies in a worker thread, then serve them in one turn."""
+        if first >= len(zones) or self._stopping:
+            if not self.loaded_all.called:
+                self.loaded_all.callback(None)
+            return
+        chunk = zones[first:first + LOAD_CHUNK]
+        directory = self.config.server.storage
+        sdnotify.notify(f"EXTEND_TIMEOUT_USEC={LOAD_EXTEND_USEC}\n"
+                        f"STATUS=loading zone copies: {first} of {len(zones)}")
+
+        def read() -> list[Loaded]:
+            return [_read_copy_safely(directory, zc, leftovers) for zc in chunk]
+
+        def apply(results: list[Loaded]) -> None:
+            for zc, loaded in zip(chunk, results, strict=True):
+                self._start_loaded(zc, loaded)
+            self.reactor.callLater(0, self._load_chunk, zones, first + len(chunk), leftovers)
+
+        def failed(failure: Any) -> None:  # _read_copy_safely catches everything: a bug
+            log.error("loading zone copies failed: %s", failure.getTraceback())
+            for zc in chunk:
+                self._start_loaded(zc, False)
+            self.reactor.callLater(0, self._load_chunk, zones, first + len(chunk), leftovers)
+
+        threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), read).addCallbacks(
+            apply, failed)
+
+    def _ready(self, _: Any) -> None:
+        log.info("all %d zone copies loaded", len(self.refreshers))
         workers = f" with {self.workers.count} workers" if self.workers is not None else ""
         sdnotify.notify(f"READY=1\nSTATUS=serving {len(self.refreshers)} zones{workers}")
+
+    def _start_watchdog(self) -> None:
         interval = sdnotify.watchdog_interval()
         if interval:
             self._watchdog = task.LoopingCall(sdnotify.notify, "WATCHDOG=1")
@@ -382,6 +498,8 @@ class Application:
     def shutdown(self) -> defer.Deferred[Any]:
         """Stop timers and listeners, then wait for the disk write in progress."""
         sdnotify.notify("STOPPING=1")
+        self._stopping = True
+        self.pacer.stop()
         for origin in list(self.refreshers):
             self.refreshers[origin].stop()
         for port in self.ports:
@@ -392,13 +510,29 @@ class Application:
         return self.store.drain()
 
 
-def read_copy(directory: Any, zc: ZoneConfig) -> tuple[Zone, CopyMeta | None] | None:
+def _read_copy_safely(directory: Any, zc: ZoneConfig, leftovers: storage.Leftovers | None = None
+                      ) -> Loaded:
+    """read_copy that logs instead of raising: False when the copy exists but is unusable.
+
+    Thread-safe (touches only the zone's own files), so start-up runs it in workers.
+    """
+    try:
+        return read_copy(directory, zc, leftovers)
+    except (StorageError, ZoneError, OSError) as exc:
+        log.error("zone %s: copy on disk not served, will transfer afresh: %s", zc.name, exc)
+    except Exception:  # one bad zone must never keep the others from being served
+        log.exception("zone %s: copy on disk could not be loaded; will transfer afresh", zc.name)
+    return False
+
+
+def read_copy(directory: Any, zc: ZoneConfig, leftovers: storage.Leftovers | None = None
+              ) -> tuple[Zone, CopyMeta | None] | None:
     """The zone as last saved: the full copy plus the journal's complete entries.
 
     A journal that cannot be replayed is logged and skipped: the full copy is
     still a consistent (older) version.
     """
-    loaded = storage.load_zone(directory, zc.name, zc.origin)
+    loaded = storage.load_zone(directory, zc.name, zc.origin, leftovers)
     if loaded is None:
         return None
     zone, meta = loaded

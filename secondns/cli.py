@@ -104,8 +104,17 @@ def _ago(iso: str | None) -> str:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    body = _request(load_config(args.config), "/status")
+    config = load_config(args.config)
+    body = _request(config, "/status")
     zones = body.get("zones", [])
+    # /status pages (1,000 zones by default): follow next_offset, bounded by the total.
+    for _ in range(int(body.get("total", 0)) // max(1, len(zones) or 1) + 1):
+        if "next_offset" not in body:
+            break
+        body = _request(config, f"/status?offset={int(body['next_offset'])}")
+        zones.extend(body.get("zones", []))
+    body["zones"] = zones
+    body.pop("next_offset", None)
     if args.json:
         print(json.dumps(body, indent=2))
         return 0

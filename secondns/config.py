@@ -136,6 +136,13 @@ class ZoneConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """``server.metrics``: what /metrics exports."""
+
+    per_zone: bool = True  # per-zone series; the summary series are always there
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     listen: tuple[Endpoint, ...] = (Endpoint("127.0.0.1", DNS_PORT),)
     http: Endpoint | None = Endpoint("127.0.0.1", HTTP_PORT)
@@ -152,6 +159,10 @@ class ServerConfig:
     # Serving processes (docs/architecture.md "Workers"); the file's default is `auto`, a
     # programmatic ServerConfig keeps the single-process mode.
     workers: int = 1
+    # Paces refresh across zones, named as BIND's transfers-in and serial-query-rate.
+    transfers_in: int = 10
+    soa_queries_per_second: float = 20.0
+    metrics: MetricsConfig = MetricsConfig()
 
 
 @dataclass(frozen=True)
@@ -516,6 +527,25 @@ def _endpoint(default_port: int, nullable: bool = False) -> _Parser:
     return parse
 
 
+def _rate(ck: _Checker, value: Any, line: int, path: str) -> Any:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return ck.report(line, path, f"expected a number per second, got {_describe(value)}")
+    if not value > 0:
+        return ck.report(line, path, f"must be greater than 0, got {value}")
+    return float(value)
+
+
+def _metrics(ck: _Checker, value: Any, line: int, path: str) -> Any:
+    m = ck.section(value, line, path, ("per-zone",))
+    if m is None:
+        return BAD
+    per_zone = m.get("per-zone", True)
+    if not isinstance(per_zone, bool):
+        return ck.report(m.lines["per-zone"], f"{path}.per-zone",
+                         f"expected true or false, got {_describe(per_zone)}")
+    return MetricsConfig(per_zone=per_zone)
+
+
 def _network(ck: _Checker, value: Any, line: int, path: str) -> Any:
     if not isinstance(value, str):
         return ck.report(line, path, f"expected an address or prefix string, got {_describe(value)}")
@@ -639,6 +669,9 @@ _SERVER: dict[str, _Parser] = {
     "log-level": _choice(LOG_LEVELS),
     "log-format": _choice(LOG_FORMATS),
     "workers": _workers,
+    "transfers-in": _int(1, 10000),
+    "soa-queries-per-second": _rate,
+    "metrics": _metrics,
 }
 
 _KEY: dict[str, _Parser] = {

@@ -38,6 +38,11 @@ class TransferError(SecondnsError):
     """A zone transfer failed; the served zone is left untouched."""
 
 
+class TransientError(TransferError):
+    """A failure that may clear within seconds (a primary's quota, a timeout, a refused
+    connection): retried after a short back-off instead of waiting all of RETRY."""
+
+
 class StorageError(SecondnsError):
     """A zone copy on disk is missing, corrupt or could not be written."""
 

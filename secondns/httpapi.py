@@ -19,9 +19,22 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
+from twisted.internet import defer
 from twisted.web import resource, server
 
-from .refresh import ZoneStatus
+from .refresh import STATES, ZoneStatus
+
+# A scrape rendered less than this long ago is served again: Prometheus HA pairs and a person
+# with a browser scraping at once cost one rendering.
+METRICS_CACHE_SECONDS = 1.0
+# /status and / show at most this many zones unless ?limit= says otherwise (at most MAX_LIMIT).
+DEFAULT_LIMIT = 1000
+MAX_LIMIT = 100_000
+# The HTML page lists problems first: expired, then not loaded, stale, expiring, fresh.
+_PROBLEM_ORDER = {"expired": 0, "loading": 1, "stale": 2, "expiring": 3, "fresh": 4}
+
+Renderer = Callable[[Callable[[], bytes]], "defer.Deferred[bytes]"]
+"""Runs a rendering function off the reactor thread (the app uses the reactor's thread pool)."""
 
 
 class Controller(Protocol):
@@ -82,6 +95,60 @@ def not_ready_reasons(zones: Iterable[ZoneStatus]) -> dict[str, str]:
         elif z.expired:
             out[z.name] = "expired" + (f": {z.last_error}" if z.last_error else "")
     return out
+
+
+class ZoneQuery:
+    """``?state=&zone=&limit=&offset=`` of /status and /, checked.
+
+    ``state`` is one of the zone states, or ``expiring`` (served, in the
+    last quarter of EXPIRE), or ``problem`` (anything but fresh); ``zone``
+    is a name prefix, compared without case and trailing dot.
+    """
+
+    def __init__(self, args: dict[bytes, list[bytes]], default_limit: int = DEFAULT_LIMIT) -> None:
+        def one(key: bytes) -> str | None:
+            values = args.get(key)
+            return values[0].decode("utf-8", "replace") if values else None
+
+        self.error: str | None = None
+        self.state = one(b"state")
+        if self.state is not None:
+            self.state = self.state.lower()
+            if self.state not in (*STATES, "expiring", "problem"):
+                self.error = (f"state must be one of {', '.join((*STATES, 'expiring', 'problem'))},"
+                              f" got {self.state!r}")
+        zone = one(b"zone")
+        self.zone = zone.lower().rstrip(".") if zone else None
+        self.limit = self._int(one(b"limit"), default_limit, 1, MAX_LIMIT, "limit")
+        self.offset = self._int(one(b"offset"), 0, 0, None, "offset")
+
+    def _int(self, text: str | None, default: int, lo: int, hi: int | None, what: str) -> int:
+        if text is None:
+            return default
+        if not text.isdigit() or int(text) < lo or (hi is not None and int(text) > hi):
+            self.error = f"{what} must be an integer in {lo}..{hi if hi is not None else ''}"
+            return default
+        return int(text)
+
+    def matches(self, z: ZoneStatus, now: float) -> bool:
+        if self.zone is not None and not z.name.startswith(self.zone):
+            return False
+        if self.state is None:
+            return True
+        if self.state == "expiring":
+            return z.expiring(now)
+        if self.state == "problem":
+            return z.state != "fresh" or z.expiring(now)
+        return z.state == self.state
+
+    def select(self, zones: Iterable[ZoneStatus], now: float,
+               problems_first: bool = False) -> tuple[list[ZoneStatus], int]:
+        """The page asked for, and how many zones matched in all."""
+        chosen = [z for z in zones if self.matches(z, now)]
+        if problems_first:
+            chosen.sort(key=lambda z: _PROBLEM_ORDER.get(
+                "expiring" if z.state == "fresh" and z.expiring(now) else z.state, 5))
+        return chosen[self.offset:self.offset + self.limit], len(chosen)
 
 
 def _is_loopback(host: str) -> bool:
@@ -154,9 +221,14 @@ class StatusSite:
 
     def __init__(self, registry: CollectorRegistry, zones: Callable[[], list[ZoneStatus]],
                  controller: Controller, token: Callable[[], str | None],
-                 trust_loopback: bool = True) -> None:
+                 trust_loopback: bool = True, loading: Callable[[], str | None] | None = None,
+                 renderer: Renderer | None = None) -> None:
         self.registry = registry
         self.zones = zones
+        self.renderer = renderer  # None: render /metrics on the spot (tests)
+        self._cache: dict[str, tuple[float, bytes]] = {}
+        self._rendering: dict[str, list[Any]] = {}
+        self.loading = loading  # start-up progress while copies load, None once all are in
         root: Any = _Root(self._page)  # zope interfaces do not type-check
         root.putChild(b"", _Leaf(self._page))
         root.putChild(b"metrics", _Leaf(self._metrics))
@@ -167,12 +239,45 @@ class StatusSite:
         self.site: Any = server.Site(root)  # type: ignore[no-untyped-call]
         self.site.displayTracebacks = False
 
-    def _metrics(self, request: Any) -> bytes:
+    def _metrics(self, request: Any) -> Any:
+        """Render off the reactor: at 10,000 zones one rendering takes seconds of CPU.
+
+        With a renderer, the collector runs in a worker thread and the
+        reactor keeps answering queries meanwhile (it gets the GIL back every
+        switch interval); requests that arrive during a rendering wait for
+        it, and one finished less than METRICS_CACHE_SECONDS ago is reused.
+        """
         accept = request.getHeader("accept") or ""
         encoder, content_type = choose_encoder(accept)
         request.setHeader(b"content-type", content_type.encode())
-        data: bytes = encoder(self.registry)
-        return data
+        if self.renderer is None:
+            data: bytes = encoder(self.registry)
+            return data
+        cached = self._cache.get(content_type)
+        if cached is not None and time.monotonic() - cached[0] < METRICS_CACHE_SECONDS:
+            return cached[1]
+        waiting = self._rendering.get(content_type)
+        if waiting is None:
+            waiting = self._rendering[content_type] = []
+            d = self.renderer(lambda: encoder(self.registry))
+            d.addBoth(self._rendered, content_type)
+        waiting.append(request)
+        return server.NOT_DONE_YET
+
+    def _rendered(self, result: Any, content_type: str) -> None:
+        waiting = self._rendering.pop(content_type, [])
+        if isinstance(result, bytes):
+            self._cache[content_type] = (time.monotonic(), result)
+        for request in waiting:
+            if getattr(request, "_disconnected", False) or request.finished:
+                continue
+            if not isinstance(result, bytes):
+                request.setResponseCode(500)
+                request.setHeader(b"content-type", b"text/plain")
+                request.write(b"metrics rendering failed\n")
+            else:
+                request.write(result)
+            request.finish()
 
     def _healthz(self, request: Any) -> bytes:
         request.setHeader(b"content-type", b"text/plain")
@@ -180,6 +285,10 @@ class StatusSite:
 
     def _readyz(self, request: Any) -> bytes:
         request.setHeader(b"content-type", b"application/json")
+        loading = self.loading() if self.loading is not None else None
+        if loading is not None:
+            request.setResponseCode(503)
+            return _json({"ready": False, "loading": loading})
         reasons = not_ready_reasons(self.zones())
         if reasons:
             request.setResponseCode(503)
@@ -188,11 +297,28 @@ class StatusSite:
 
     def _status(self, request: Any) -> bytes:
         request.setHeader(b"content-type", b"application/json")
-        return _json({"time": _iso(time.time()), "zones": [zone_status_json(z) for z in self.zones()]})
+        q = ZoneQuery(request.args or {})
+        if q.error is not None:
+            request.setResponseCode(400)
+            return _json({"error": q.error})
+        now = time.time()
+        page, total = q.select(self.zones(), now)
+        body: dict[str, Any] = {"time": _iso(now), "total": total, "offset": q.offset,
+                                "limit": q.limit, "zones": [zone_status_json(z) for z in page]}
+        if q.offset + len(page) < total:
+            body["next_offset"] = q.offset + len(page)
+        return _json(body)
 
     def _page(self, request: Any) -> bytes:
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        return render_html(self.zones()).encode()
+        q = ZoneQuery(request.args or {}, default_limit=200)
+        if q.error is not None:
+            request.setResponseCode(400)
+            return f"<!DOCTYPE html><p>{html.escape(q.error)}</p>\n".encode()
+        zones = self.zones()
+        now = time.time()
+        page, total = q.select(zones, now, problems_first=True)
+        return render_html(page, now, all_zones=zones, matched=total, query=q).encode()
 
 
 class _Root(resource.Resource):
@@ -225,13 +351,26 @@ def _ago(ts: float | None, now: float) -> str:
     return f"{word}{text}{suffix}"
 
 
-def render_html(zones: list[ZoneStatus], now: float | None = None) -> str:
-    """A plain status page: one table row per zone, readable in a text browser."""
+def render_html(zones: list[ZoneStatus], now: float | None = None, *,
+                all_zones: list[ZoneStatus] | None = None, matched: int | None = None,
+                query: ZoneQuery | None = None) -> str:
+    """A plain status page: one table row per zone, readable in a text browser.
+
+    *zones* is the page shown (problems first); the summary counts
+    *all_zones*, so a filtered page still says how the whole node is doing.
+    """
     now = time.time() if now is None else now
+    everything = zones if all_zones is None else all_zones
     counts: dict[str, int] = {}
-    for z in zones:
+    for z in everything:
         counts[z.state] = counts.get(z.state, 0) + 1
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no zones"
+    shown = len(zones) if matched is None else matched
+    paging = ""
+    if query is not None:
+        links = " ".join(f'<a href="/?state={s}">{s}</a>' for s in ("problem", *STATES, "expiring"))
+        paging = (f"<p>Showing {len(zones)} of {shown} matching zones from {query.offset}"
+                  f" (<code>?state=&amp;zone=&amp;limit=&amp;offset=</code>). Filter: {links}.</p>")
     rows = []
     for z in zones:
         primaries = "<br>".join(
@@ -260,8 +399,9 @@ def render_html(zones: list[ZoneStatus], now: float | None = None) -> str:
 <style>body{{font-family:sans-serif}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}}</style></head>
 <body><h1>secondns status</h1>
-<p>{len(zones)} zones: {html.escape(summary)}. Generated {_iso(now)}.
+<p>{len(everything)} zones: {html.escape(summary)}. Generated {_iso(now)}.
 Also as <a href="/status">JSON</a>, <a href="/metrics">metrics</a>, <a href="/readyz">readiness</a>.</p>
+{paging}
 <table><tr><th>Zone</th><th>State</th><th>Serial</th><th>Primaries (serial)</th><th>Last good check</th>
 <th>Next check</th><th>Expires</th><th>Last transfer</th><th>Last error</th></tr>
 {chr(10).join(rows)}

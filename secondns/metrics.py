@@ -9,6 +9,7 @@ random name can never create a new time series.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -22,7 +23,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from . import __version__
-from .refresh import TRANSFER_BUCKETS, ZoneStatus
+from .refresh import STATES, TRANSFER_BUCKETS, ZoneStatus
 from .stats import INTERNAL_ERROR_PLACES, LATENCY_BUCKETS, ServingStats
 
 RCODE_NAMES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED",
@@ -42,19 +43,29 @@ def _bucket_pairs(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[st
 
 
 class SecondnsCollector(Collector):
-    """Yields every secondns family from live objects on each scrape."""
+    """Yields every secondns family from live objects on each scrape.
+
+    Safe to run in a worker thread while the reactor updates the statuses:
+    it only reads attributes and copies each dict before iterating it (both
+    atomic under the GIL), so a scrape sees each field as it was at some
+    instant of the scrape, which is all a metric promises.
+    """
 
     def __init__(self, stats: ServingStats, zones: Callable[[], Iterable[ZoneStatus]],
                  extra: Callable[[], dict[str, tuple[str, float]]] | None = None,
-                 unknown_notifies: Callable[[], int] | None = None) -> None:
+                 unknown_notifies: Callable[[], int] | None = None, per_zone: bool = True) -> None:
         self.stats = stats
         self.zones = zones
+        # Off: no zone label anywhere (counters summed over zones), for 10,000s of zones.
+        self.per_zone = per_zone
         self.extra = extra
         self.unknown_notifies = unknown_notifies
 
     def collect(self) -> Iterator[Any]:
         yield from self._serving()
-        yield from self._zones(list(self.zones()))
+        zones = list(self.zones())
+        yield from self._summary(zones)
+        yield from self._zones(zones)
         info = InfoMetricFamily("secondns_build", "secondns version running.")
         info.add_metric([], {"version": __version__})
         yield info
@@ -97,7 +108,54 @@ class SecondnsCollector(Collector):
             for name, (doc, value) in self.extra().items():
                 yield GaugeMetricFamily(name, doc, value=value)
 
+    def _summary(self, zones: list[ZoneStatus]) -> Iterator[Any]:
+        """Series whose number never depends on the number of zones: always exported."""
+        now = time.time()
+        counts = dict.fromkeys(STATES, 0)
+        expiring = 0
+        oldest: float | None = None
+        soonest: float | None = None
+        soonest_sig: float | None = None
+        for z in zones:
+            state = z.state
+            counts[state] = counts.get(state, 0) + 1
+            sig = z.signature_expiry  # static zones serve signatures too
+            if sig is not None and (soonest_sig is None or sig < soonest_sig):
+                soonest_sig = sig
+            if z.static:
+                continue
+            if z.expiring(now):
+                expiring += 1
+            if z.last_success is not None and (oldest is None or z.last_success < oldest):
+                oldest = z.last_success
+            if (z.expire_at is not None and not z.expired
+                    and (soonest is None or z.expire_at < soonest)):
+                soonest = z.expire_at
+        fam = GaugeMetricFamily("secondns_zones", "Configured zones, by state.", labels=["state"])
+        for state, count in counts.items():
+            fam.add_metric([state], count)
+        yield fam
+        yield GaugeMetricFamily("secondns_zones_expiring",
+                                "Served zones in the last quarter of EXPIRE without a good check.",
+                                value=expiring)
+        yield GaugeMetricFamily("secondns_metrics_per_zone",
+                                "1 when per-zone series are exported (server.metrics.per-zone).",
+                                value=1.0 if self.per_zone else 0.0)
+        for name, doc, value in (
+                ("secondns_zones_oldest_refresh_success_timestamp_seconds",
+                 "The oldest last good check among zones with primaries.", oldest),
+                ("secondns_zones_soonest_expiry_timestamp_seconds",
+                 "The soonest expiry among zones not yet expired.", soonest),
+                ("secondns_zones_soonest_signature_expiry_timestamp_seconds",
+                 "The earliest RRSIG expiration among served zones (hour-rounded down).", soonest_sig)):
+            if value is not None:
+                yield GaugeMetricFamily(name, doc, value=value)
+
     def _zones(self, zones: list[ZoneStatus]) -> Iterator[Any]:
+        if not self.per_zone:
+            yield from self._zone_totals(zones)
+            return
+
         def gauge(name: str, doc: str, labels: tuple[str, ...] = ("zone",)) -> GaugeMetricFamily:
             return GaugeMetricFamily(name, doc, labels=list(labels))
 
@@ -150,23 +208,23 @@ class SecondnsCollector(Collector):
                                (z.last_save, saved)):
                 if value is not None:
                     fam.add_metric([name], value)
-            for primary, ps in z.primaries.items():
+            for primary, ps in list(z.primaries.items()):
                 if ps.serial is not None:
                     primary_serial.add_metric([name, primary], ps.serial)
                 if ps.up is not None:
                     up.add_metric([name, primary], 1.0 if ps.up else 0.0)
-                for result, count in ps.checks.items():
+                for result, count in list(ps.checks.items()):
                     checks.add_metric([name, primary, result], count)
             for kind in ("axfr", "ixfr"):
                 for result in ("success", "failure"):
                     transfers.add_metric([name, kind, result], z.transfers.get((kind, result), 0))
             tbytes.add_metric([name], z.transfer_bytes)
             save_failures.add_metric([name], z.save_failures)
-            for result, count in z.notifies.items():
+            for result, count in list(z.notifies.items()):
                 notifies.add_metric([name, result], count)
-            for kind, buckets in z.transfer_buckets.items():
+            for kind, buckets in list(z.transfer_buckets.items()):
                 acc, total = by_kind.get(kind, ([0] * len(buckets), 0.0))
-                by_kind[kind] = ([a + b for a, b in zip(acc, buckets, strict=True)],
+                by_kind[kind] = ([a + b for a, b in zip(acc, list(buckets), strict=True)],
                                  total + z.transfer_seconds.get(kind, 0.0))
         if self.unknown_notifies is not None:
             # The zone label stays bounded: NOTIFYs for zones we do not serve share zone="".
@@ -177,6 +235,57 @@ class SecondnsCollector(Collector):
         yield from (serial, primary_serial, loaded, expired, records, success, attempt, expiry, nxt,
                     refresh, retry, expire, sig_expiry, saved, save_failures, up,
                     transfers, tbytes, checks, notifies, durations)
+
+
+    def _zone_totals(self, zones: list[ZoneStatus]) -> Iterator[Any]:
+        """The per-zone counters summed over zones: same names, no zone (or primary) label."""
+        transfers: dict[tuple[str, str], int] = {(k, r): 0 for k in ("axfr", "ixfr")
+                                                 for r in ("success", "failure")}
+        checks = {"success": 0, "failure": 0}
+        notifies = {"accepted": 0, "refused": 0}
+        tbytes = save_failures = 0
+        by_kind: dict[str, tuple[list[int], float]] = {}
+        for z in zones:
+            for key, count in dict(z.transfers).items():
+                transfers[key] = transfers.get(key, 0) + count
+            for ps in list(z.primaries.values()):
+                for result, count in dict(ps.checks).items():
+                    checks[result] = checks.get(result, 0) + count
+            for result, count in dict(z.notifies).items():
+                notifies[result] = notifies.get(result, 0) + count
+            tbytes += z.transfer_bytes
+            save_failures += z.save_failures
+            for kind, buckets in dict(z.transfer_buckets).items():
+                acc, total = by_kind.get(kind, ([0] * len(buckets), 0.0))
+                by_kind[kind] = ([a + b for a, b in zip(acc, buckets, strict=True)],
+                                 total + z.transfer_seconds.get(kind, 0.0))
+        fam = CounterMetricFamily("secondns_transfers", "Zone transfers, by type and result.",
+                                  labels=["type", "result"])
+        for (kind, result), count in sorted(transfers.items()):
+            fam.add_metric([kind, result], count)
+        yield fam
+        yield CounterMetricFamily("secondns_transfer_bytes", "Bytes received in zone transfers.",
+                                  value=tbytes)
+        fam = CounterMetricFamily("secondns_soa_checks", "SOA checks, by result.", labels=["result"])
+        for result, count in checks.items():
+            fam.add_metric([result], count)
+        yield fam
+        fam = CounterMetricFamily("secondns_notifies", "NOTIFY messages received, by result.",
+                                  labels=["result"])
+        for result, count in notifies.items():
+            fam.add_metric([result], count)
+        if self.unknown_notifies is not None:
+            fam.add_metric(["unknown_zone"], self.unknown_notifies())
+        yield fam
+        yield CounterMetricFamily("secondns_zone_save_failures",
+                                  "Failed writes of zone copies on disk (disk full, ...).",
+                                  value=save_failures)
+        durations = HistogramMetricFamily("secondns_transfer_duration_seconds",
+                                          "Duration of zone transfers.", labels=["type"])
+        for kind in ("axfr", "ixfr"):
+            buckets, total = by_kind.get(kind, ([0] * (len(TRANSFER_BUCKETS) + 1), 0.0))
+            durations.add_metric([kind], _bucket_pairs(TRANSFER_BUCKETS, buckets), total)
+        yield durations
 
 
 def build_registry(collector: SecondnsCollector) -> CollectorRegistry:

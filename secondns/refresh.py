@@ -26,15 +26,17 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from twisted.internet import defer
+from twisted.internet.error import CannotListenError
 
 from .config import Endpoint, ZoneConfig
 from .diff import VersionStep, invalidated_names
 from .dnssec import earliest_expiry
-from .errors import SecondnsError, StorageError
+from .errors import SecondnsError, StorageError, TransientError
+from .pacing import Pacer, Release
 from .registry import Registry
 from .serial import serial_gt, serial_lt
 from .storage import CopyMeta
-from .wire import NOERROR
+from .wire import NOERROR, SERVFAIL
 from .xfrin import SoaProbeResult, rcode_text
 from .zone import SOA, Zone
 
@@ -73,6 +75,17 @@ class Timers:
 def _clamp(value: int, low: int, high: int) -> float:
     return float(min(max(value, low), high))
 
+
+# After a transient failure (quota reached, timeout, connection refused) the next check comes
+# after BACKOFF_FIRST seconds, doubling with each further such failure, never later than RETRY.
+BACKOFF_FIRST = 5.0
+# The first checks after start-up are spread over this many seconds (the app's default).
+STARTUP_SPREAD = 5.0
+
+# A zone counts as "expiring" (status filter, secondns_zones_expiring) in the last quarter of
+# EXPIRE, as the SecondnsZoneExpiringSoon alert has it.
+EXPIRING_FRACTION = 0.25
+STATES = ("fresh", "stale", "expired", "loading")
 
 RETRY_SPREAD = 0.2  # a retry comes up to 20% early
 REFRESH_SPREAD = 0.1  # a refresh up to 10% early: uniform in [0.9, 1.0] x REFRESH
@@ -164,6 +177,12 @@ class ZoneStatus:
             self.last_success is None or (self.last_attempt or 0) > self.last_success)
         return "stale" if behind or failing else "fresh"
 
+    def expiring(self, now: float) -> bool:
+        """Served, and more than three quarters of EXPIRE gone without a good check."""
+        if self.expired or not self.loaded or self.expire_at is None or self.expire is None:
+            return False
+        return self.expire_at - now < EXPIRING_FRACTION * self.expire
+
 
 @dataclass(frozen=True)
 class TransferOutcome:
@@ -210,8 +229,10 @@ class Refresher:
 
     def __init__(self, zc: ZoneConfig, registry: Registry, client: TransferClient, store: ZoneStore,
                  clock: Any, rand: Callable[[], float] = random.random,
-                 wallclock: Callable[[], float] = time.time) -> None:
+                 wallclock: Callable[[], float] = time.time, pacer: Pacer | None = None,
+                 first_check_spread: float = 0.0) -> None:
         self.zc = zc
+        self.pacer = pacer or Pacer(clock)  # the app shares one; alone, no limits
         self.registry = registry
         self.client = client
         self.store = store
@@ -227,6 +248,9 @@ class Refresher:
         self._force_axfr = False  # an operator's retransfer, for the next cycle
         self._cycle_force = False  # ... and for the cycle in progress
         self._prefer: Endpoint | None = None
+        self.first_check_spread = first_check_spread
+        self._cycle_transient = False  # some primary failed this cycle for a passing reason
+        self._backoffs = 0  # consecutive cycles that failed so
 
     # -- time: the clock is reactor time (seconds); status shows wall time.
 
@@ -276,7 +300,9 @@ class Refresher:
             # A hand-placed zone file with no metadata: its age is unknown, count from now.
             st.expire_at = self.wallclock() + timers.expire
             self._arm_expiry()
-        self._schedule(0.0)
+        # Zones started together must not all probe in the same instant (the pacer caps the
+        # rate, this spreads the queue too, so NOTIFYs and new zones are not stuck behind it).
+        self._schedule(self.first_check_spread * self.rand())
 
     def stop(self) -> None:
         """Cancel timers; an in-flight check or transfer is ignored when it returns."""
@@ -351,6 +377,7 @@ class Refresher:
             order.remove(self._prefer)
             order.insert(0, self._prefer)
         self._prefer = None
+        self._cycle_transient = False
         self._probe(order, [])
 
     def _probe(self, remaining: list[Endpoint], errors: list[str]) -> None:
@@ -362,6 +389,12 @@ class Refresher:
             return
         primary = remaining[0]
         self._enter(CHECKING)
+        # The zone waits in CHECKING for a query token (server.soa-queries-per-second).
+        self.pacer.soa_query(lambda: self._send_probe(primary, remaining, errors))
+
+    def _send_probe(self, primary: Endpoint, remaining: list[Endpoint], errors: list[str]) -> None:
+        if self.status.phase == STOPPED:
+            return
         # maybeDeferred: a client that raises at once (no file descriptors left) is a failed
         # probe, not an exception that leaves the zone in CHECKING with no timer, for ever.
         d = defer.maybeDeferred(self.client.soa_query, primary, self.zc)
@@ -373,6 +406,7 @@ class Refresher:
         if self.status.phase == STOPPED:
             return
         reason = _reason(failure)
+        self._cycle_transient |= _transient(failure)
         self._primary_result(primary, None, reason)
         log.warning("zone %s: SOA check of %s failed: %s", self.zc.name, primary, reason)
         self._probe(rest, [*errors, f"{primary}: {reason}"])
@@ -384,6 +418,8 @@ class Refresher:
         reason = _unusable(result)
         if reason is not None or result.serial is None:
             reason = reason or "answered with no SOA for the zone"
+            # SERVFAIL: the primary is busy (BIND at its quota) or still loading the zone.
+            self._cycle_transient |= result.rcode == SERVFAIL
             self._primary_result(primary, None, reason)
             log.warning("zone %s: SOA check of %s failed: %s", self.zc.name, primary, reason)
             self._probe(rest, [*errors, f"{primary}: {reason}"])
@@ -419,9 +455,19 @@ class Refresher:
     def _transfer(self, primary: Endpoint, rest: list[Endpoint], kind: str, errors: list[str],
                   expire: int | None) -> None:
         self._enter(TRANSFERRING)
+        # The zone waits in TRANSFERRING for a slot (server.transfers-in).
+        self.pacer.transfer(lambda release: self._start_transfer(release, primary, rest, kind, errors,
+                                                                 expire))
+
+    def _start_transfer(self, release: Release, primary: Endpoint, rest: list[Endpoint], kind: str,
+                        errors: list[str], expire: int | None) -> None:
+        if self.status.phase == STOPPED:
+            release()
+            return
         started = self.clock.seconds()
         log.info("zone %s: %s from %s started", self.zc.name, kind.upper(), primary)
         d = defer.maybeDeferred(self.client.transfer, primary, self.zc, self.zone, kind)
+        d.addBoth(_releasing, release)
         d.addCallbacks(self._transferred, self._transfer_failed,
                        callbackArgs=(primary, rest, kind, started, errors, expire),
                        errbackArgs=(primary, rest, kind, started, errors))
@@ -431,6 +477,7 @@ class Refresher:
         if self.status.phase == STOPPED:
             return
         reason = _reason(failure)
+        self._cycle_transient |= _transient(failure)
         ixfr_reason = getattr(getattr(failure, "value", None), "ixfr_reason", None)
         duration = self.clock.seconds() - started
         if ixfr_reason is not None:
@@ -504,6 +551,7 @@ class Refresher:
         st = self.status
         timers = self.timers()
         now_wall = self.wallclock()
+        self._backoffs = 0
         st.last_success = now_wall
         st.last_error = None
         # RFC 7314 4: a primary that is itself a secondary passes on its remaining expiry.
@@ -519,14 +567,26 @@ class Refresher:
             jittered(timers.refresh, self.rand, REFRESH_SPREAD)))
 
     def _failed(self, reason: str) -> None:
-        """Every primary failed: retry at RETRY (jittered); expiry keeps counting."""
+        """Every primary failed: retry at RETRY (jittered); expiry keeps counting.
+
+        When a primary failed for a passing reason (its quota, a timeout, a
+        refused connection) the retry comes after a short back-off instead,
+        doubling per such failure and bounded by RETRY, and jittered over
+        half its length, so zones that failed together retry apart.
+        """
         st = self.status
         st.last_error = reason
         self._enter(IDLE)
         timers = self.timers()
-        log.warning("zone %s: refresh failed, retrying in %.0f s: %s", self.zc.name, timers.retry, reason)
-        self._schedule(0.0 if self._pending_check else self._before_expiry(
-            jittered(timers.retry, self.rand)))
+        if self._cycle_transient:
+            self._backoffs += 1
+            step = BACKOFF_FIRST * 2.0 ** min(self._backoffs - 1, 20)
+            delay = min(step, timers.retry) * (0.5 + 0.5 * self.rand())
+        else:
+            self._backoffs = 0
+            delay = jittered(timers.retry, self.rand)
+        log.warning("zone %s: refresh failed, retrying in %.0f s: %s", self.zc.name, delay, reason)
+        self._schedule(0.0 if self._pending_check else self._before_expiry(delay))
 
     def _before_expiry(self, delay: float) -> float:
         """Never wait past EXPIRE (an SOA may say REFRESH > EXPIRE): check when the zone would expire."""
@@ -619,6 +679,19 @@ def _unusable(result: SoaProbeResult) -> str | None:
     if not result.authoritative:
         return "answered without authority (AA clear): it does not serve the zone"
     return None
+
+
+def _releasing(result: Any, release: Release) -> Any:
+    """Free the transfer slot whatever the outcome, before the machine moves on."""
+    release()
+    return result
+
+
+def _transient(failure: Any) -> bool:
+    """True for failures that may clear within seconds (see errors.TransientError)."""
+    exc = getattr(failure, "value", failure)
+    return isinstance(exc, TransientError | OSError | CannotListenError) or bool(
+        getattr(exc, "transient", False))
 
 
 def _reason(failure: Any) -> str:

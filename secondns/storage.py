@@ -349,8 +349,53 @@ def load_meta(directory: Path, name: str) -> CopyMeta | None:
     return None
 
 
+# A leftover of _atomic_write: ".<zone file>[.meta|.snap].tmp-<16 hex>".  Zone files all end in
+# ".zone", so the greedy group is the zone file's name whatever dots the zone name has.
+_ANY_TEMP_RE = re.compile(r"\.(.*\.zone)(?:\.meta|\.snap)?\.tmp-[0-9a-f]{16}")
+
+
+class Leftovers:
+    """Temporary files of interrupted writes, found by one scan of the storage directory.
+
+    Start-up hands each zone its own leftovers from this one listing:
+    scanning the directory once per zone made a restart with N zones cost
+    N directory listings of N files each (quadratic; getdents64 was 93% of
+    a 10,000-zone restart).
+    """
+
+    def __init__(self, directory: Path, by_file: dict[str, list[str]]) -> None:
+        self.directory = Path(directory)
+        self.by_file = by_file
+
+    @classmethod
+    def scan(cls, directory: Path) -> Leftovers:
+        by_file: dict[str, list[str]] = {}
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    match = _ANY_TEMP_RE.fullmatch(entry.name)
+                    if match:
+                        by_file.setdefault(match[1], []).append(entry.name)
+        except OSError:
+            pass
+        return cls(directory, by_file)
+
+    def clean(self, name: str) -> int:
+        """Remove the zone's leftovers found by the scan; returns how many."""
+        final = zone_path(self.directory, name)
+        found = self.by_file.pop(final.name, [])
+        for file_name in found:
+            path = final.with_name(file_name)
+            log.info("%s: removing leftover of an interrupted write", path)
+            _unlink_quietly(path)
+        return len(found)
+
+
 def clean_temp_files(directory: Path, name: str) -> int:
-    """Remove temporary files left by interrupted writes of this zone; returns how many."""
+    """Remove temporary files left by interrupted writes of this zone; returns how many.
+
+    One directory listing per call: for many zones at once use Leftovers.
+    """
     final = zone_path(Path(directory), name)
     pattern = _temp_pattern(final)
     removed = 0
@@ -416,7 +461,8 @@ def _load_copy(path: Path, data: bytes, origin: bytes) -> Zone:
     return zone
 
 
-def load_zone(directory: Path, name: str, origin: bytes) -> tuple[Zone, CopyMeta | None] | None:
+def load_zone(directory: Path, name: str, origin: bytes,
+              leftovers: Leftovers | None = None) -> tuple[Zone, CopyMeta | None] | None:
     """The zone's copy and sidecar; None when there is no copy.
 
     StorageError when the copy is corrupt, truncated or does not parse.  A
@@ -425,7 +471,10 @@ def load_zone(directory: Path, name: str, origin: bytes) -> tuple[Zone, CopyMeta
     """
     directory = Path(directory)
     path = zone_path(directory, name)
-    clean_temp_files(directory, name)
+    if leftovers is not None:
+        leftovers.clean(name)
+    else:
+        clean_temp_files(directory, name)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -469,6 +518,7 @@ def _saved_time(data: bytes) -> float | None:
 
 __all__ = [
     "CopyMeta",
+    "Leftovers",
     "clean_temp_files",
     "copy_digest",
     "copy_serial",

@@ -19,7 +19,7 @@ from twisted.internet.error import ConnectionRefusedError as TxConnectionRefused
 from . import rrtypes, tsig, zonemd
 from .config import Endpoint, ZoneConfig
 from .diff import apply_steps
-from .errors import ResponseMismatch, TransferError, ZoneError
+from .errors import ResponseMismatch, TransferError, TransientError, ZoneError
 from .names import to_text
 from .refresh import TransferOutcome
 from .xfrin import (
@@ -35,7 +35,7 @@ from .zone import Zone
 
 log = logging.getLogger("secondns.transfer")
 
-class ConnectFailed(TransferError):
+class ConnectFailed(TransientError):
     """The primary could not be reached at all: try the next one, do not fall back."""
 
 
@@ -48,73 +48,200 @@ def _new_id() -> int:
     return secrets.randbits(16)
 
 
-class _UdpProbe(protocol.DatagramProtocol):
-    """One SOA query over UDP with retries; answers with another ID are ignored."""
+def _question_key(data: bytes) -> bytes | None:
+    """The question of a reply (lowercased name, type, class) for matching; None when absent.
 
-    def __init__(self, request: bytes, primary: Endpoint, handle: Callable[[bytes], Any],
-                 d: defer.Deferred[Any], clock: Any, timeout: float, tries: int) -> None:
+    RFC 5452 9.1: an answer is accepted only when ID *and* question match a
+    query in flight; the name is compared case-insensitively (RFC 4343).
+    """
+    if len(data) < 12 or data[4:6] == b"\0\0":
+        return None
+    pos = 12
+    end = len(data)
+    for _ in range(128):  # at most 127 labels fit in 255 octets (RFC 1035 2.3.4)
+        if pos >= end:
+            return None
+        length = data[pos]
+        if length == 0:
+            break
+        if length > 63:
+            return None  # a compression pointer in the question: not a reply to our query
+        pos += length + 1
+    else:
+        return None
+    if pos + 5 > end:
+        return None
+    return data[12:pos + 1].lower() + data[pos + 1:pos + 5]
+
+
+class _Probe:
+    """One SOA query in flight on a shared socket, with its own retries and timer."""
+
+    def __init__(self, sock: _SoaSocket, msg_id: int, question: bytes, request: bytes,
+                 handle: Callable[[bytes], Any], d: defer.Deferred[Any], clock: Any,
+                 timeout: float, tries: int) -> None:
+        self.sock = sock
+        self.msg_id = msg_id
+        self.question = question
         self.request = request
-        self.primary = primary
         self.handle = handle
         self.d = d
         self.clock = clock
         self.timeout = timeout
         self.tries = tries
         self._timer: Any = None
-        self._done = False
+        self.done = False
 
-    def startProtocol(self) -> None:
-        transport: Any = self.transport
-        transport.connect(self.primary.host, self.primary.port)
-        self._send()
-
-    def _send(self) -> None:
+    def send(self) -> None:
         self.tries -= 1
-        transport: Any = self.transport
         self._timer = self.clock.callLater(self.timeout, self._timed_out)
-        transport.write(self.request)  # may call connectionRefused at once, which cancels _timer
+        self.sock.write(self.request)  # may call connectionRefused at once, which finishes us
 
     def _timed_out(self) -> None:
         self._timer = None
+        if self.done:
+            return
         if self.tries > 0:
-            self._send()
+            self.send()
         else:
-            self._finish(TransferError(f"no answer from {self.primary}"))
+            self.finish(TransientError(f"no answer from {self.sock.primary}"))
 
-    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+    def received(self, datagram: bytes) -> None:
         try:
             result = self.handle(datagram)
         except ResponseMismatch:
             return  # RFC 5452: not our answer; keep waiting for the real one
         except TransferError as exc:
-            self._finish(exc)
+            self.finish(exc)
             return
         except Exception as exc:
-            self._finish(TransferError(f"bad answer: {exc}"))
+            self.finish(TransferError(f"bad answer: {exc}"))
             return
-        self._finish(result)
+        self.finish(result)
 
-    def connectionRefused(self) -> None:
-        self._finish(TransferError(f"{self.primary} refused the connection (port unreachable)"))
-
-    def stopProtocol(self) -> None:
-        # epoll reports a queued ICMP port unreachable as EPOLLERR, and Twisted then stops the port
-        # without calling connectionRefused: without this the probe's Deferred would never fire.
-        self.connectionRefused()
-
-    def _finish(self, result: Any) -> None:
-        if self._done:
+    def finish(self, result: Any) -> None:
+        if self.done:
             return
-        self._done = True
+        self.done = True
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
-        transport: Any = self.transport
-        if transport is not None:  # None when the port was already stopped under us
-            transport.stopListening()
+        self._timer = None
+        self.sock.forget(self)
         if isinstance(result, Exception):
             self.d.errback(result)
         else:
             self.d.callback(result)
+
+
+class _SoaSocket(protocol.DatagramProtocol):
+    """A connected UDP socket to one primary, shared by every SOA probe sent to it.
+
+    One socket per primary instead of one per probe: 10,000 zones checking
+    the same primary need one file descriptor, not 10,000.  Replies are
+    matched to probes by ID and question (RFC 5452 9.1); the socket being
+    connected means the kernel only delivers datagrams from the primary's
+    address and port, and reports an ICMP port unreachable as a refusal.
+    The source port changes (RFC 5452 9.2) whenever the socket goes idle or
+    has carried ``ROTATE_AFTER`` queries: it is closed and a fresh one bound.
+    """
+
+    ROTATE_AFTER = 256
+
+    def __init__(self, pool: _SoaSockets, primary: Endpoint) -> None:
+        self.pool = pool
+        self.primary = primary
+        self.pending: dict[tuple[int, bytes], _Probe] = {}
+        self.sent = 0
+        self.closing = False
+
+    def startProtocol(self) -> None:
+        transport: Any = self.transport
+        transport.connect(self.primary.host, self.primary.port)
+
+    @property
+    def retiring(self) -> bool:
+        return self.closing or self.sent >= self.ROTATE_AFTER
+
+    def add(self, probe: _Probe) -> None:
+        self.pending[(probe.msg_id, probe.question)] = probe
+        self.sent += 1
+
+    def in_use(self, msg_id: int, question: bytes) -> bool:
+        return (msg_id, question) in self.pending
+
+    def write(self, data: bytes) -> None:
+        transport: Any = self.transport
+        if transport is not None and not self.closing:
+            transport.write(data)
+
+    def forget(self, probe: _Probe) -> None:
+        key = (probe.msg_id, probe.question)
+        if self.pending.get(key) is probe:
+            del self.pending[key]
+        if not self.pending:
+            # Idle: close it, so the next burst of checks comes from a new source port.
+            self.close()
+
+    def close(self) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        self.pool.discard(self)
+        transport: Any = self.transport
+        if transport is not None:
+            transport.stopListening()
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        if len(datagram) < 12:
+            return
+        msg_id = int.from_bytes(datagram[:2], "big")
+        question = _question_key(datagram)
+        probe = self.pending.get((msg_id, question)) if question is not None else None
+        if probe is None and question is None:
+            # An error answer may carry no question (RFC 1035 leaves it optional for
+            # FORMERR and the like): match it by ID alone, the question check then fails it.
+            probe = next((p for (i, _), p in self.pending.items() if i == msg_id), None)
+        if probe is None:
+            self.pool.stray += 1  # RFC 5452: not an answer to anything we asked; ignored
+            return
+        probe.received(datagram)
+
+    def connectionRefused(self) -> None:
+        self._fail_all(TransientError(f"{self.primary} refused the connection (port unreachable)"))
+
+    def stopProtocol(self) -> None:
+        # epoll reports a queued ICMP port unreachable as EPOLLERR, and Twisted then stops the port
+        # without calling connectionRefused: without this the probes' Deferreds would never fire.
+        self.pool.discard(self)
+        self.closing = True
+        self._fail_all(TransientError(f"{self.primary} refused the connection (port unreachable)"))
+
+    def _fail_all(self, error: Exception) -> None:
+        for probe in list(self.pending.values()):
+            probe.finish(error)
+
+
+class _SoaSockets:
+    """The shared SOA sockets, at most one in use per primary."""
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+        self.sockets: dict[Endpoint, _SoaSocket] = {}
+        self.stray = 0  # datagrams that matched no probe in flight
+        self.opened = 0  # sockets bound so far (tests count them)
+
+    def get(self, primary: Endpoint) -> _SoaSocket:
+        sock = self.sockets.get(primary)
+        if sock is None or sock.retiring:
+            sock = _SoaSocket(self, primary)
+            self.reactor.listenUDP(0, sock, interface="::" if primary.family == 10 else "")
+            self.opened += 1
+            self.sockets[primary] = sock
+        return sock
+
+    def discard(self, sock: _SoaSocket) -> None:
+        if self.sockets.get(sock.primary) is sock:
+            del self.sockets[sock.primary]
 
 
 class _TcpExchange(protocol.Protocol):
@@ -163,10 +290,11 @@ class _TcpExchange(protocol.Protocol):
         self._buf = buf
 
     def _abort(self, reason: str) -> None:
-        self._finish(TransferError(reason))
+        self._finish(TransientError(reason))
 
     def connectionLost(self, reason: Any = None) -> None:
-        self._finish(TransferError(f"{self.peer} closed the connection before the transfer completed"))
+        # BIND closes the connection when its tcp-clients quota is reached: transient.
+        self._finish(TransientError(f"{self.peer} closed the connection before the transfer completed"))
 
     def _finish(self, error: Exception | None) -> None:
         if self._done:
@@ -235,6 +363,7 @@ class TwistedTransferClient:
         self.udp_timeout = udp_timeout
         self.udp_tries = udp_tries
         self.connect_timeout = connect_timeout
+        self.udp = _SoaSockets(reactor)
 
     def _tcp(self, primary: Endpoint, request: bytes, handle: MessageHandler, idle: float,
              total: float) -> defer.Deferred[None]:
@@ -248,21 +377,29 @@ class TwistedTransferClient:
 
     def soa_query(self, primary: Endpoint, zc: ZoneConfig) -> defer.Deferred[SoaProbeResult]:
         """RFC 1034 4.3.5: ask the primary for its SOA; over TCP when truncated."""
+        sock = self.udp.get(primary)
+        question = zc.origin.lower() + rrtypes.SOA.to_bytes(2, "big") + b"\0\1"
         msg_id = _new_id()
+        for _ in range(16):  # another probe of the same zone in flight may hold this ID
+            if not sock.in_use(msg_id, question):
+                break
+            msg_id = _new_id()
+        else:
+            raise TransferError(f"no free query ID for {zc.name} towards {primary}")
         signer = _Signer(zc)
         request = signer.sign(make_query(zc.origin, rrtypes.SOA, msg_id))
         d: defer.Deferred[SoaProbeResult] = defer.Deferred()
 
         def handle(data: bytes) -> SoaProbeResult:
-            # The ID first (RFC 5452 9.1): a stray or spoofed datagram is ignored, not allowed
-            # to fail the probe through a TSIG error.
-            if data[:2] != msg_id.to_bytes(2, "big"):
-                raise ResponseMismatch("reply ID does not match query ID")
+            # ID and question were matched first (_SoaSocket, RFC 5452 9.1), so a stray or
+            # spoofed datagram is ignored, never allowed to fail the probe through a TSIG error.
             signer.check_single(data)
             return parse_soa_response(data, msg_id, zc.origin)
 
-        probe = _UdpProbe(request, primary, handle, d, self.reactor, self.udp_timeout, self.udp_tries)
-        self.reactor.listenUDP(0, probe, interface="::" if primary.family == 10 else "")
+        probe = _Probe(sock, msg_id, question, request, handle, d, self.reactor, self.udp_timeout,
+                       self.udp_tries)
+        sock.add(probe)
+        probe.send()
 
         def maybe_tcp(result: SoaProbeResult) -> Any:
             if not result.truncated:
@@ -398,13 +535,14 @@ class TwistedTransferClient:
 class FallbackFailed(TransferError):
     """The IXFR failed and so did the AXFR tried after it: both reasons, both counted."""
 
-    def __init__(self, ixfr_reason: str, axfr_reason: str) -> None:
+    def __init__(self, ixfr_reason: str, axfr_reason: str, transient: bool = False) -> None:
         super().__init__(axfr_reason)
         self.ixfr_reason = ixfr_reason
+        self.transient = transient  # the AXFR's failure was (refresh retries it sooner)
 
 
 def _fallback_failed(failure: Any, ixfr_reason: str) -> None:
-    raise FallbackFailed(ixfr_reason, str(failure.value))
+    raise FallbackFailed(ixfr_reason, str(failure.value), isinstance(failure.value, TransientError))
 
 
 def _checked(make: Callable[[], Zone], zc: ZoneConfig) -> Zone:

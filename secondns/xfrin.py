@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 from . import rrtypes
 from .diff import VersionStep
-from .errors import ResponseMismatch, TransferError, WireError, ZoneError
+from .errors import ResponseMismatch, TransferError, TransientError, WireError, ZoneError
 from .names import ROOT, read_name, to_text
 from .serial import serial_gt as serial_newer
 from .zone import SOA, Zone, ZoneBuilder
@@ -65,6 +65,7 @@ FLAG_TC = 0x0200
 FLAG_RD = 0x0100
 
 NOERROR = 0
+SERVFAIL = 2
 _RCODE_NAMES = {
     0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED",
     6: "YXDOMAIN", 7: "YXRRSET", 8: "NXRRSET", 9: "NOTAUTH", 10: "NOTZONE",
@@ -658,7 +659,9 @@ class _InboundStream:
             raise TransferError(f"response has opcode {msg.opcode}, expected QUERY")
         if msg.rcode != NOERROR:
             # RFC 5936 2.2.1: any error RCODE ends the transfer, whichever message carries it.
-            raise TransferError(f"primary answered {rcode_text(msg.rcode)}")
+            # SERVFAIL is how BIND says its transfers-out quota is reached: worth a quick retry.
+            error = TransientError if msg.rcode == SERVFAIL else TransferError
+            raise error(f"primary answered {rcode_text(msg.rcode)}")
         if msg.tc:
             raise TransferError("TC bit set: transfer responses must not be truncated (RFC 5936 2.2.1)")
         # RFC 5936 2.2.1: the first message echoes the question; later ones may omit it.

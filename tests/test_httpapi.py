@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from peers import require_binary
+from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.web.resource import getChildForRequest
 from twisted.web.test.requesthelper import DummyRequest
@@ -112,6 +114,14 @@ class Harness:
         headers_out = {k.decode().lower(): b", ".join(v).decode()
                        for k, v in request.responseHeaders.getAllRawHeaders()}
         return Reply(request.responseCode or 200, headers_out, b"".join(request.written))
+
+    def request_args(self, path: str, **args: str) -> Reply:
+        """GET with a query string (DummyRequest takes args apart from the path)."""
+        request = DummyRequest([p.encode() for p in path.lstrip("/").split("/")])
+        request.args = {k.encode(): [v.encode()] for k, v in args.items()}
+        request.client = IPv4Address("TCP", "127.0.0.1", 40000)
+        request.render(getChildForRequest(self.site.site.resource, request))
+        return Reply(request.responseCode or 200, {}, b"".join(request.written))
 
 
 # -- /healthz
@@ -335,3 +345,93 @@ def test_control_token_never_appears_in_a_response() -> None:
     for reply in replies:
         assert TOKEN not in reply.body.decode(errors="replace")
         assert all(TOKEN not in v for v in reply.headers.values())
+
+
+# -- /status and / at scale: filters, pages, problems first
+
+
+def many() -> list[ZoneStatus]:
+    zones = [fresh_zone(f"z{i:03d}.example.") for i in range(250)]
+    zones[100] = expired_zone("z100.example.")
+    zones[200] = stale_zone("z200.example.")
+    for z in zones:  # the filters compare with the real clock: not expiring unless a test says so
+        if not z.expired:
+            z.expire_at = time.time() + 3590
+    return zones
+
+
+def test_status_pages_with_limit_and_offset_and_says_where_next() -> None:
+    body = Harness(many()).request_args("/status", limit="100", offset="200").json()
+    assert body["total"] == 250 and body["offset"] == 200 and len(body["zones"]) == 50
+    assert "next_offset" not in body
+    body = Harness(many()).request_args("/status", limit="100").json()
+    assert [z["zone"] for z in body["zones"]][:2] == ["z000.example.", "z001.example."]
+    assert body["next_offset"] == 100
+
+
+def test_status_filters_by_state_and_zone_prefix() -> None:
+    h = Harness(many())
+    assert [z["zone"] for z in h.request_args("/status", state="expired").json()["zones"]] == [
+        "z100.example."]
+    assert [z["zone"] for z in h.request_args("/status", state="problem").json()["zones"]] == [
+        "z100.example.", "z200.example."]
+    assert h.request_args("/status", zone="Z01").json()["total"] == 10  # z010..z019, any case
+
+
+def test_status_expiring_filter_finds_zones_in_the_last_quarter_of_expire() -> None:
+    zones = many()
+    zones[5].expire_at = time.time() + 0.1 * 3600  # EXPIRE 3600: 10% left
+    body = Harness(zones).request_args("/status", state="expiring").json()
+    assert [z["zone"] for z in body["zones"]] == ["z005.example."]
+
+
+def test_status_rejects_a_bad_filter() -> None:
+    assert Harness(many()).request_args("/status", state="bogus").code == 400
+    assert Harness(many()).request_args("/status", limit="0").code == 400
+
+
+def test_status_page_shows_problems_first_and_counts_every_zone() -> None:
+    text = Harness(many()).request_args("/", limit="5").text()
+    rows = text.split("<tr>")[2:]
+    assert "z100.example." in rows[0] and "EXPIRED" in rows[0]
+    assert "z200.example." in rows[1] and "STALE" in rows[1]
+    assert len(rows) == 5
+    assert "250 zones" in text
+
+
+def test_metrics_with_per_zone_off_have_no_zone_label_but_every_summary() -> None:
+    h = Harness([fresh_zone(), expired_zone(), loading_zone()])
+    collector = SecondnsCollector(h.stats, lambda: h.zones, unknown_notifies=lambda: 0, per_zone=False)
+    h.site = StatusSite(build_registry(collector), lambda: h.zones, h.controller, lambda: TOKEN)
+    text = h.request("/metrics").text()
+    assert "zone=" not in text
+    assert 'secondns_zones{state="expired"} 1.0' in text
+    assert 'secondns_zones{state="loading"} 1.0' in text
+    assert "secondns_metrics_per_zone 0.0" in text
+    assert "secondns_zones_oldest_refresh_success_timestamp_seconds 1.71844559e+09" in text
+    assert "secondns_zones_soonest_expiry_timestamp_seconds" in text
+    assert 'secondns_transfers_total{result="success",type="ixfr"}' in text
+
+
+def test_metrics_rendered_off_the_reactor_are_shared_by_concurrent_scrapes() -> None:
+    renders: list[defer.Deferred[bytes]] = []
+    calls: list[Any] = []
+
+    def renderer(render: Any) -> defer.Deferred[bytes]:
+        calls.append(render)
+        d: defer.Deferred[bytes] = defer.Deferred()
+        renders.append(d)
+        return d
+
+    h = Harness([fresh_zone()])
+    h.site.renderer = renderer
+    first, second = DummyRequest([b"metrics"]), DummyRequest([b"metrics"])
+    for r in (first, second):
+        r.render(getChildForRequest(h.site.site.resource, r))
+    assert len(calls) == 1 and not first.written  # one rendering, nobody answered yet
+    renders[0].callback(calls[0]())
+    assert first.finished and second.finished
+    assert b"secondns_zone_serial" in b"".join(second.written)
+    third = DummyRequest([b"metrics"])
+    third.render(getChildForRequest(h.site.site.resource, third))
+    assert len(calls) == 1 and third.written  # served from the 1 s cache

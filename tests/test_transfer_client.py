@@ -110,3 +110,60 @@ def test_stray_datagram_with_another_id_does_not_fail_a_signed_probe() -> None:
     proc = subprocess.run([sys.executable, "-c", SPOOF_SCRIPT], capture_output=True, text=True,
                           timeout=30, cwd=ROOT, env={"PYTHONPATH": str(ROOT)})
     assert proc.stdout.strip() == "SoaProbeResult 7", proc.stdout + proc.stderr
+
+
+SHARED_SCRIPT = textwrap.dedent("""
+    import socket, threading
+    import dns.message, dns.rrset
+    from twisted.internet import defer, reactor
+    from secondns.config import Endpoint, ZoneConfig
+    from secondns.names import from_text
+    from secondns.transfer import TwistedTransferClient
+
+    srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    srv.bind(("127.0.0.1", 0))
+    N = 200
+
+    def serve():
+        pending = []
+        while True:
+            data, addr = srv.recvfrom(4096)
+            pending.append((data, addr))
+            if len(pending) < 20:
+                continue
+            # Answer in reverse order: replies must be matched by ID and question, not order.
+            for data, addr in reversed(pending):
+                q = dns.message.from_wire(data)
+                name = q.question[0].name.to_text()
+                serial = int(name.split(".")[0][1:])
+                r = dns.message.make_response(q)
+                r.flags |= dns.flags.AA
+                r.answer.append(dns.rrset.from_text(name, 300, "IN", "SOA",
+                                                    f"ns1.{name} h.{name} {serial} 1 1 1 1"))
+                srv.sendto(r.to_wire(), addr)
+            pending = []
+
+    threading.Thread(target=serve, daemon=True).start()
+    primary = Endpoint("127.0.0.1", srv.getsockname()[1])
+    client = TwistedTransferClient(reactor, udp_timeout=2, udp_tries=1)
+    zcs = [ZoneConfig(f"z{i}.test.", from_text(f"z{i}.test."), primaries=(primary,)) for i in range(N)]
+
+    def go():
+        ds = [client.soa_query(primary, zc) for zc in zcs]
+        print("sockets", client.udp.opened)
+        def done(results):
+            ok = sum(1 for i, (good, r) in enumerate(results) if good and r.serial == i)
+            print("matched", ok, "of", N)
+            reactor.stop()
+        defer.DeferredList(ds, consumeErrors=True).addCallback(done)
+
+    reactor.callWhenRunning(go)
+    reactor.run()
+""")
+
+
+def test_concurrent_soa_probes_share_one_socket_and_get_their_own_answers() -> None:
+    # Issue 14: one socket per probe ran 10,000 zones out of file descriptors.
+    proc = subprocess.run([sys.executable, "-c", SHARED_SCRIPT], capture_output=True, text=True,
+                          timeout=30, cwd=ROOT, env={"PYTHONPATH": str(ROOT)})
+    assert proc.stdout.split("\n")[:2] == ["sockets 1", "matched 200 of 200"], proc.stdout + proc.stderr
