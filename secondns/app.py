@@ -28,6 +28,7 @@ from .stats import ServingStats
 from .storage import CopyMeta
 from .transfer import TwistedTransferClient
 from .wire import FORMERR, NOERROR, NOTAUTH, REFUSED, Query
+from .xfrout import TransferOut
 from .zone import Zone
 
 log = logging.getLogger("secondns")
@@ -137,6 +138,13 @@ class Application:
         self._watchdog: task.LoopingCall | None = None
         if config.server.workers > 1:
             self.workers = WorkerPool(self)
+        # Transfer-out runs here, never in a serving worker (docs/architecture.md "Transfer-out").
+        self.xfr_out = TransferOut(self.registry, self._zone_config, lambda: self.responder.keys, srv)
+        self.responder.xfr_out = self.xfr_out
+
+    def _zone_config(self, origin: bytes) -> ZoneConfig | None:
+        refresher = self.refreshers.get(origin)
+        return refresher.zc if refresher is not None else None
 
     # -- zones
 
@@ -294,6 +302,7 @@ class Application:
             udp = self.reactor.listenUDP(ep.port, UDPServer(self.responder), interface=ep.host)
             factory = TCPFactory(self.responder, self.reactor, srv.tcp_idle_timeout,
                                  srv.tcp_max_connections)
+            factory.xfr = self.xfr_out
             tcp = self.reactor.listenTCP(ep.port, factory, interface=ep.host, backlog=128)
             self.ports += [udp, tcp]
             log.info("listening on %s (UDP and TCP)", ep)
@@ -304,6 +313,7 @@ class Application:
             collector = SecondnsCollector(stats, self.zone_statuses, self._gauges,
                                           lambda: self.notifies_unknown_zone)
             metrics = build_registry(collector)
+            metrics.register(self.xfr_out.collector())
             if self.workers is not None:
                 metrics.register(self.workers.collector())
             site = StatusSite(metrics, self.zone_statuses, self,

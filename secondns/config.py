@@ -108,6 +108,14 @@ class TsigKey:
 
 
 @dataclass(frozen=True)
+class TransferAcl:
+    """One `allow-transfer` entry: both halves that are set must match (docs/configuration.md)."""
+
+    network: Network | None = None
+    key: TsigKey | None = None
+
+
+@dataclass(frozen=True)
 class ZoneConfig:
     """One zone's settings; the defaults here are the built-in ones a config may override."""
 
@@ -127,6 +135,8 @@ class ZoneConfig:
     key: TsigKey | None = None
     transfer: str = "ixfr"
     zonemd: str = "verify"
+    # Transfer-out (secondns/xfrout.py): empty means every AXFR/IXFR is REFUSED.
+    allow_transfer: tuple[TransferAcl, ...] = ()
 
     @property
     def static(self) -> bool:
@@ -151,6 +161,10 @@ class ServerConfig:
     # Serving processes (docs/architecture.md "Workers"); the file's default is `auto`, a
     # programmatic ServerConfig keeps the single-process mode.
     workers: int = 1
+    # Transfer-out limits (secondns/xfrout.py), named after BIND's transfers-out.
+    transfers_out: int = 10
+    transfers_out_per_client: int = 2
+    transfer_out_idle_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -498,6 +512,28 @@ def _network(ck: _Checker, value: Any, line: int, path: str) -> Any:
     return ck.report(line, path, f"{value!r} has host bits set (did you mean {str(network)!r}?)")
 
 
+def _transfer_acl(ck: _Checker, value: Any, line: int, path: str) -> Any:
+    """An address or prefix string, {key: NAME}, or {address: ..., key: NAME}."""
+    if isinstance(value, str):
+        network = _network(ck, value, line, path)
+        return BAD if network is BAD else TransferAcl(network, None)
+    if not isinstance(value, _Map):
+        return ck.report(line, path, "expected an address or prefix string or a mapping with "
+                                     f"address and/or key, got {_describe(value)}")
+    m = ck.section(value, line, path, ("address", "key"))
+    if m is None:
+        return BAD
+    if not m:
+        return ck.report(line, path, "needs an address, a key or both")
+    network = _network(ck, m["address"], m.lines["address"], f"{path}.address") if "address" in m else None
+    key = _key_ref(ck, m["key"], m.lines["key"], f"{path}.key") if "key" in m else None
+    if network is BAD or key is BAD:
+        return BAD
+    if network is None and key is None:
+        return ck.report(line, path, "needs an address, a key or both")
+    return TransferAcl(network, key)
+
+
 def _list(item: _Parser, non_empty: bool = False) -> _Parser:
     """A YAML list of *item*; null (every entry commented out) is an empty list."""
     def parse(ck: _Checker, value: Any, line: int, path: str) -> Any:
@@ -607,6 +643,9 @@ _SERVER: dict[str, _Parser] = {
     "log-level": _choice(LOG_LEVELS),
     "log-format": _choice(LOG_FORMATS),
     "workers": _workers,
+    "transfers-out": _int(1),
+    "transfers-out-per-client": _int(1),
+    "transfer-out-idle-timeout": _seconds,
 }
 
 _KEY: dict[str, _Parser] = {
@@ -630,6 +669,7 @@ _ZONE: dict[str, _Parser] = {
     "key": _key_ref,
     "transfer": _choice(TRANSFER_MODES),
     "zonemd": _choice(ZONEMD_MODES),
+    "allow-transfer": _list(_transfer_acl),
 }
 
 _BUILTIN = ZoneConfig("", b"")

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from . import rrtypes, tsig
 from .answer import Answer, answer_query
@@ -159,6 +160,7 @@ class Responder:
         self.stats = stats
         self.caches = (AnswerCache(settings.cache_entries), AnswerCache(settings.cache_entries // 4))
         self.notify_handler: NotifyHandler | None = None
+        self.xfr_out: Any = None  # xfrout.TransferOut, for IXFR over UDP (RFC 1995 2)
         # TSIG keys by wire name, for signed queries (RFC 8945); set by the application.
         self.keys: Mapping[bytes, TsigKey] = {}
         registry.subscribe(self._forget)
@@ -194,6 +196,8 @@ class Responder:
             if query.edns_version > 0 and query.edns:
                 return self._badvers(query)
             if opcode == OPCODE_QUERY:
+                if query.qtype == rrtypes.IXFR and transport == UDP and self.xfr_out is not None:
+                    return self._count(self.xfr_out.udp(data, addr, query.payload))  # RFC 1995 2
                 if query.tsig_offset >= 0:
                     return self._signed_query(query, transport)
                 return self._query(query, transport)

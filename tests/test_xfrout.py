@@ -1,0 +1,235 @@
+"""Transfer-out (issue 13): secondns as the primary of dnspython, dig and BIND 9 secondaries.
+
+AXFR of a served zone (compared record for record with the zone file), IXFR from the journal
+after an IXFR from an upstream BIND primary (BIND primary -> secondns -> BIND secondary), TSIG
+on the stream, and refusals: an address outside allow-transfer, a wrong key, an unsigned request
+where a key is required, a zone without allow-transfer (today's REFUSED).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import dns.zone
+import pytest
+from peers import Bind, Secondns, TsigKey, ZoneSpec, dig, free_port, require_binary, soa_serial, soa_zone_text
+
+from secondns.errors import ConfigError
+from secondns.journal import journal_path
+
+WAIT = 20.0
+
+
+def _zone(serial: int, extra: int = 0) -> str:
+    records = "".join(f"h{i} IN A 10.0.{i // 256}.{i % 256}\n" for i in range(extra))
+    return soa_zone_text("ex.", serial, records=records)
+
+
+def _records(messages: list[dns.message.Message]) -> list[tuple[str, str, str]]:
+    out = []
+    for m in messages:
+        for rrset in m.answer:
+            for rd in rrset:
+                out.append((rrset.name.to_text().lower(), dns.rdatatype.to_text(rrset.rdtype), rd.to_text()))
+    return out
+
+
+def _wait(pred: object, what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        if pred():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _keys_config(*keys: TsigKey) -> dict[str, dict[str, str]]:
+    return {k.name: {"algorithm": k.algorithm, "secret": k.secret} for k in keys}
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Secondns, TsigKey, TsigKey]]:
+    """secondns serving three static zones: open to loopback, key-only, and without an ACL."""
+    require_binary("dig")
+    good = TsigKey.generate("xfr-key")
+    other = TsigKey.generate("other-key")
+    s = Secondns(tmp_path / "s", zones={
+        "ex.": {"allow-transfer": ["127.0.0.0/8"]},
+        "signed.": {"allow-transfer": [{"key": "xfr-key"}]},
+        "closed.": {},
+        "far.": {"allow-transfer": ["192.0.2.0/24", {"address": "127.0.0.1", "key": "xfr-key"}]},
+    }, zone_files={"ex.": _zone(7, 6000), "signed.": soa_zone_text("signed.", 3),
+                   "closed.": soa_zone_text("closed.", 4), "far.": soa_zone_text("far.", 5)})
+    s.config["keys"] = _keys_config(good, other)
+    with s:
+        yield s, good, other
+
+
+def _xfr(port: int, zone: str, key: TsigKey | None = None, rdtype: str = "AXFR",
+         serial: int = 0) -> list[dns.message.Message]:
+    kwargs = {}
+    if key is not None:
+        kwargs = {"keyring": key.keyring(), "keyname": key.name, "keyalgorithm": key.algorithm}
+    return list(dns.query.xfr("127.0.0.1", zone, rdtype=rdtype, serial=serial, port=port, timeout=10,
+                              relativize=False, lifetime=20, **kwargs))
+
+
+def test_axfr_streams_the_zone_in_many_compressed_messages(served: tuple[Secondns, TsigKey, TsigKey]) -> None:
+    s, _good, _other = served
+    messages = _xfr(s.port, "ex.")
+    got = _records(messages)
+    assert got[0][1] == "SOA" and got[-1][1] == "SOA" and got[0] == got[-1]  # RFC 5936 2.2
+    expected = dns.zone.from_text(_zone(7, 6000), "ex.", relativize=False)
+    want = sorted((n.to_text().lower(), dns.rdatatype.to_text(rds.rdtype), rd.to_text())
+                  for n, rds in expected.iterate_rdatasets() for rd in rds)
+    assert sorted(got[:-1]) == want
+    assert len(messages) > 1  # 6000 records of ~21 octets do not fit one 64 KiB message
+    assert all(len(m.to_wire()) <= 65535 for m in messages)
+    # dig, an independent client, agrees
+    out = dig(s.port, "ex.", "AXFR", timeout=10)
+    assert "Transfer failed" not in out.text
+    assert f"XFR size: {len(got)} records (messages {len(messages)}," in out.text, out.text
+
+
+def test_axfr_signed_stream_verifies(served: tuple[Secondns, TsigKey, TsigKey]) -> None:
+    s, good, _other = served
+    messages = _xfr(s.port, "signed.", key=good)  # dnspython verifies every message's TSIG
+    assert all(m.had_tsig for m in messages)
+    assert _records(messages)[0][1] == "SOA"
+    out = dig(s.port, "signed.", "AXFR", "-y", f"hmac-sha256:{good.name}:{good.secret}", timeout=10)
+    assert "Transfer failed" not in out.text and "TSIG error" not in out.text
+    assert "XFR size: 7 records (messages 1," in out.text, out.text
+
+
+def _rcode(port: int, zone: str, key: TsigKey | None = None) -> int:
+    q = dns.message.make_query(zone, "AXFR")
+    if key is not None:
+        q.use_tsig(key.keyring(), keyname=key.name, algorithm=key.algorithm)
+    try:
+        r = dns.query.tcp(q, "127.0.0.1", port=port, timeout=5)
+    except dns.message.UnknownTSIGKey:
+        return -1
+    return r.rcode()
+
+
+def test_refusals(served: tuple[Secondns, TsigKey, TsigKey]) -> None:
+    s, good, other = served
+    assert _rcode(s.port, "closed.") == dns.rcode.REFUSED  # no allow-transfer: as before
+    assert _rcode(s.port, "signed.") == dns.rcode.REFUSED  # unsigned where a key is required
+    assert _rcode(s.port, "signed.", other) == dns.rcode.REFUSED  # a valid key, not the one allowed
+    assert _rcode(s.port, "far.") == dns.rcode.REFUSED  # our address is outside 192.0.2.0/24
+    assert _rcode(s.port, "far.", good) == dns.rcode.NOERROR  # address and key both match
+    wrong = TsigKey("xfr-key", other.secret)  # the right name, the wrong secret: BADSIG
+    q = dns.message.make_query("signed.", "AXFR")
+    q.use_tsig(wrong.keyring(), keyname=wrong.name)
+    with pytest.raises(dns.exception.DNSException):
+        dns.query.tcp(q, "127.0.0.1", port=s.port, timeout=5)
+    out = dig(s.port, "closed.", "AXFR", timeout=5)
+    assert "Transfer failed" in out.text
+    import urllib.request
+
+    metrics = urllib.request.urlopen(s.http_url("/metrics"), timeout=5).read().decode()
+    assert 'secondns_transfers_out_total{result="refused",type="axfr",zone="signed."} 2.0' in metrics \
+        or 'secondns_transfers_out_total{zone="signed.",type="axfr",result="refused"} 2.0' in metrics, \
+        [line for line in metrics.splitlines() if "transfers_out" in line]
+
+
+def test_ixfr_when_current_is_one_soa_and_unknown_serial_is_axfr_style(
+        served: tuple[Secondns, TsigKey, TsigKey]) -> None:
+    s, _good, _other = served
+    current = _xfr(s.port, "ex.", rdtype="IXFR", serial=7)
+    assert [r[1] for r in _records(current)] == ["SOA"]
+    full = _xfr(s.port, "ex.", rdtype="IXFR", serial=3)  # not in any journal: AXFR-style
+    assert len(_records(full)) == 6000 + 6 + 1
+    # over UDP (RFC 1995 2): current -> the SOA; otherwise too large -> the SOA alone
+    q = dns.message.make_query("ex.", "IXFR")
+    q.authority.append(dns.rrset.from_text("ex.", 0, "IN", "SOA", "ns1.ex. h.ex. 3 1 1 1 1"))
+    r = dns.query.udp(q, "127.0.0.1", port=s.port, timeout=5)
+    assert r.rcode() == dns.rcode.NOERROR and [rr.rdtype for rr in r.answer] == [dns.rdatatype.SOA]
+
+
+def test_chain_bind_primary_secondns_bind_secondary(tmp_path: Path) -> None:
+    """A change at the top reaches the bottom, by IXFR out of our journal."""
+    require_binary("named")
+    records = "".join(f"n{i} IN A 10.1.0.{i}\n" for i in range(50))
+    mid_port = free_port()
+    top = Bind(tmp_path / "top", [ZoneSpec("ch.", soa_zone_text("ch.", 1, records=records),
+                                           options=["ixfr-from-differences yes;"], notify=[mid_port])])
+    with top:
+        mid = Secondns(tmp_path / "mid", zones={"ch.": {
+            "primaries": [f"127.0.0.1:{top.port}"], "allow-transfer": ["127.0.0.1"]}},
+            ready_zones=[], port=mid_port)
+        with mid:
+            _wait(lambda: soa_serial(mid.port, "ch.") == 1, "secondns to load serial 1")
+            bottom = Bind(tmp_path / "bottom", [ZoneSpec("ch.", type="secondary", primaries=[mid.port])])
+            with bottom:
+                _wait(lambda: soa_serial(bottom.port, "ch.") == 1, "BIND secondary to load serial 1")
+                top.write_zone("ch.", soa_zone_text("ch.", 2, records=records + "new IN A 10.9.9.9\n"))
+                top.reload("ch.")
+                _wait(lambda: soa_serial(mid.port, "ch.") == 2, "secondns to get serial 2 (NOTIFY)")
+                # the journal write runs in a thread after the swap; IXFR out needs it
+                jnl = journal_path(mid.storage, "ch.")
+                _wait(lambda: jnl.exists() and "; diff 1 2 " in jnl.read_text(), "the journal entry")
+                bottom.rndc("refresh", "ch.")
+                _wait(lambda: soa_serial(bottom.port, "ch.") == 2, "BIND secondary to get serial 2")
+                r = dns.query.udp(dns.message.make_query("new.ch.", "A"), "127.0.0.1", port=bottom.port,
+                                  timeout=2)
+                assert r.answer and r.answer[0][0].to_text() == "10.9.9.9"
+                mine = mid.log_text()
+                assert "IXFR of ch. serial 2 to 127.0.0.1 (incremental)" in mine, mine[-3000:]
+
+
+# -- unit tests
+
+
+def test_is_transfer_detects_axfr_and_ixfr_only() -> None:
+    from secondns.xfrout import is_transfer
+
+    assert is_transfer(dns.message.make_query("ex.", "AXFR").to_wire())
+    assert is_transfer(dns.message.make_query("a.ex.", "IXFR").to_wire())
+    assert not is_transfer(dns.message.make_query("ex.", "SOA").to_wire())
+    notify = dns.message.make_query("ex.", "AXFR")
+    notify.set_opcode(dns.opcode.NOTIFY)
+    assert not is_transfer(notify.to_wire())
+
+
+def test_acl_address_and_key() -> None:
+    import ipaddress
+
+    from secondns.config import TransferAcl
+    from secondns.config import TsigKey as CfgKey
+    from secondns.xfrout import acl_allows
+
+    key = CfgKey("k", "hmac-sha256", b"s" * 32)
+    other = CfgKey("o", "hmac-sha256", b"t" * 32)
+    acl = (TransferAcl(ipaddress.ip_network("10.0.0.0/8")), TransferAcl(None, key))
+    assert acl_allows(acl, "10.1.2.3", None)
+    assert acl_allows(acl, "::ffff:10.1.2.3", None)
+    assert not acl_allows(acl, "192.0.2.1", None)
+    assert acl_allows(acl, "192.0.2.1", key)
+    assert not acl_allows(acl, "192.0.2.1", other)
+    both = (TransferAcl(ipaddress.ip_network("10.0.0.0/8"), key),)
+    assert not acl_allows(both, "10.1.2.3", None) and not acl_allows(both, "11.0.0.1", key)
+    assert acl_allows(both, "10.1.2.3", key)
+
+
+def test_config_errors_name_file_line_key(tmp_path: Path) -> None:
+    from secondns.config import load_config
+
+    conf = tmp_path / "c.yaml"
+    conf.write_text("zones:\n  ex.:\n    allow-transfer:\n      - 10.0.0.1/8\n      - {key: nokey}\n"
+                    "      - {adress: 1.2.3.4}\n      - 5\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(conf)
+    text = str(info.value)
+    assert f"{conf}:4: zones.ex..allow-transfer[0]" in text and "host bits" in text
+    assert ":5:" in text and "'nokey' is not defined" in text
+    assert ":6:" in text and "unknown key 'adress'" in text
+    assert ":7:" in text
