@@ -233,3 +233,53 @@ def test_config_errors_name_file_line_key(tmp_path: Path) -> None:
     assert ":5:" in text and "'nokey' is not defined" in text
     assert ":6:" in text and "unknown key 'adress'" in text
     assert ":7:" in text
+
+
+@pytest.mark.parametrize("peer", ["bind", "knot", "nsd"])
+def test_real_secondaries_transfer_from_us_with_tsig(tmp_path: Path, peer: str) -> None:
+    """BIND 9, Knot and NSD as TSIG-signed secondaries of secondns: AXFR, then IXFR after a change."""
+    from peers import Knot, Nsd
+
+    binary = {"bind": "named", "knot": "knotd", "nsd": "nsd"}[peer]
+    require_binary(binary)
+    key = TsigKey.generate("down-key")
+    mid_port = free_port()
+    records = "".join(f"r{i} IN TXT \"record {i}\"\n" for i in range(200))
+    top = Bind(tmp_path / "top", [ZoneSpec("tx.", soa_zone_text("tx.", 10, records=records),
+                                           options=["ixfr-from-differences yes;"], notify=[mid_port])])
+    with top:
+        mid = Secondns(tmp_path / "mid", zones={"tx.": {
+            "primaries": [f"127.0.0.1:{top.port}"], "allow-transfer": [{"key": "down-key"}]}},
+            ready_zones=[], port=mid_port)
+        mid.config["keys"] = _keys_config(key)
+        with mid:
+            _wait(lambda: soa_serial(mid.port, "tx.") == 10, "secondns to load serial 10")
+            cls = {"bind": Bind, "knot": Knot, "nsd": Nsd}[peer]
+            down = cls(tmp_path / "down", [ZoneSpec("tx.", type="secondary", primaries=[mid.port],
+                                                    key="down-key")], keys=[key])
+            with down:
+                _wait(lambda: soa_serial(down.port, "tx.") == 10, f"{peer} to load serial 10")
+                top.write_zone("tx.", soa_zone_text("tx.", 11, records=records + "z IN A 10.0.0.1\n"))
+                top.reload("tx.")
+                _wait(lambda: soa_serial(mid.port, "tx.") == 11, "secondns to get serial 11 (NOTIFY)")
+                jnl = journal_path(mid.storage, "tx.")
+                _wait(lambda: jnl.exists() and "; diff 10 11 " in jnl.read_text(), "the journal entry")
+                _poke(peer, down)
+                _wait(lambda: soa_serial(down.port, "tx.") == 11, f"{peer} to get serial 11")
+                r = dns.query.udp(dns.message.make_query("z.tx.", "A"), "127.0.0.1", port=down.port,
+                                  timeout=2)
+                assert r.answer and r.answer[0][0].to_text() == "10.0.0.1"
+                log = mid.log_text()
+                assert "AXFR of tx. serial 10 to 127.0.0.1 (full)" in log or \
+                    "IXFR of tx. serial 10 to 127.0.0.1 (full)" in log, log[-3000:]
+                assert "IXFR of tx. serial 11 to 127.0.0.1 (incremental)" in log, log[-3000:]
+
+
+def _poke(peer: str, down: object) -> None:
+    """Ask the secondary to check its primary now (secondns does not send NOTIFY yet)."""
+    if peer == "bind":
+        down.rndc("refresh", "tx.")  # type: ignore[attr-defined]
+    elif peer == "knot":
+        down.knotc("zone-refresh", "tx.")  # type: ignore[attr-defined]
+    else:
+        down.nsd_control("transfer", "tx.")  # type: ignore[attr-defined]
