@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import time
 from typing import Any
 
 from twisted.internet import defer, task, threads
@@ -141,6 +142,28 @@ class Application:
         # Transfer-out runs here, never in a serving worker (docs/architecture.md "Transfer-out").
         self.xfr_out = TransferOut(self.registry, self._zone_config, lambda: self.responder.keys, srv)
         self.responder.xfr_out = self.xfr_out
+        self.responder.expire_remaining = self.expire_remaining
+        self.xfr_out.expire_remaining = self.expire_remaining
+        self.xfr_handoff: Any = None
+        if self.workers is not None:  # workers pass AXFR/IXFR connections here (serve.xfrhandoff)
+            from .serve.xfrhandoff import MainSide
+
+            self.xfr_handoff = MainSide(reactor, (self.responder, reactor, srv.tcp_idle_timeout,
+                                                  srv.tcp_max_connections), self.xfr_out)
+
+    def expire_remaining(self, origin: bytes) -> int | None:
+        """RFC 7314 2: seconds until our copy expires; a static zone (a primary, to its
+        downstreams) gives its SOA EXPIRE field, as BIND's primaries do."""
+        refresher = self.refreshers.get(origin)
+        entry = self.registry.get(origin)
+        if refresher is None or entry is None or entry.snapshot is None:
+            return None
+        if refresher.zc.static:
+            return entry.snapshot.soa.expire
+        expire_at = refresher.status.expire_at
+        if expire_at is None:
+            return None
+        return max(0, min(0xFFFFFFFF, int(expire_at - time.time())))
 
     def _zone_config(self, origin: bytes) -> ZoneConfig | None:
         refresher = self.refreshers.get(origin)

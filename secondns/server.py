@@ -162,7 +162,7 @@ class TCPServer(protocol.Protocol):
                 answered = True
                 stats.tcp_queries += 1
                 if xfr is not None and is_transfer(message):
-                    self._stream = xfr.tcp(message, self._addr)
+                    self._stream = xfr.tcp(message, self._addr, self, bytes(buf[pos:]))
                     self.factory.clock.callLater(0, self._pump)
                     break
                 try:  # per message: one that raises must not cost the connection (RFC 7766 6.2.1)

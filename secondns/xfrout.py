@@ -33,6 +33,7 @@ from .registry import Registry
 from .serial import serial_gt
 from .wire import (
     AA,
+    EDNS_EXPIRE,
     FORMERR,
     NOERROR,
     NOTAUTH,
@@ -232,6 +233,7 @@ class TransferOut:
         # (zone, type, result) -> count; bounded by zones x 2 x a handful of results.
         self.counts: dict[tuple[str, str, str], int] = {}
         self.bytes_out: dict[str, int] = {}
+        self.expire_remaining: Callable[[bytes], int | None] = lambda origin: None
 
     @property
     def idle_timeout(self) -> float:
@@ -244,8 +246,13 @@ class TransferOut:
 
     # -- entry points
 
-    def tcp(self, message: bytes, addr: tuple[str, int]) -> Iterator[bytes]:
-        """The messages answering an AXFR/IXFR received over TCP (one, for a refusal)."""
+    def tcp(self, message: bytes, addr: tuple[str, int], conn: Any = None,
+            rest: bytes = b"") -> Iterator[bytes]:
+        """The messages answering an AXFR/IXFR received over TCP (one, for a refusal).
+
+        *conn* and *rest* (what follows in the connection's buffer) are for the worker's
+        hand-off (serve.xfrhandoff); here the connection answers *rest* after the stream.
+        """
         response, stream = self._decide(message, addr, tcp=True)
         if stream is not None:
             return stream
@@ -266,7 +273,12 @@ class TransferOut:
         except FormatError as exc:
             return error_response(message, FORMERR, exc.query), None
         kind = "axfr" if q.qtype == rrtypes.AXFR else "ixfr"
-        opt = opt_record(self.server.udp_max_payload, 0, q.do) if q.edns else None
+        options: list[tuple[int, bytes]] = []
+        if q.expire:  # RFC 7314 2: our copy's remaining expire time, so a chain never stretches it
+            remaining = self.expire_remaining(q.qname_lower)
+            if remaining is not None:
+                options.append((EDNS_EXPIRE, remaining.to_bytes(4, "big")))
+        opt = opt_record(self.server.udp_max_payload, 0, q.do, options) if q.edns else None
         verified: tsig.VerifiedRequest | None = None
         if q.tsig_offset >= 0:
             try:

@@ -184,6 +184,38 @@ def test_chain_bind_primary_secondns_bind_secondary(tmp_path: Path) -> None:
                 assert r.answer and r.answer[0][0].to_text() == "10.9.9.9"
                 mine = mid.log_text()
                 assert "IXFR of ch. serial 2 to 127.0.0.1 (incremental)" in mine, mine[-3000:]
+                # RFC 7314: our copy's remaining expire time (SOA EXPIRE 86400 at the top, just
+                # refreshed), in an SOA answer and in the transfer, so the chain never stretches it
+                remaining = _expire_option(mid.port, "ch.")
+                assert remaining is not None and 86400 - 120 <= remaining <= 86400, remaining
+                remaining = _expire_option(mid.port, "ch.", "AXFR")
+                assert remaining is not None and 86400 - 120 <= remaining <= 86400, remaining
+
+
+def _expire_option(port: int, zone: str, qtype: str = "SOA") -> int | None:
+    import dns.edns
+
+    q = dns.message.make_query(zone, qtype, use_edns=0,
+                               options=[dns.edns.GenericOption(dns.edns.OptionType.EXPIRE, b"")])
+    if qtype == "SOA":
+        r = dns.query.udp(q, "127.0.0.1", port=port, timeout=2)
+    else:
+        r = dns.query.tcp(q, "127.0.0.1", port=port, timeout=5)  # the first message
+    assert r.rcode() == dns.rcode.NOERROR and r.answer
+    for opt in r.options:
+        if opt.otype == dns.edns.OptionType.EXPIRE:
+            return int.from_bytes(opt.to_wire(), "big") if hasattr(opt, "to_wire") else None
+    return None
+
+
+def test_edns_expire_of_a_static_zone_is_its_soa_expire(served: tuple[Secondns, TsigKey, TsigKey]) -> None:
+    s, _good, _other = served
+    assert _expire_option(s.port, "closed.") == 86400  # as a BIND primary answers
+    # asked twice: never a cached answer without the option, nor an option in a plain answer
+    assert _expire_option(s.port, "closed.") == 86400
+    plain = dns.query.udp(dns.message.make_query("closed.", "SOA", use_edns=0), "127.0.0.1", port=s.port,
+                          timeout=2)
+    assert not plain.options
 
 
 # -- unit tests
@@ -283,3 +315,27 @@ def _poke(peer: str, down: object) -> None:
         down.knotc("zone-refresh", "tx.")  # type: ignore[attr-defined]
     else:
         down.nsd_control("transfer", "tx.")  # type: ignore[attr-defined]
+
+
+def test_worker_mode_hands_transfers_to_the_main_process(tmp_path: Path) -> None:
+    """workers: 2: every AXFR/IXFR, whichever worker's socket took the connection, is streamed
+    by the main process (the only one with the journal and allow-transfer), TSIG included."""
+    require_binary("dig")
+    good = TsigKey.generate("xfr-key")
+    s = Secondns(tmp_path / "s", zones={
+        "ex.": {"allow-transfer": ["127.0.0.1"]},
+        "signed.": {"allow-transfer": [{"key": "xfr-key"}]},
+    }, zone_files={"ex.": _zone(7, 6000), "signed.": soa_zone_text("signed.", 3)},
+        server={"workers": 2})
+    s.config["keys"] = _keys_config(good)
+    with s:
+        for _ in range(12):  # fresh connections: SO_REUSEPORT spreads them over both workers
+            messages = _xfr(s.port, "ex.")
+            assert len(_records(messages)) == 6000 + 6 + 1 and len(messages) > 1
+            assert [r[1] for r in _records(_xfr(s.port, "ex.", rdtype="IXFR", serial=7))] == ["SOA"]
+            assert _records(_xfr(s.port, "signed.", key=good))[0][1] == "SOA"
+            assert _rcode(s.port, "signed.") == dns.rcode.REFUSED
+        # queries still answered by the workers meanwhile and after
+        assert soa_serial(s.port, "ex.") == 7
+        log = s.log_text()
+        assert log.count("AXFR of ex. serial 7 to 127.0.0.1 (full)") == 12, log[-3000:]
