@@ -21,6 +21,7 @@ from .diff import VersionStep, apply_steps
 from .errors import ConfigError, StorageError, ZoneError
 from .httpapi import StatusSite
 from .metrics import SecondnsCollector, build_registry
+from .notify_out import NotifySender
 from .refresh import Refresher, TransferClient, ZoneStatus
 from .registry import Registry
 from .responder import Finaliser, Responder, ServeSettings
@@ -143,6 +144,7 @@ class Application:
         self.xfr_out = TransferOut(self.registry, self._zone_config, lambda: self.responder.keys, srv)
         self.responder.xfr_out = self.xfr_out
         self.responder.expire_remaining = self.expire_remaining
+        self.notifier = NotifySender(self.registry, self._zone_config, reactor)
         self.xfr_out.expire_remaining = self.expire_remaining
         self.xfr_handoff: Any = None
         if self.workers is not None:  # workers pass AXFR/IXFR connections here (serve.xfrhandoff)
@@ -337,6 +339,7 @@ class Application:
                                           lambda: self.notifies_unknown_zone)
             metrics = build_registry(collector)
             metrics.register(self.xfr_out.collector())
+            metrics.register(self.notifier.collector())
             if self.workers is not None:
                 metrics.register(self.workers.collector())
             site = StatusSite(metrics, self.zone_statuses, self,
@@ -361,6 +364,7 @@ class Application:
         for zc in self.config.zones.values():
             self.start_zone(zc)
         self.listen()
+        self.notifier.start(self.reactor)
         drop_privileges(self.config.server.user)
         self.reactor.addSystemEventTrigger("before", "shutdown", self.shutdown)
         if self.workers is None:

@@ -137,6 +137,9 @@ class ZoneConfig:
     zonemd: str = "verify"
     # Transfer-out (secondns/xfrout.py): empty means every AXFR/IXFR is REFUSED.
     allow_transfer: tuple[TransferAcl, ...] = ()
+    # NOTIFY out (secondns/notify_out.py): explicit targets, as BIND's also-notify.
+    notify: tuple[Endpoint, ...] = ()
+    notify_key: TsigKey | None = None
 
     @property
     def static(self) -> bool:
@@ -670,6 +673,8 @@ _ZONE: dict[str, _Parser] = {
     "transfer": _choice(TRANSFER_MODES),
     "zonemd": _choice(ZONEMD_MODES),
     "allow-transfer": _list(_transfer_acl),
+    "notify": _list(_endpoint(DNS_PORT)),
+    "notify-key": _key_ref,
 }
 
 _BUILTIN = ZoneConfig("", b"")

@@ -8,6 +8,7 @@ where a key is required, a zone without allow-transfer (today's REFUSED).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,34 +157,39 @@ def test_ixfr_when_current_is_one_soa_and_unknown_serial_is_axfr_style(
 
 
 def test_chain_bind_primary_secondns_bind_secondary(tmp_path: Path) -> None:
-    """A change at the top reaches the bottom, by IXFR out of our journal."""
+    """A change at the top reaches the bottom: BIND NOTIFYs us, we transfer, we NOTIFY the
+    BIND secondary below (RFC 1996, SOA in the answer section), it transfers from us."""
+    import urllib.request
+
     require_binary("named")
     records = "".join(f"n{i} IN A 10.1.0.{i}\n" for i in range(50))
-    mid_port = free_port()
+    mid_port, bottom_port = free_port(), free_port()
     top = Bind(tmp_path / "top", [ZoneSpec("ch.", soa_zone_text("ch.", 1, records=records),
                                            options=["ixfr-from-differences yes;"], notify=[mid_port])])
     with top:
         mid = Secondns(tmp_path / "mid", zones={"ch.": {
-            "primaries": [f"127.0.0.1:{top.port}"], "allow-transfer": ["127.0.0.1"]}},
-            ready_zones=[], port=mid_port)
+            "primaries": [f"127.0.0.1:{top.port}"], "allow-transfer": ["127.0.0.1"],
+            "notify": [f"127.0.0.1:{bottom_port}"]}}, ready_zones=[], port=mid_port)
         with mid:
             _wait(lambda: soa_serial(mid.port, "ch.") == 1, "secondns to load serial 1")
-            bottom = Bind(tmp_path / "bottom", [ZoneSpec("ch.", type="secondary", primaries=[mid.port])])
+            bottom = Bind(tmp_path / "bottom", [ZoneSpec("ch.", type="secondary", primaries=[mid.port])],
+                          port=bottom_port)
             with bottom:
                 _wait(lambda: soa_serial(bottom.port, "ch.") == 1, "BIND secondary to load serial 1")
                 top.write_zone("ch.", soa_zone_text("ch.", 2, records=records + "new IN A 10.9.9.9\n"))
                 top.reload("ch.")
                 _wait(lambda: soa_serial(mid.port, "ch.") == 2, "secondns to get serial 2 (NOTIFY)")
-                # the journal write runs in a thread after the swap; IXFR out needs it
-                jnl = journal_path(mid.storage, "ch.")
-                _wait(lambda: jnl.exists() and "; diff 1 2 " in jnl.read_text(), "the journal entry")
-                bottom.rndc("refresh", "ch.")
+                # no rndc refresh: only our NOTIFY tells the bottom (its SOA REFRESH is an hour)
                 _wait(lambda: soa_serial(bottom.port, "ch.") == 2, "BIND secondary to get serial 2")
                 r = dns.query.udp(dns.message.make_query("new.ch.", "A"), "127.0.0.1", port=bottom.port,
                                   timeout=2)
                 assert r.answer and r.answer[0][0].to_text() == "10.9.9.9"
+                assert re.search(r"zone ch/IN: notify from 127\.0\.0\.1#\d+: serial 2", bottom.log_text())
                 mine = mid.log_text()
-                assert "IXFR of ch. serial 2 to 127.0.0.1 (incremental)" in mine, mine[-3000:]
+                assert "NOTIFY of serial 2 to 127.0.0.1:" in mine and "answered ok" in mine, mine[-3000:]
+                metrics = urllib.request.urlopen(mid.http_url("/metrics"), timeout=5).read().decode()
+                assert any(line.startswith("secondns_notifies_out_total") and 'result="ok"' in line
+                           for line in metrics.splitlines()), metrics[-2000:]
                 # RFC 7314: our copy's remaining expire time (SOA EXPIRE 86400 at the top, just
                 # refreshed), in an SOA answer and in the transfer, so the chain never stretches it
                 remaining = _expire_option(mid.port, "ch.")
