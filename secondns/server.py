@@ -133,6 +133,11 @@ class TCPServer(protocol.Protocol):
 
     def _timeout(self) -> None:
         transport: Any = self.transport
+        if self._stream is not None:
+            # A downstream that stopped reading a transfer: loseConnection would wait for the
+            # write buffer to drain, which it never does, so the connection is cut.
+            transport.abortConnection()
+            return
         transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:

@@ -345,3 +345,44 @@ def test_worker_mode_hands_transfers_to_the_main_process(tmp_path: Path) -> None
         assert soa_serial(s.port, "ex.") == 7
         log = s.log_text()
         assert log.count("AXFR of ex. serial 7 to 127.0.0.1 (full)") == 12, log[-3000:]
+
+
+def test_limits_and_slow_reader(tmp_path: Path) -> None:
+    """A downstream that stops reading holds its slot only until transfer-out-idle-timeout; a
+    second transfer from it meanwhile is refused (per-client limit); queries never wait."""
+    import socket
+
+    s = Secondns(tmp_path / "s", zones={"big.": {"allow-transfer": ["127.0.0.1"]}},
+                 zone_files={"big.": soa_zone_text("big.", 1, records="".join(
+                     f"h{i} IN TXT \"{'x' * 60} {i}\"\n" for i in range(40000)))},
+                 server={"transfers-out-per-client": 1, "transfer-out-idle-timeout": 2})
+    with s:
+        stalled = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", s.port))
+        wire = dns.message.make_query("big.", "AXFR").to_wire()
+        stalled.sendall(len(wire).to_bytes(2, "big") + wire)
+        time.sleep(0.5)  # the stream starts and fills the buffers
+        started = time.monotonic()
+        assert _rcode(s.port, "big.") == dns.rcode.REFUSED  # the per-client limit
+        for _ in range(20):  # the stalled stream does not hold up the reactor
+            assert soa_serial(s.port, "big.") == 1
+        assert time.monotonic() - started < 2.0
+        # after the idle timeout (2 s) the stalled connection is cut and its slot freed: a new
+        # transfer from the same client succeeds while we still have not read a byte
+        time.sleep(3.5)
+        messages = _xfr(s.port, "big.")
+        assert len(_records(messages)) == 40000 + 6 + 1
+        stalled.settimeout(5)
+        with pytest.raises((ConnectionResetError, OSError)):
+            for _ in range(10000):  # bounded: the buffered part of the stream, then the reset
+                if not stalled.recv(65536):
+                    raise OSError("closed")
+        stalled.close()
+        import urllib.request
+
+        metrics = urllib.request.urlopen(s.http_url("/metrics"), timeout=5).read().decode()
+        assert [line for line in metrics.splitlines() if line.startswith("secondns_transfers_out_total")
+                and 'result="aborted"' in line and line.endswith(" 1.0")], metrics[-2000:]
+        log = s.log_text()
+        assert "transfers-out limit reached" in log
