@@ -47,9 +47,14 @@ class DiskStore:
         self.directory = directory
         self._locks: dict[str, defer.DeferredLock] = {}
         self._pending: set[defer.Deferred[Any]] = set()
+        # Told of every change as it is saved (xfrout keeps recent IXFR steps in memory).
+        self.on_diff: Any = None
+        self.on_full: Any = None
 
     def save_zone(self, zc: ZoneConfig, zone: Zone, meta: CopyMeta) -> defer.Deferred[Any]:
         directory = self.directory
+        if self.on_full is not None:
+            self.on_full(zc.origin)
 
         def write() -> None:
             storage.save_zone(directory, zc.name, zone, meta)
@@ -70,6 +75,8 @@ class DiskStore:
         starts from.  Appending then would write an entry no restart replays.
         """
         directory = self.directory
+        if self.on_diff is not None:
+            self.on_diff(zc.origin, steps, zone.serial)
 
         def fold() -> None:
             storage.save_zone(directory, zc.name, zone, meta)
@@ -144,6 +151,8 @@ class Application:
         self.xfr_out = TransferOut(self.registry, self._zone_config, lambda: self.responder.keys, srv)
         self.responder.xfr_out = self.xfr_out
         self.responder.expire_remaining = self.expire_remaining
+        self.store.on_diff = self.xfr_out.remember
+        self.store.on_full = self.xfr_out.forget
         self.notifier = NotifySender(self.registry, self._zone_config, reactor)
         self.xfr_out.expire_remaining = self.expire_remaining
         self.xfr_handoff: Any = None

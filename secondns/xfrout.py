@@ -54,6 +54,9 @@ log = logging.getLogger("secondns")
 MAX_MESSAGE = 65535  # RFC 5936 2.2: each message of the stream is one TCP DNS message
 _TSIG_ROOM = 200  # as responder._TSIG_ROOM: key name, algorithm name, SHA-512 MAC
 _RR_FIXED = struct.Struct("!HHIH")
+# In-memory IXFR history per zone (``TransferOut.remember``); older changes come from the journal.
+HISTORY_RECORDS = 100_000
+HISTORY_STEPS = 1000
 
 RRset = tuple[bytes, int, Sequence[tuple[int, bytes]]]
 
@@ -233,6 +236,7 @@ class TransferOut:
         # (zone, type, result) -> count; bounded by zones x 2 x a handful of results.
         self.counts: dict[tuple[str, str, str], int] = {}
         self.bytes_out: dict[str, int] = {}
+        self.history: dict[bytes, list[VersionStep]] = {}  # recent IXFR steps (remember)
         self.expire_remaining: Callable[[bytes], int | None] = lambda origin: None
 
     @property
@@ -362,8 +366,30 @@ class TransferOut:
         self._count(zc.name, "ixfr", "udp")
         return first
 
+    def remember(self, origin: bytes, steps: Sequence[VersionStep], serial: int) -> None:
+        """Keep an IXFR's steps in memory as it is applied, so the NOTIFY it triggers is
+        answered incrementally without waiting for, or parsing, the journal."""
+        if not steps:
+            return
+        history = self.history.setdefault(origin, [])
+        if history and history[-1].to_serial != steps[0].from_serial:
+            history.clear()
+        history.extend(steps)
+        size = sum(len(st.deleted) + len(st.added) for st in history)
+        while history and (size > HISTORY_RECORDS or len(history) > HISTORY_STEPS):
+            old = history.pop(0)
+            size -= len(old.deleted) + len(old.added)
+
+    def forget(self, origin: bytes) -> None:
+        """A full copy replaced the zone: older steps may not lead to it."""
+        self.history.pop(origin, None)
+
     def _journal_steps(self, zc: ZoneConfig, zone: Zone, serial: int) -> list[VersionStep] | None:
-        """The journal's steps from *serial* to the served version, or None when it lacks them."""
+        """The steps from *serial* to the served version (memory, else the journal), or None."""
+        history = self.history.get(zc.origin, [])
+        for i, step in enumerate(history):
+            if step.from_serial == serial and history[-1].to_serial == zone.serial:
+                return list(history[i:])
         try:
             base = storage.copy_serial(self.storage, zc.name)
             if base is None:

@@ -386,3 +386,52 @@ def test_limits_and_slow_reader(tmp_path: Path) -> None:
                 and 'result="aborted"' in line and line.endswith(" 1.0")], metrics[-2000:]
         log = s.log_text()
         assert "transfers-out limit reached" in log
+
+
+def test_ixfr_from_memory_before_the_journal_is_written(tmp_path: Path) -> None:
+    """The IXFR a NOTIFY triggers may arrive before the journal write (a thread) lands: the
+    steps applied are kept in memory, so the answer is incremental all the same, and it is the
+    snapshot taken at the request, whatever is swapped in while it streams."""
+    import ipaddress
+
+    from secondns.config import ServerConfig, TransferAcl, ZoneConfig
+    from secondns.diff import VersionStep, apply_steps
+    from secondns.registry import Registry
+    from secondns.xfrout import TransferOut
+    from secondns.zone import ZoneBuilder
+    from secondns.zonefile import parse_zone_text
+
+    origin = b"\x02ex\x00"
+    builder = ZoneBuilder(origin)
+    builder.add_many(parse_zone_text(_zone(1, 3), origin))
+    v1 = builder.build()
+    soa1 = next(r for r in v1.records() if r[1] == 6)
+    v2_soa = next(iter(parse_zone_text(_zone(2, 0), origin)))
+    added = (b"\x03new\x02ex\x00", 1, 300, bytes([10, 9, 9, 9]))
+    step = VersionStep(1, 2, [soa1], [v2_soa, added])
+    v2 = apply_steps(v1, [step])
+    registry = Registry()
+    registry.add(origin)
+    registry.swap(origin, v2)
+    zc = ZoneConfig("ex.", origin, allow_transfer=(TransferAcl(ipaddress.ip_network("127.0.0.1/32")),))
+    out = TransferOut(registry, lambda o: zc if o == origin else None, lambda: {},
+                      ServerConfig(storage=tmp_path))  # no copy, no journal on disk
+    out.remember(origin, [step], 2)
+    q = dns.message.make_query("ex.", "IXFR")
+    q.authority.append(dns.rrset.from_text("ex.", 0, "IN", "SOA", "ns1.ex. h.ex. 1 1 1 1 1"))
+    stream = out.tcp(q.to_wire(), ("127.0.0.1", 5353))
+    first = next(stream)
+    registry.swap(origin, v1)  # something else is served now; the stream keeps its version
+    rest = list(stream)
+    msgs = [dns.message.from_wire(m, one_rr_per_rrset=True) for m in (first, *rest)]
+    got = [(rr.name.to_text(), dns.rdatatype.to_text(rr.rdtype), rd.to_text())
+           for m in msgs for rr in m.answer for rd in rr]
+    assert [g[1] for g in got] == ["SOA", "SOA", "SOA", "A", "SOA"], got
+    assert got[3] == ("new.ex.", "A", "10.9.9.9")
+    assert [int(g[2].split()[2]) for g in got if g[1] == "SOA"] == [2, 1, 2, 2]
+    assert out.counts[("ex.", "ixfr", "ok")] == 1
+    registry.swap(origin, v2)
+    out.forget(origin)  # a full copy replaces the zone: AXFR-style from then on
+    stream = out.tcp(q.to_wire(), ("127.0.0.1", 5353))
+    full = [rr for m in stream for rr in dns.message.from_wire(m, one_rr_per_rrset=True).answer]
+    assert len(full) == 9 + 1 + 1  # AXFR-style: the zone, SOA again at the end
