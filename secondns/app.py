@@ -321,6 +321,7 @@ class Application:
             self.start_zone(zc)
         self.config = Config(new.path, self.config.server, new.keys, new.zones)
         self.responder.keys = tsig.keyring(new.keys)
+        self.notifier.configure(new.zones.values())
         if self.workers is not None:
             self.workers.keys_changed()
         message = f"reloaded: {len(added)} added, {len(removed)} removed, {len(changed)} changed"
@@ -373,6 +374,7 @@ class Application:
         for zc in self.config.zones.values():
             self.start_zone(zc)
         self.listen()
+        self.notifier.configure(self.config.zones.values())
         self.notifier.start(self.reactor)
         drop_privileges(self.config.server.user)
         self.reactor.addSystemEventTrigger("before", "shutdown", self.shutdown)

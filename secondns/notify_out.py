@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily
@@ -63,15 +63,27 @@ class NotifySender(protocol.DatagramProtocol):
         self.by_target: dict[tuple[bytes, Endpoint], int] = {}
         # (zone, result) -> count: result is ok, timeout, or the rcode's name.
         self.counts: dict[tuple[str, str], int] = {}
+        # Zones with notify targets: a change to "every zone" (None) looks at these only, so
+        # loading 10k zones without targets costs nothing here.
+        self.watch: set[bytes] = set()
         registry.subscribe(self._changed)
+
+    def configure(self, zones: Iterable[ZoneConfig]) -> None:
+        """The zones to watch, from the configuration (start and reload)."""
+        self.watch = {zc.origin for zc in zones if zc.notify}
+        if self.transport is not None:  # a reload: zones that gained targets are notified now
+            for origin in list(self.watch):
+                self.check(origin)
 
     def _count(self, zone: str, result: str) -> None:
         self.counts[(zone, result)] = self.counts.get((zone, result), 0) + 1
 
     def _changed(self, origin: bytes | None, _names: frozenset[bytes] | None) -> None:
-        origins = [origin] if origin is not None else [e.origin for e in self.registry]
-        for o in origins:
-            self.check(o)
+        if origin is None:
+            for o in list(self.watch):
+                self.check(o)
+        elif origin in self.watch:
+            self.check(origin)
 
     def check(self, origin: bytes) -> None:
         """Notify the zone's targets if its served serial is not the one last notified."""
@@ -147,8 +159,8 @@ class NotifySender(protocol.DatagramProtocol):
     def start(self, reactor: Any) -> None:
         """Open the socket and notify every zone's current version (as BIND does at load)."""
         reactor.listenUDP(0, self, interface="0.0.0.0")  # IPv4 targets only, for now
-        for entry in self.registry:
-            self.check(entry.origin)
+        for origin in list(self.watch):
+            self.check(origin)
 
     def collector(self) -> Collector:
         """``secondns_notifies_out_total{zone,result}``."""
