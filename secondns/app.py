@@ -190,7 +190,7 @@ class Application:
         """
         self.registry.add(zc.origin)
         try:
-            loaded = read_copy(self.config.server.storage, zc)
+            loaded = read_copy(self.config.server.storage, zc, self.xfr_out.remember)
         except (StorageError, ZoneError, OSError) as exc:
             log.error("zone %s: copy on disk not served, will transfer afresh: %s", zc.name, exc)
             return None
@@ -411,7 +411,8 @@ class Application:
         return self.store.drain()
 
 
-def read_copy(directory: Any, zc: ZoneConfig) -> tuple[Zone, CopyMeta | None] | None:
+def read_copy(directory: Any, zc: ZoneConfig,
+              on_steps: Any = None) -> tuple[Zone, CopyMeta | None] | None:
     """The zone as last saved: the full copy plus the journal's complete entries.
 
     A journal that cannot be replayed is logged and skipped: the full copy is
@@ -425,6 +426,8 @@ def read_copy(directory: Any, zc: ZoneConfig) -> tuple[Zone, CopyMeta | None] | 
         replay = journal.replay(directory, zc.name, zc.origin, zone.serial)
         if replay.steps:
             zone = apply_steps(zone, replay.steps).folded()
+            if on_steps is not None:  # IXFR out answers from these without re-reading the journal
+                on_steps(zc.origin, replay.steps, zone.serial)
             log.info("zone %s: replayed %d journal entries up to serial %d", zc.name,
                      len(replay.steps), zone.serial)
             sidecar = storage.load_meta(directory, zc.name)

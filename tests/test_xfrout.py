@@ -435,3 +435,34 @@ def test_ixfr_from_memory_before_the_journal_is_written(tmp_path: Path) -> None:
     stream = out.tcp(q.to_wire(), ("127.0.0.1", 5353))
     full = [rr for m in stream for rr in dns.message.from_wire(m, one_rr_per_rrset=True).answer]
     assert len(full) == 9 + 1 + 1  # AXFR-style: the zone, SOA again at the end
+
+
+def test_ixfr_out_after_restart_comes_from_the_journal(tmp_path: Path) -> None:
+    """After a restart the changes since the full copy are replayed from the journal, and an IXFR
+    from an older serial is answered incrementally from them."""
+    require_binary("named")
+    mid_port = free_port()
+    top = Bind(tmp_path / "top", [ZoneSpec("jr.", soa_zone_text("jr.", 1),
+                                           options=["ixfr-from-differences yes;"], notify=[mid_port])])
+    with top:
+        mid = Secondns(tmp_path / "mid", zones={"jr.": {
+            "primaries": [f"127.0.0.1:{top.port}"], "allow-transfer": ["127.0.0.1"]}},
+            ready_zones=[], port=mid_port)
+        with mid:
+            _wait(lambda: soa_serial(mid.port, "jr.") == 1, "serial 1")
+            for serial in (2, 3):
+                text = soa_zone_text("jr.", serial, records=f"s{serial} IN A 10.0.0.{serial}\n")
+                top.write_zone("jr.", text)
+                top.reload("jr.")
+                _wait(lambda s=serial: soa_serial(mid.port, "jr.") == s, f"serial {serial}")
+            jnl = journal_path(mid.storage, "jr.")
+            _wait(lambda: jnl.exists() and "; diff 2 3 " in jnl.read_text(), "the journal entries")
+        with mid:  # restarted: nothing in memory but what the journal replays
+            _wait(lambda: soa_serial(mid.port, "jr.") == 3, "serial 3 from disk")
+            messages = [dns.message.from_wire(m.to_wire(), one_rr_per_rrset=True)
+                        for m in _xfr(mid.port, "jr.", rdtype="IXFR", serial=1)]
+            got = [(rr.name.to_text(), dns.rdatatype.to_text(rr.rdtype)) for m in messages for rr in m.answer]
+            assert got == [("jr.", "SOA"), ("jr.", "SOA"), ("jr.", "SOA"), ("s2.jr.", "A"),
+                           ("jr.", "SOA"), ("s2.jr.", "A"), ("jr.", "SOA"), ("s3.jr.", "A"),
+                           ("jr.", "SOA")], got
+            assert "IXFR of jr. serial 3 to 127.0.0.1 (incremental)" in mid.log_text()
