@@ -209,6 +209,121 @@ def pack(rrsets: Iterable[RRset], query_id: int, flags: int, question: bytes, qn
     yield done(w)
 
 
+def pack_zone(zone: Zone, query_id: int, flags: int, question: bytes, opt: bytes | None,
+              reserve: int, limit: int = MAX_MESSAGE) -> Iterator[bytes]:
+    """AXFR messages straight from the node blobs (RFC 5936 2.2), as ``pack(axfr_rrsets(zone))``
+    gives them but without decoding nodes into RRset lists: the hot loop of a 1M-record AXFR.
+
+    Owner names are compressed (RFC 1035 4.1.4) against what the message holds, each record of
+    a node pointing at the node's first owner; rdata names only for RFC 1035 types (RFC 3597 4).
+    Records of one RRset may straddle two messages, which RFC 5936 2.2 allows.
+    """
+    origin = zone.origin
+    room = limit - (len(opt) if opt else 0) - reserve
+    compressible = rrtypes.COMPRESSIBLE
+    split = rrtypes.split_rdata
+    pack_u16 = struct.Struct("!H").pack
+    fixed = struct.Struct("!HHIH").pack
+    unpack = struct.Struct("!HIH").unpack_from
+    soa_blob = struct.pack("!HIH", rrtypes.SOA, zone.soa.ttl, len(zone.soa.rdata)) + zone.soa.rdata
+    buf = bytearray()
+    ptrs: dict[bytes, int] = {}
+    count = 0
+    first = True
+
+    def start() -> None:
+        nonlocal buf, ptrs, count
+        q = question if first else b""
+        buf = bytearray(struct.pack("!HHHHHH", query_id, flags, 1 if q else 0, 0, 0, 0)) + q
+        ptrs = {}
+        count = 0
+        if q:
+            _remember_name(ptrs, q[:-4].lower(), 12)
+
+    def finish() -> bytes:
+        nonlocal first
+        first = False
+        if opt is not None:
+            buf.extend(opt)
+        struct.pack_into("!HHH", buf, 6, count, 0, 1 if opt is not None else 0)
+        return bytes(buf)
+
+    def name(value: bytes) -> None:
+        pos = 0
+        at = len(buf)
+        while value[pos]:
+            target = ptrs.get(value[pos:])
+            if target is not None:
+                buf.extend(value[:pos])
+                buf.extend(pack_u16(0xC000 | target))
+                _remember_name(ptrs, value, at, pos)
+                return
+            pos += value[pos] + 1
+        buf.extend(value)
+        _remember_name(ptrs, value, at)
+
+    def nodes() -> Iterator[tuple[bytes, bytes]]:
+        yield origin, soa_blob
+        yield from zone.nodes()
+        yield origin, soa_blob
+
+    start()
+    for owner, blob in nodes():
+        skip_soa = owner == origin and blob is not soa_blob  # the apex SOA goes first and last
+        pos = 0
+        end = len(blob)
+        owner_at = -1
+        while pos < end:
+            rtype, ttl, rdlen = unpack(blob, pos)
+            rdata = blob[pos + 8:pos + 8 + rdlen]
+            pos += 8 + rdlen
+            if skip_soa and rtype == rrtypes.SOA:
+                continue
+            for _attempt in (0, 1):
+                mark = len(buf)
+                n_ptrs = len(ptrs)
+                if owner_at >= 0:
+                    buf.extend(pack_u16(0xC000 | owner_at))
+                else:
+                    name(owner)
+                if rtype in compressible:
+                    buf.extend(fixed(rtype, 1, ttl, 0))
+                    len_at = len(buf) - 2
+                    for is_name, piece in split(rtype, rdata):
+                        if is_name:
+                            name(piece)
+                        else:
+                            buf.extend(piece)
+                    struct.pack_into("!H", buf, len_at, len(buf) - len_at - 2)
+                else:
+                    buf.extend(fixed(rtype, 1, ttl, rdlen))
+                    buf.extend(rdata)
+                if len(buf) <= room:
+                    if owner_at < 0 and mark < 0x4000 and buf[mark] < 0xC0:
+                        owner_at = mark
+                    count += 1
+                    break
+                del buf[mark:]
+                if len(ptrs) != n_ptrs:
+                    ptrs = {k: v for k, v in ptrs.items() if v < mark}
+                if not count:
+                    raise WireError("a record does not fit in a 64 KiB message")
+                yield finish()
+                start()
+                owner_at = -1
+    yield finish()
+
+
+def _remember_name(ptrs: dict[bytes, int], lower: bytes, offset: int, stop: int = -1) -> None:
+    """Record the suffixes of a name written at *offset* (up to *stop*, where a pointer follows)."""
+    pos = 0
+    while lower[pos] and offset + pos < 0x4000 and (stop < 0 or pos < stop):
+        suffix = lower[pos:]
+        if suffix not in ptrs:
+            ptrs[suffix] = offset + pos
+        pos += lower[pos] + 1
+
+
 def _signed(messages: Iterable[bytes], key: TsigKey, request_mac: bytes) -> Iterator[bytes]:
     prior = request_mac
     first = True
@@ -346,7 +461,10 @@ class TransferOut:
             log.warning("%s of %s from %s refused: transfers-out limit reached", kind.upper(), zc.name,
                         client)
             return answer(REFUSED), None
-        messages = pack(rrsets, q.id, flags, question, q.qname_lower, opt, reserve)
+        if style == "full":
+            messages = pack_zone(zone, q.id, flags, question, opt, reserve)
+        else:
+            messages = pack(rrsets, q.id, flags, question, q.qname_lower, opt, reserve)
         if verified is not None:
             messages = _signed(messages, verified.key, verified.mac)
         log.info("%s of %s serial %d to %s (%s)", kind.upper(), zc.name, zone.serial, client, style)

@@ -466,3 +466,36 @@ def test_ixfr_out_after_restart_comes_from_the_journal(tmp_path: Path) -> None:
                            ("jr.", "SOA"), ("s2.jr.", "A"), ("jr.", "SOA"), ("s3.jr.", "A"),
                            ("jr.", "SOA")], got
             assert "IXFR of jr. serial 3 to 127.0.0.1 (incremental)" in mid.log_text()
+
+
+def test_blob_encoder_matches_the_rrset_encoder() -> None:
+    """pack_zone (AXFR from node blobs) carries exactly the records pack(axfr_rrsets) does, in
+    messages of at most 64 KiB, SOA first and last, on a zone with every kind of name in rdata."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import genzone
+
+    from secondns.names import from_text
+    from secondns.xfrout import axfr_rrsets, pack, pack_zone
+    from secondns.zone import ZoneBuilder
+    from secondns.zonefile import parse_zone_text
+
+    origin = from_text("bench.test.")
+    builder = ZoneBuilder(origin)
+    builder.add_many(parse_zone_text(genzone.generate("bench.test.", 20000).text, origin))
+    zone = builder.build()
+    question = dns.message.make_query("bench.test.", "AXFR").to_wire()[12:]
+
+    def records(messages: list[bytes]) -> list[str]:
+        assert all(len(m) <= 65535 for m in messages) and len(messages) > 1
+        out = []
+        for m in messages:
+            msg = dns.message.from_wire(m, one_rr_per_rrset=True)
+            out += [f"{rr.name} {rr.ttl} {dns.rdatatype.to_text(rr.rdtype)} {rr[0]}" for rr in msg.answer]
+        return out
+
+    ref = records(list(pack(axfr_rrsets(zone), 7, 0x8400, question, origin, None, 0)))
+    got = records(list(pack_zone(zone, 7, 0x8400, question, None, 0)))
+    assert got[0] == ref[0] == got[-1] and " SOA " in got[0]
+    assert sorted(got) == sorted(ref) and len(got) == zone.record_count + 1
