@@ -499,3 +499,52 @@ def test_blob_encoder_matches_the_rrset_encoder() -> None:
     got = records(list(pack_zone(zone, 7, 0x8400, question, None, 0)))
     assert got[0] == ref[0] == got[-1] and " SOA " in got[0]
     assert sorted(got) == sorted(ref) and len(got) == zone.record_count + 1
+
+
+def test_notify_out_retries_with_back_off_at_most_five_times() -> None:
+    """RFC 1996 3.6 (retry until answered), here 1, 2, 4, 8, 16 s then given up; an answer from
+    the target stops the retries; the SOA is in the answer section (RFC 1996 3.7)."""
+    from twisted.internet.task import Clock
+
+    from secondns.config import Endpoint, ZoneConfig
+    from secondns.notify_out import NotifySender
+    from secondns.registry import Registry
+    from secondns.zone import ZoneBuilder
+    from secondns.zonefile import parse_zone_text
+
+    origin = b"\x02ex\x00"
+    builder = ZoneBuilder(origin)
+    builder.add_many(parse_zone_text(_zone(5), origin))
+    registry = Registry()
+    registry.add(origin)
+    target = Endpoint("127.0.0.9", 5300)
+    zc = ZoneConfig("ex.", origin, notify=(target,))
+    clock = Clock()
+    sender = NotifySender(registry, lambda o: zc if o == origin else None, clock)
+    sent: list[tuple[bytes, tuple[str, int]]] = []
+
+    class Transport:
+        def write(self, data: bytes, addr: tuple[str, int]) -> None:
+            sent.append((data, addr))
+
+    sender.transport = Transport()  # type: ignore[assignment]
+    sender.configure([zc])
+    registry.swap(origin, builder.build())
+    assert len(sent) == 1 and sent[0][1] == ("127.0.0.9", 5300)
+    msg = dns.message.from_wire(sent[0][0])
+    assert msg.opcode() == dns.opcode.NOTIFY and msg.answer[0][0].serial == 5
+    for step, total in ((1, 2), (2, 3), (4, 4), (8, 5), (16, 5), (100, 5)):
+        clock.advance(step)
+        assert len(sent) == total, (step, len(sent))
+    assert sender.counts == {("ex.", "timeout"): 1}
+    # a new version: answered after the second try, then no more retries
+    builder = ZoneBuilder(origin)
+    builder.add_many(parse_zone_text(_zone(6), origin))
+    registry.swap(origin, builder.build())
+    clock.advance(1)
+    assert len(sent) == 7
+    reply = dns.message.make_response(dns.message.from_wire(sent[-1][0]))
+    sender.datagramReceived(reply.to_wire(), ("127.0.0.8", 5300))  # not the target: ignored
+    sender.datagramReceived(reply.to_wire(), ("127.0.0.9", 5300))
+    clock.advance(100)
+    assert len(sent) == 7 and sender.counts[("ex.", "ok")] == 1
