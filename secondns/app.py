@@ -25,6 +25,7 @@ from .diff import VersionStep, apply_steps
 from .errors import ConfigError, StorageError, ZoneError
 from .httpapi import StatusSite
 from .metrics import SecondnsCollector, build_registry
+from .notify_out import NotifySender
 from .pacing import Pacer
 from .refresh import STARTUP_SPREAD, Refresher, TransferClient, ZoneStatus
 from .registry import Registry
@@ -34,6 +35,7 @@ from .stats import ServingStats
 from .storage import CopyMeta
 from .transfer import TwistedTransferClient
 from .wire import FORMERR, NOERROR, NOTAUTH, REFUSED, Query
+from .xfrout import TransferOut
 from .zone import Zone
 
 log = logging.getLogger("secondns")
@@ -61,9 +63,14 @@ class DiskStore:
         self.directory = directory
         self._locks: dict[str, defer.DeferredLock] = {}
         self._pending: set[defer.Deferred[Any]] = set()
+        # Told of every change as it is saved (xfrout keeps recent IXFR steps in memory).
+        self.on_diff: Any = None
+        self.on_full: Any = None
 
     def save_zone(self, zc: ZoneConfig, zone: Zone, meta: CopyMeta) -> defer.Deferred[Any]:
         directory = self.directory
+        if self.on_full is not None:
+            self.on_full(zc.origin)
 
         def write() -> None:
             storage.save_zone(directory, zc.name, zone, meta)
@@ -84,6 +91,8 @@ class DiskStore:
         starts from.  Appending then would write an entry no restart replays.
         """
         directory = self.directory
+        if self.on_diff is not None:
+            self.on_diff(zc.origin, steps, zone.serial)
 
         def fold() -> None:
             storage.save_zone(directory, zc.name, zone, meta)
@@ -173,6 +182,38 @@ class Application:
         self._stopping = False
         if config.server.workers > 1:
             self.workers = WorkerPool(self)
+        # Transfer-out runs here, never in a serving worker (docs/architecture.md "Transfer-out").
+        self.xfr_out = TransferOut(self.registry, self._zone_config, lambda: self.responder.keys, srv)
+        self.responder.xfr_out = self.xfr_out
+        self.responder.expire_remaining = self.expire_remaining
+        self.store.on_diff = self.xfr_out.remember
+        self.store.on_full = self.xfr_out.forget
+        self.notifier = NotifySender(self.registry, self._zone_config, reactor)
+        self.xfr_out.expire_remaining = self.expire_remaining
+        self.xfr_handoff: Any = None
+        if self.workers is not None:  # workers pass AXFR/IXFR connections here (serve.xfrhandoff)
+            from .serve.xfrhandoff import MainSide
+
+            self.xfr_handoff = MainSide(reactor, (self.responder, reactor, srv.tcp_idle_timeout,
+                                                  srv.tcp_max_connections), self.xfr_out)
+
+    def expire_remaining(self, origin: bytes) -> int | None:
+        """RFC 7314 2: seconds until our copy expires; a static zone (a primary, to its
+        downstreams) gives its SOA EXPIRE field, as BIND's primaries do."""
+        refresher = self.refreshers.get(origin)
+        entry = self.registry.get(origin)
+        if refresher is None or entry is None or entry.snapshot is None:
+            return None
+        if refresher.zc.static:
+            return entry.snapshot.soa.expire
+        expire_at = refresher.status.expire_at
+        if expire_at is None:
+            return None
+        return max(0, min(0xFFFFFFFF, int(expire_at - time.time())))
+
+    def _zone_config(self, origin: bytes) -> ZoneConfig | None:
+        refresher = self.refreshers.get(origin)
+        return refresher.zc if refresher is not None else None
 
     # -- zones
 
@@ -186,7 +227,8 @@ class Application:
         """
         registry = registry if registry is not None else self.registry
         registry.add(zc.origin)
-        return self._serve_copy(zc, _read_copy_safely(self.config.server.storage, zc, leftovers),
+        return self._serve_copy(zc, _read_copy_safely(self.config.server.storage, zc, leftovers,
+                                                        self.xfr_out.remember),
                                 registry)
 
     def _serve_copy(self, zc: ZoneConfig, loaded: Loaded, registry: Registry | None = None
@@ -357,6 +399,7 @@ class Application:
         self.config = Config(new.path, self.config.server, new.keys, new.zones, new.defaults,
                              new.catalog_groups)
         self.responder.keys = tsig.keyring(new.keys)
+        self.notifier.configure(new.zones.values())
         if self.workers is not None:
             self.workers.keys_changed()
         self.catalogs.reconcile_all()
@@ -373,6 +416,7 @@ class Application:
             udp = self.reactor.listenUDP(ep.port, UDPServer(self.responder), interface=ep.host)
             factory = TCPFactory(self.responder, self.reactor, srv.tcp_idle_timeout,
                                  srv.tcp_max_connections)
+            factory.xfr = self.xfr_out
             tcp = self.reactor.listenTCP(ep.port, factory, interface=ep.host, backlog=128)
             self.ports += [udp, tcp]
             log.info("listening on %s (UDP and TCP)", ep)
@@ -384,6 +428,8 @@ class Application:
                                           lambda: self.notifies_unknown_zone,
                                           per_zone=srv.metrics.per_zone)
             metrics = build_registry(collector)
+            metrics.register(self.xfr_out.collector())
+            metrics.register(self.notifier.collector())
             if self.workers is not None:
                 metrics.register(self.workers.collector())
             metrics.register(membership.CatalogCollector(self.catalogs))
@@ -437,9 +483,11 @@ class Application:
         first = 0
         while first < len(zones) and time.monotonic() < deadline:
             zc = zones[first]
-            self._start_loaded(zc, _read_copy_safely(directory, zc, leftovers))
+            self._start_loaded(zc, _read_copy_safely(directory, zc, leftovers, self.xfr_out.remember))
             first += 1
         self.listen()
+        self.notifier.configure(self.config.zones.values())
+        self.notifier.start(self.reactor)
         drop_privileges(self.config.server.user)
         self.reactor.addSystemEventTrigger("before", "shutdown", self.shutdown)
         waits: list[defer.Deferred[Any]] = [self.loaded_all]
@@ -457,11 +505,12 @@ class Application:
             return
         chunk = zones[first:first + LOAD_CHUNK]
         directory = self.config.server.storage
+        remember = self.xfr_out.remember
         sdnotify.notify(f"EXTEND_TIMEOUT_USEC={LOAD_EXTEND_USEC}\n"
                         f"STATUS=loading zone copies: {first} of {len(zones)}")
 
         def read() -> list[Loaded]:
-            return [_read_copy_safely(directory, zc, leftovers) for zc in chunk]
+            return [_read_copy_safely(directory, zc, leftovers, remember) for zc in chunk]
 
         def apply(results: list[Loaded]) -> None:
             for zc, loaded in zip(chunk, results, strict=True):
@@ -510,14 +559,14 @@ class Application:
         return self.store.drain()
 
 
-def _read_copy_safely(directory: Any, zc: ZoneConfig, leftovers: storage.Leftovers | None = None
-                      ) -> Loaded:
+def _read_copy_safely(directory: Any, zc: ZoneConfig, leftovers: storage.Leftovers | None = None,
+                      on_steps: Any = None) -> Loaded:
     """read_copy that logs instead of raising: False when the copy exists but is unusable.
 
     Thread-safe (touches only the zone's own files), so start-up runs it in workers.
     """
     try:
-        return read_copy(directory, zc, leftovers)
+        return read_copy(directory, zc, leftovers, on_steps)
     except (StorageError, ZoneError, OSError) as exc:
         log.error("zone %s: copy on disk not served, will transfer afresh: %s", zc.name, exc)
     except Exception:  # one bad zone must never keep the others from being served
@@ -525,8 +574,8 @@ def _read_copy_safely(directory: Any, zc: ZoneConfig, leftovers: storage.Leftove
     return False
 
 
-def read_copy(directory: Any, zc: ZoneConfig, leftovers: storage.Leftovers | None = None
-              ) -> tuple[Zone, CopyMeta | None] | None:
+def read_copy(directory: Any, zc: ZoneConfig, leftovers: storage.Leftovers | None = None,
+              on_steps: Any = None) -> tuple[Zone, CopyMeta | None] | None:
     """The zone as last saved: the full copy plus the journal's complete entries.
 
     A journal that cannot be replayed is logged and skipped: the full copy is
@@ -540,6 +589,8 @@ def read_copy(directory: Any, zc: ZoneConfig, leftovers: storage.Leftovers | Non
         replay = journal.replay(directory, zc.name, zc.origin, zone.serial)
         if replay.steps:
             zone = apply_steps(zone, replay.steps).folded()
+            if on_steps is not None:  # IXFR out answers from these without re-reading the journal
+                on_steps(zc.origin, replay.steps, zone.serial)
             log.info("zone %s: replayed %d journal entries up to serial %d", zc.name,
                      len(replay.steps), zone.serial)
             sidecar = storage.load_meta(directory, zc.name)

@@ -108,6 +108,14 @@ class TsigKey:
 
 
 @dataclass(frozen=True)
+class TransferAcl:
+    """One `allow-transfer` entry: both halves that are set must match (docs/configuration.md)."""
+
+    network: Network | None = None
+    key: TsigKey | None = None
+
+
+@dataclass(frozen=True)
 class ZoneConfig:
     """One zone's settings; the defaults here are the built-in ones a config may override."""
 
@@ -128,6 +136,11 @@ class ZoneConfig:
     transfer: str = "ixfr"
     zonemd: str = "verify"
     catalog: bool = False  # RFC 9432 catalog zone: transferred, never served; lists member zones
+    # Transfer-out (secondns/xfrout.py): empty means every AXFR/IXFR is REFUSED.
+    allow_transfer: tuple[TransferAcl, ...] = ()
+    # NOTIFY out (secondns/notify_out.py): explicit targets, as BIND's also-notify.
+    notify: tuple[Endpoint, ...] = ()
+    notify_key: TsigKey | None = None
 
     @property
     def static(self) -> bool:
@@ -163,6 +176,10 @@ class ServerConfig:
     transfers_in: int = 10
     soa_queries_per_second: float = 20.0
     metrics: MetricsConfig = MetricsConfig()
+    # Transfer-out limits (secondns/xfrout.py), named after BIND's transfers-out.
+    transfers_out: int = 10
+    transfers_out_per_client: int = 2
+    transfer_out_idle_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -560,6 +577,28 @@ def _network(ck: _Checker, value: Any, line: int, path: str) -> Any:
     return ck.report(line, path, f"{value!r} has host bits set (did you mean {str(network)!r}?)")
 
 
+def _transfer_acl(ck: _Checker, value: Any, line: int, path: str) -> Any:
+    """An address or prefix string, {key: NAME}, or {address: ..., key: NAME}."""
+    if isinstance(value, str):
+        network = _network(ck, value, line, path)
+        return BAD if network is BAD else TransferAcl(network, None)
+    if not isinstance(value, _Map):
+        return ck.report(line, path, "expected an address or prefix string or a mapping with "
+                                     f"address and/or key, got {_describe(value)}")
+    m = ck.section(value, line, path, ("address", "key"))
+    if m is None:
+        return BAD
+    if not m:
+        return ck.report(line, path, "needs an address, a key or both")
+    network = _network(ck, m["address"], m.lines["address"], f"{path}.address") if "address" in m else None
+    key = _key_ref(ck, m["key"], m.lines["key"], f"{path}.key") if "key" in m else None
+    if network is BAD or key is BAD:
+        return BAD
+    if network is None and key is None:
+        return ck.report(line, path, "needs an address, a key or both")
+    return TransferAcl(network, key)
+
+
 def _list(item: _Parser, non_empty: bool = False) -> _Parser:
     """A YAML list of *item*; null (every entry commented out) is an empty list."""
     def parse(ck: _Checker, value: Any, line: int, path: str) -> Any:
@@ -672,6 +711,9 @@ _SERVER: dict[str, _Parser] = {
     "transfers-in": _int(1, 10000),
     "soa-queries-per-second": _rate,
     "metrics": _metrics,
+    "transfers-out": _int(1),
+    "transfers-out-per-client": _int(1),
+    "transfer-out-idle-timeout": _seconds,
 }
 
 _KEY: dict[str, _Parser] = {
@@ -696,6 +738,9 @@ _ZONE: dict[str, _Parser] = {
     "transfer": _choice(TRANSFER_MODES),
     "zonemd": _choice(ZONEMD_MODES),
     "catalog": _bool,
+    "allow-transfer": _list(_transfer_acl),
+    "notify": _list(_endpoint(DNS_PORT)),
+    "notify-key": _key_ref,
 }
 
 _BUILTIN = ZoneConfig("", b"")

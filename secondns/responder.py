@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from . import rrtypes, tsig
 from .answer import Answer, answer_query
@@ -25,6 +26,7 @@ from .wire import (
     AA,
     BADVERS,
     CD,
+    EDNS_EXPIRE,
     EDNS_NSID,
     FORMERR,
     NOERROR,
@@ -159,6 +161,9 @@ class Responder:
         self.stats = stats
         self.caches = (AnswerCache(settings.cache_entries), AnswerCache(settings.cache_entries // 4))
         self.notify_handler: NotifyHandler | None = None
+        self.xfr_out: Any = None  # xfrout.TransferOut, for IXFR over UDP (RFC 1995 2)
+        # RFC 7314: seconds left before a zone's copy expires (None: do not say); set by the app.
+        self.expire_remaining: Callable[[bytes], int | None] | None = None
         # TSIG keys by wire name, for signed queries (RFC 8945); set by the application.
         self.keys: Mapping[bytes, TsigKey] = {}
         registry.subscribe(self._forget)
@@ -194,6 +199,8 @@ class Responder:
             if query.edns_version > 0 and query.edns:
                 return self._badvers(query)
             if opcode == OPCODE_QUERY:
+                if query.qtype == rrtypes.IXFR and transport == UDP and self.xfr_out is not None:
+                    return self._count(self.xfr_out.udp(data, addr, query.payload))  # RFC 1995 2
                 if query.tsig_offset >= 0:
                     return self._signed_query(query, transport)
                 return self._query(query, transport)
@@ -318,23 +325,30 @@ class Responder:
             ans = self._chaos(q)
         else:
             ans = _refused()
-        response = self._render(q, ans, transport, reserve)
+        response = self._render(q, ans, transport, reserve, zone_key)
         rcode = response[3] & 0xF
         self.stats.rcodes[rcode] += 1
         if response[2] & 0x02:
             self.stats.truncated += 1
-        elif q.tsig_offset < 0:
+        elif q.tsig_offset < 0 and not q.expire:  # an EXPIRE answer holds a clock reading
             negative = rcode != NOERROR or not ans.answer
             self.caches[transport].put(q.raw[2:], response[2:], zone_key, negative, ans.deps)
         return response
 
-    def _render(self, q: Query, ans: Answer, transport: int, reserve: int = 0) -> bytes:
+    def _render(self, q: Query, ans: Answer, transport: int, reserve: int = 0,
+                zone: bytes | None = None) -> bytes:
         flags = QR | (q.flags & (RD | CD)) | (AA if ans.aa else 0)
         opt = None
         if q.edns:
             options = []
             if q.nsid and self.settings.identity:
                 options.append((EDNS_NSID, self.settings.identity.encode()))  # RFC 5001 2.3
+            if q.expire and zone is not None and q.qtype == rrtypes.SOA and ans.aa \
+                    and self.expire_remaining is not None:
+                # RFC 7314 2: the SOA answer carries our copy's remaining expire time, as BIND's
+                remaining = self.expire_remaining(zone)
+                if remaining is not None:
+                    options.append((EDNS_EXPIRE, remaining.to_bytes(4, "big")))
             opt = opt_record(self.settings.udp_max_payload, 0, q.do, options)
         if transport == UDP:
             limit = min(q.payload, self.settings.udp_max_payload) if q.edns else 512

@@ -20,6 +20,7 @@ from zope.interface import implementer  # type: ignore[import-untyped]
 
 from .responder import TCP, UDP, Responder
 from .stats import IN_TCP, IN_UDP, SAMPLE_EVERY
+from .xfrout import is_transfer
 
 _SAMPLE_MASK = SAMPLE_EVERY - 1
 _DROPPABLE = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.ECONNREFUSED, errno.EPERM)
@@ -108,6 +109,7 @@ class TCPServer(protocol.Protocol):
         self._addr: tuple[str, int] = ("", 0)
         self._paused = False
         self._draining = False
+        self._stream: Any = None  # a transfer out in progress (xfrout.TransferOut.tcp)
 
     def connectionMade(self) -> None:
         factory = self.factory
@@ -123,13 +125,19 @@ class TCPServer(protocol.Protocol):
         self._arm()
 
     def _arm(self) -> None:
+        timeout = self.factory.idle_timeout if self._stream is None else self.factory.xfr.idle_timeout
         if self._idle is not None and self._idle.active():
-            self._idle.reset(self.factory.idle_timeout)
+            self._idle.reset(timeout)
         else:
-            self._idle = self.factory.clock.callLater(self.factory.idle_timeout, self._timeout)
+            self._idle = self.factory.clock.callLater(timeout, self._timeout)
 
     def _timeout(self) -> None:
         transport: Any = self.transport
+        if self._stream is not None:
+            # A downstream that stopped reading a transfer: loseConnection would wait for the
+            # write buffer to drain, which it never does, so the connection is cut.
+            transport.abortConnection()
+            return
         transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
@@ -138,8 +146,8 @@ class TCPServer(protocol.Protocol):
 
     def _drain(self) -> None:
         """Answer every complete message buffered, unless the client stopped reading."""
-        if self._draining:
-            return
+        if self._draining or self._stream is not None:
+            return  # RFC 7766 6.2.1.1 allows pipelining, answered after the transfer in progress
         self._draining = True
         buf = self._buf
         responder = self.factory.responder
@@ -148,8 +156,9 @@ class TCPServer(protocol.Protocol):
         transport: Any = self.transport
         pos = 0
         answered = False
+        xfr = self.factory.xfr
         try:
-            while not self._paused and len(buf) - pos >= 2:
+            while not self._paused and self._stream is None and len(buf) - pos >= 2:
                 length = (buf[pos] << 8) | buf[pos + 1]
                 if len(buf) - pos - 2 < length:
                     break
@@ -157,6 +166,10 @@ class TCPServer(protocol.Protocol):
                 pos += 2 + length
                 answered = True
                 stats.tcp_queries += 1
+                if xfr is not None and is_transfer(message):
+                    self._stream = xfr.tcp(message, self._addr, self, bytes(buf[pos:]))
+                    self.factory.clock.callLater(0, self._pump)
+                    break
                 try:  # per message: one that raises must not cost the connection (RFC 7766 6.2.1)
                     tail = cache.get(message[2:])
                     if tail is not None:
@@ -174,6 +187,33 @@ class TCPServer(protocol.Protocol):
         if answered:
             self._arm()
 
+    def _pump(self) -> None:
+        """Write the transfer's next messages until the transport pushes back (pauseProducing)
+        or a turn's budget is spent, so queries on other connections never wait long."""
+        stream = self._stream
+        if stream is None or self._paused:
+            return
+        transport: Any = self.transport
+        deadline = time.perf_counter() + 0.02
+        try:
+            for message in stream:
+                transport.write(len(message).to_bytes(2, "big") + message)
+                self._arm()
+                if self._paused or self._stream is None:
+                    return
+                if time.perf_counter() > deadline:
+                    self.factory.clock.callLater(0, self._pump)
+                    return
+        except Exception:
+            # A bug met mid-stream: the client sees the connection close, never a torn zone.
+            self.factory.responder.internal_error(b"", IN_TCP)
+            self._stream = None
+            transport.loseConnection()
+            return
+        self._stream = None
+        self._arm()
+        self._drain()
+
     # IPushProducer: Twisted calls these as the write buffer fills and drains.
 
     def pauseProducing(self) -> None:
@@ -185,13 +225,17 @@ class TCPServer(protocol.Protocol):
         self._paused = False
         transport: Any = self.transport
         transport.resumeProducing()
-        self.factory.clock.callLater(0, self._drain)  # what was read before the pause
+        # what was read before the pause, or the rest of a transfer
+        self.factory.clock.callLater(0, self._drain if self._stream is None else self._pump)
 
     def stopProducing(self) -> None:
         self._paused = True
 
     def connectionLost(self, reason: Any = None) -> None:
         self.factory.open -= 1
+        if self._stream is not None:
+            self._stream.close()  # frees its transfer slot (xfrout.TransferOut._stream)
+            self._stream = None
         if self._idle is not None and self._idle.active():
             self._idle.cancel()
         self._idle = None
@@ -207,6 +251,7 @@ class TCPFactory(protocol.Factory):
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
         self.open = 0
+        self.xfr: Any = None  # xfrout.TransferOut where transfers out are served on this listener
 
     def buildProtocol(self, addr: Any) -> TCPServer:
         return TCPServer(self)

@@ -505,6 +505,28 @@ def sign_response(response: bytes, key: TsigKey, request_mac: bytes, *, error: i
     return add_additional(response, rr.to_wire())
 
 
+def sign_stream_message(message: bytes, key: TsigKey, prior_mac: bytes, first: bool, *,
+                        now: float | None = None, fudge: int = DEFAULT_FUDGE) -> tuple[bytes, bytes]:
+    """Sign one message of a multi-message answer (AXFR/IXFR out); returns (signed, its MAC).
+
+    RFC 8945 5.3.1: the first message is signed as any response (request MAC,
+    message, all TSIG variables); each later one digests the prior MAC, the
+    message and the timers only.  We sign every message, which the RFC allows
+    and which lets the client verify as it reads.
+    """
+    alg = algorithm_of(key)
+    key_name = key_name_wire(key)
+    signed_at = int(time.time() if now is None else now)
+    (msg_id,) = _U16.unpack_from(message, 0)
+    if first:
+        variables = _variables(key_name, TsigRR(key_name, alg.wire, signed_at, fudge, b"", msg_id, 0, b""))
+    else:
+        variables = _timers(signed_at, fudge)
+    mac = hmac.new(key.secret, _prior(prior_mac) + message + variables, alg.digestmod).digest()
+    rr = TsigRR(key_name, alg.wire, signed_at, fudge, mac, msg_id, 0, b"")
+    return add_additional(message, rr.to_wire()), mac
+
+
 def unsigned_error_tsig(response: bytes, key_name: bytes, algorithm: bytes, error: int, *,
                         fudge: int = DEFAULT_FUDGE, now: float | None = None) -> bytes:
     """Append a TSIG RR with an empty MAC and *error* set (RFC 8945 5.3.2).

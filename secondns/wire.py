@@ -65,7 +65,7 @@ class Query:
     response, and lets the encoder point owner names at offset 12.
     """
 
-    __slots__ = ("additional", "do", "edns", "edns_version", "flags", "id", "nsid", "opcode",
+    __slots__ = ("additional", "do", "edns", "edns_version", "expire", "flags", "id", "nsid", "opcode",
                  "payload", "qclass", "qname", "qname_lower", "qtype", "question", "raw",
                  "tsig_offset")
 
@@ -83,6 +83,7 @@ class Query:
         self.payload = 512
         self.do = False
         self.nsid = False
+        self.expire = False  # RFC 7314 EDNS EXPIRE asked
         self.raw = b""
         self.additional: list[tuple[bytes, int, int, int, bytes]] = []
         self.tsig_offset = -1
@@ -186,6 +187,8 @@ def _parse_opt(q: Query, rclass: int, ttl: int, rdata: bytes) -> None:
             raise FormatError("EDNS option data truncated", q)
         if code == EDNS_NSID:
             q.nsid = True
+        elif code == EDNS_EXPIRE:
+            q.expire = True
         # Unknown options are ignored (RFC 6891 6.1.2).
 
 

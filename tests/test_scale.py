@@ -215,7 +215,8 @@ def write_copies(directory: Path, n: int) -> str:
             "ns1 IN A 192.0.2.1\n")
     # A leftover of an interrupted write of zone 0, which start-up must remove.
     (directory / ".z0.test.zone.tmp-0123456789abcdef").write_text("partial")
-    return f"server: {{storage: {directory}, http: null, workers: 1, listen: ['127.0.0.1:5399']}}\nzones:\n{zone_yaml}\n"
+    return (f"server: {{storage: {directory}, http: null, workers: 1, listen: ['127.0.0.1:5399']}}\n"
+            f"zones:\n{zone_yaml}\n")
 
 
 class NoNetReactor(task.Clock):

@@ -29,6 +29,7 @@ from ..server import TCPFactory, TCPServer, UDPServer
 from ..stats import ServingStats
 from .channel import Decoder, encode
 from .handoff import Message, WorkerZones
+from .xfrhandoff import worker_side
 
 log = logging.getLogger("secondns.worker")
 
@@ -168,12 +169,15 @@ class Worker(protocol.Protocol):
             udp_max_payload=settings["udp_max_payload"], identity=settings["identity"],
             version=settings["version"]), self.stats)
         self.responder.keys = _keyring(keys)
+        # AXFR/IXFR connections go to the main process (serve.xfrhandoff)
+        handoff = worker_side(settings.get("xfr_fd"))
         fd = 3
         for host, _port in listen:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             udp = self.reactor.adoptDatagramPort(fd, family, WorkerUDPServer(self.responder, self))
             factory = WorkerTCPFactory(self.responder, self, self.reactor, settings["tcp_idle_timeout"],
                                        settings["tcp_max_connections"])
+            factory.xfr = handoff
             tcp = self.reactor.adoptStreamPort(fd + 1, family, factory)
             os.close(fd)  # the reactor holds its own duplicates
             os.close(fd + 1)

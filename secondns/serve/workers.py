@@ -226,6 +226,10 @@ class WorkerPool:
         child_fds: dict[int, Any] = {0: "w", 1: "r", 2: 2}
         for n, sock in enumerate(slot.sockets):
             child_fds[3 + n] = sock.fileno()
+        xfr = getattr(self.app, "xfr_handoff", None)
+        xfr_end = xfr.pair() if xfr is not None else None  # serve.xfrhandoff: transfers out
+        if xfr_end is not None:
+            child_fds[3 + len(slot.sockets)] = xfr_end.fileno()
         env = {k: v for k, v in os.environ.items()
                if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")}
         level = logging.getLevelName(logging.getLogger().level).lower()
@@ -237,6 +241,8 @@ class WorkerPool:
         slot.ready = False
         slot.started_at = self.reactor.seconds()
         transport = self.reactor.spawnProcess(proc, sys.executable, args, env=env, childFDs=child_fds)
+        if xfr_end is not None:
+            xfr_end.close()  # the child has its copy
         slot.pid = transport.pid
         log.info("worker %d started (pid %s)", slot.index, slot.pid)
 
@@ -246,6 +252,8 @@ class WorkerPool:
         settings = {"udp_max_payload": srv.udp_max_payload, "identity": srv.identity,
                     "version": srv.version, "tcp_idle_timeout": srv.tcp_idle_timeout,
                     "tcp_max_connections": srv.tcp_max_connections, "user": srv.user}
+        if getattr(self.app, "xfr_handoff", None) is not None:
+            settings["xfr_fd"] = 3 + len(proc.slot.sockets)
         listen = [(ep.host, ep.port) for ep in srv.listen]
         proc.send(("hello", settings, listen, self._keys()))
         for message in self.publisher.replay():

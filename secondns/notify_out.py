@@ -1,0 +1,179 @@
+"""NOTIFY out (RFC 1996): tell downstream secondaries that a new version is served.
+
+Sent to the zone's explicit ``notify`` targets (as BIND's ``also-notify``) whenever the
+served serial of the zone changes, including the first version loaded; signed with
+``notify-key`` when set (RFC 8945).  Each target is retried with doubling timeouts until it
+answers, at most ``MAX_TRIES`` times (RFC 1996 3.6 leaves the interval to us; BIND retries
+a handful of times).  A newer version replaces a NOTIFY still being retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import struct
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+from twisted.internet import protocol
+
+from . import rrtypes, tsig
+from .config import Endpoint, ZoneConfig
+from .registry import Registry
+from .wire import AA, OPCODE_NOTIFY, ResponseWriter
+
+log = logging.getLogger("secondns")
+
+MAX_TRIES = 5
+FIRST_TIMEOUT = 1.0  # seconds; doubled after each unanswered try (1, 2, 4, 8, 16)
+
+
+def notify_message(msg_id: int, origin: bytes, soa_ttl: int, soa_rdata: bytes) -> bytes:
+    """RFC 1996 3.7: opcode NOTIFY, AA, the zone's SOA as question and in the answer section."""
+    question = origin + struct.pack("!HH", rrtypes.SOA, rrtypes.CLASS_IN)
+    writer = ResponseWriter(msg_id, (OPCODE_NOTIFY << 11) | AA, question, origin)
+    writer.add_rrsets(0, ((origin, rrtypes.SOA, ((soa_ttl, soa_rdata),)),), True)
+    return writer.finish(0)
+
+
+class _Pending:
+    __slots__ = ("call", "message", "serial", "target", "tries", "zone")
+
+    def __init__(self, zone: str, target: Endpoint, serial: int, message: bytes) -> None:
+        self.zone = zone
+        self.target = target
+        self.serial = serial
+        self.message = message
+        self.tries = 0
+        self.call: Any = None
+
+
+class NotifySender(protocol.DatagramProtocol):
+    """One UDP socket for every NOTIFY out; answers matched by ID and source."""
+
+    def __init__(self, registry: Registry, zone_config: Callable[[bytes], ZoneConfig | None],
+                 clock: Any) -> None:
+        self.registry = registry
+        self.zone_config = zone_config
+        self.clock = clock
+        self.sent_serial: dict[bytes, int] = {}
+        self.pending: dict[int, _Pending] = {}
+        self.by_target: dict[tuple[bytes, Endpoint], int] = {}
+        # (zone, result) -> count: result is ok, timeout, or the rcode's name.
+        self.counts: dict[tuple[str, str], int] = {}
+        # Zones with notify targets: a change to "every zone" (None) looks at these only, so
+        # loading 10k zones without targets costs nothing here.
+        self.watch: set[bytes] = set()
+        registry.subscribe(self._changed)
+
+    def configure(self, zones: Iterable[ZoneConfig]) -> None:
+        """The zones to watch, from the configuration (start and reload)."""
+        self.watch = {zc.origin for zc in zones if zc.notify}
+        if self.transport is not None:  # a reload: zones that gained targets are notified now
+            for origin in list(self.watch):
+                self.check(origin)
+
+    def _count(self, zone: str, result: str) -> None:
+        self.counts[(zone, result)] = self.counts.get((zone, result), 0) + 1
+
+    def _changed(self, origin: bytes | None, _names: frozenset[bytes] | None) -> None:
+        if origin is None:
+            for o in list(self.watch):
+                self.check(o)
+        elif origin in self.watch:
+            self.check(origin)
+
+    def check(self, origin: bytes) -> None:
+        """Notify the zone's targets if its served serial is not the one last notified."""
+        zc = self.zone_config(origin)
+        entry = self.registry.get(origin)
+        if zc is None or not zc.notify or entry is None or entry.snapshot is None or entry.expired:
+            return
+        zone = entry.snapshot
+        if self.sent_serial.get(origin) == zone.serial or self.transport is None:
+            return
+        self.sent_serial[origin] = zone.serial
+        for target in zc.notify:
+            old = self.by_target.pop((origin, target), None)
+            if old is not None:
+                self._drop(old)
+            msg_id = random.randrange(0x10000)
+            while msg_id in self.pending:
+                msg_id = random.randrange(0x10000)
+            message = notify_message(msg_id, origin, zone.soa.ttl, zone.soa.rdata)
+            if zc.notify_key is not None:
+                message, _mac = tsig.sign_request(message, zc.notify_key)
+            p = _Pending(zc.name, target, zone.serial, message)
+            self.pending[msg_id] = p
+            self.by_target[(origin, target)] = msg_id
+            self._send(msg_id)
+
+    def _drop(self, msg_id: int) -> None:
+        p = self.pending.pop(msg_id, None)
+        if p is not None and p.call is not None and p.call.active():
+            p.call.cancel()
+
+    def _send(self, msg_id: int) -> None:
+        p = self.pending.get(msg_id)
+        if p is None:
+            return
+        if p.tries >= MAX_TRIES:
+            self._finish(msg_id, "timeout")
+            log.warning("zone %s: NOTIFY of serial %d to %s unanswered after %d tries", p.zone,
+                        p.serial, p.target, MAX_TRIES)
+            return
+        transport: Any = self.transport
+        try:
+            transport.write(p.message, (p.target.host, p.target.port))
+        except OSError as exc:
+            log.warning("zone %s: NOTIFY to %s not sent: %s", p.zone, p.target, exc)
+        p.call = self.clock.callLater(FIRST_TIMEOUT * (2 ** p.tries), self._send, msg_id)
+        p.tries += 1
+
+    def _finish(self, msg_id: int, result: str) -> None:
+        p = self.pending.pop(msg_id, None)
+        if p is None:
+            return
+        if p.call is not None and p.call.active():
+            p.call.cancel()
+        for key, value in list(self.by_target.items()):
+            if value == msg_id:
+                del self.by_target[key]
+        self._count(p.zone, result)
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        if len(datagram) < 12 or not datagram[2] & 0x80 or (datagram[2] >> 3) & 0xF != OPCODE_NOTIFY:
+            return
+        (msg_id,) = struct.unpack_from("!H", datagram)
+        p = self.pending.get(msg_id)
+        if p is None or (addr[0], addr[1]) != (p.target.host, p.target.port):
+            return  # RFC 1996 4.8: a response from where we did not send is ignored
+        rcode = datagram[3] & 0xF
+        result = "ok" if rcode == 0 else {1: "formerr", 2: "servfail", 4: "notimp", 5: "refused",
+                                          9: "notauth"}.get(rcode, f"rcode{rcode}")
+        log.info("zone %s: NOTIFY of serial %d to %s answered %s", p.zone, p.serial, p.target, result)
+        self._finish(msg_id, result)
+
+    def start(self, reactor: Any) -> None:
+        """Open the socket and notify every zone's current version (as BIND does at load)."""
+        reactor.listenUDP(0, self, interface="0.0.0.0")  # IPv4 targets only, for now
+        for origin in list(self.watch):
+            self.check(origin)
+
+    def collector(self) -> Collector:
+        """``secondns_notifies_out_total{zone,result}``."""
+        return _Collector(self)
+
+
+class _Collector(Collector):
+    def __init__(self, sender: NotifySender) -> None:
+        self.sender = sender
+
+    def collect(self) -> Iterator[Any]:
+        family = CounterMetricFamily("secondns_notifies_out", "NOTIFY messages sent, by outcome.",
+                                     labels=["zone", "result"])
+        for (zone, result), value in sorted(self.sender.counts.items()):
+            family.add_metric([zone, result], value)
+        yield family
