@@ -125,8 +125,8 @@ class Application:
         self.stats = ServingStats()
         srv = config.server
         self.responder = Responder(self.registry, ServeSettings(
-            udp_max_payload=srv.udp_max_payload, identity=srv.identity, version=srv.version),
-            self.stats)
+            udp_max_payload=srv.udp_max_payload, identity=srv.identity, version=srv.version,
+            cache_bytes=srv.answer_cache_size), self.stats)
         self.responder.notify_handler = self.on_notify
         self.responder.keys = tsig.keyring(config.keys)
         self.client = client or TwistedTransferClient(reactor)

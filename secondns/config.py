@@ -144,6 +144,7 @@ class ServerConfig:
     udp_max_payload: int = 1232
     tcp_idle_timeout: float = 10.0
     tcp_max_connections: int = 1000
+    answer_cache_size: int = 64 << 20  # octets, per serving process
     control_token: str | None = field(default=None, repr=False)
     user: str | None = None
     log_level: str = "info"
@@ -440,6 +441,26 @@ def _int(lo: int, hi: int | None = None) -> _Parser:
     return parse
 
 
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def _size(lo: int) -> _Parser:
+    """Octets: an integer, or a number with K, M or G (powers of 1024, as BIND's sizes)."""
+    def parse(ck: _Checker, value: Any, line: int, path: str) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            octets = value
+        elif isinstance(value, str) and value[:-1].isdigit() and value[-1:].upper() in _SIZE_UNITS:
+            octets = int(value[:-1]) * _SIZE_UNITS[value[-1].upper()]
+        elif isinstance(value, str) and value.isdigit():
+            octets = int(value)
+        else:
+            return ck.report(line, path, f"expected a size (65536, 512K, 64M, 1G), got {_describe(value)}")
+        if octets < lo:
+            return ck.report(line, path, f"must be at least {lo} octets, got {value}")
+        return octets
+    return parse
+
+
 def _seconds(ck: _Checker, value: Any, line: int, path: str) -> Any:
     if not isinstance(value, int | float) or isinstance(value, bool):
         return ck.report(line, path, f"expected a number of seconds, got {_describe(value)}")
@@ -601,6 +622,7 @@ _SERVER: dict[str, _Parser] = {
     "udp-max-payload": _int(512, 65535),
     "tcp-idle-timeout": _seconds,
     "tcp-max-connections": _int(1),
+    "answer-cache-size": _size(64 << 10),
     "control-token": _string(nullable=True, secret=True),
     "control-token-file": _file_text,
     "user": _string(nullable=True),

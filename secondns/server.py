@@ -20,6 +20,7 @@ from zope.interface import implementer  # type: ignore[import-untyped]
 
 from .responder import TCP, UDP, Responder
 from .stats import IN_TCP, IN_UDP, SAMPLE_EVERY
+from .wire import cache_key
 
 _SAMPLE_MASK = SAMPLE_EVERY - 1
 _DROPPABLE = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.ECONNREFUSED, errno.EPERM)
@@ -31,7 +32,9 @@ class UDPServer(protocol.DatagramProtocol):
     def __init__(self, responder: Responder) -> None:
         self.responder = responder
         self.stats = responder.stats
-        self.cache = responder.caches[UDP].map
+        self.cache = responder.caches[0]
+        self.protected = self.cache.protected
+        self.udp_max = responder.settings.udp_max_payload
         self._sendto: Any = None
 
     def startProtocol(self) -> None:
@@ -49,11 +52,14 @@ class UDPServer(protocol.DatagramProtocol):
             if not n & _SAMPLE_MASK:
                 self._timed(datagram, addr)
                 return
-            tail = self.cache.get(datagram[2:])
-            if tail is not None:
-                stats.rcodes[tail[1] & 0xF] += 1
-                self._send(datagram[:2] + tail, addr)
-                return
+            key = cache_key(datagram, False, self.udp_max)
+            if key is not None:
+                entry = self.protected.get(key) or self.cache.get(key)
+                if entry is not None:
+                    # The client's ID and question between the cached header and tail.
+                    stats.rcodes[entry[0][1] & 0xF] += 1
+                    self._send(datagram[:2] + entry[0] + datagram[12:len(key) + 11] + entry[1], addr)
+                    return
             response = self.responder.respond(datagram, UDP, addr)
             if response is not None:
                 self._send(response, addr)
@@ -70,10 +76,11 @@ class UDPServer(protocol.DatagramProtocol):
     def _timed(self, datagram: bytes, addr: Any) -> None:
         """The sampled query: full path, timed (see stats.SAMPLE_EVERY)."""
         start = time.perf_counter()
-        tail = self.cache.get(datagram[2:])
-        if tail is not None:
-            self.stats.rcodes[tail[1] & 0xF] += 1
-            response: bytes | None = datagram[:2] + tail
+        key = cache_key(datagram, False, self.udp_max)
+        entry = self.cache.get(key) if key is not None else None
+        if entry is not None and key is not None:
+            self.stats.rcodes[entry[0][1] & 0xF] += 1
+            response: bytes | None = datagram[:2] + entry[0] + datagram[12:len(key) + 11] + entry[1]
         else:
             response = self.responder.respond(datagram, UDP, addr)
         if response is not None:
@@ -143,7 +150,8 @@ class TCPServer(protocol.Protocol):
         self._draining = True
         buf = self._buf
         responder = self.factory.responder
-        cache = responder.caches[TCP].map
+        cache = responder.caches[0]
+        udp_max = responder.settings.udp_max_payload
         stats = responder.stats
         transport: Any = self.transport
         pos = 0
@@ -158,10 +166,12 @@ class TCPServer(protocol.Protocol):
                 answered = True
                 stats.tcp_queries += 1
                 try:  # per message: one that raises must not cost the connection (RFC 7766 6.2.1)
-                    tail = cache.get(message[2:])
-                    if tail is not None:
-                        stats.rcodes[tail[1] & 0xF] += 1
-                        response: bytes | None = message[:2] + tail
+                    key = cache_key(message, True, udp_max)
+                    entry = cache.get(key) if key is not None else None
+                    if entry is not None and key is not None:
+                        stats.rcodes[entry[0][1] & 0xF] += 1
+                        response: bytes | None = (message[:2] + entry[0] + message[12:len(key) + 11]
+                                                  + entry[1])
                     else:
                         response = responder.respond(message, TCP, self._addr)
                 except Exception:

@@ -136,6 +136,24 @@ def test_workers_rejects(value: str, message: str) -> None:
     assert str(err.value) == f"w.yaml:3: server.workers: {message}"
 
 
+def test_answer_cache_size_takes_octets_or_k_m_g() -> None:
+    assert parse_config("").server.answer_cache_size == 64 << 20
+    assert parse_config("server:\n  answer-cache-size: 512K\n").server.answer_cache_size == 512 << 10
+    assert parse_config("server:\n  answer-cache-size: 2g\n").server.answer_cache_size == 2 << 30
+    assert parse_config("server:\n  answer-cache-size: 100000\n").server.answer_cache_size == 100000
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("1K", "must be at least 65536 octets, got 1K"),
+    ("64MB", "expected a size (65536, 512K, 64M, 1G), got string '64MB'"),
+    ("true", "expected a size (65536, 512K, 64M, 1G), got boolean true"),
+])
+def test_answer_cache_size_rejects(value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(f"server:\n  listen: ['127.0.0.1:53']\n  answer-cache-size: {value}\n", "w.yaml")
+    assert str(err.value) == f"w.yaml:3: server.answer-cache-size: {message}"
+
+
 def test_minimal_zone_gets_builtin_defaults() -> None:
     zc = zone("zones:\n  example.com:\n    primaries: ['192.0.2.1']\n")
     assert zc == ZoneConfig("example.com.", names.from_text("example.com."), (Endpoint("192.0.2.1", 53),))

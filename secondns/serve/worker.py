@@ -53,6 +53,7 @@ class _Forwarding:
         self.inner = responder
         self.stats = responder.stats
         self.caches = responder.caches
+        self.settings = responder.settings
         self._forward = forward
 
     def respond(self, data: bytes, transport: int, addr: tuple[str, int]) -> bytes | None:
@@ -166,7 +167,7 @@ class Worker(protocol.Protocol):
                keys: Sequence[tuple[str, str, bytes]]) -> None:
         self.responder = Responder(self.registry, ServeSettings(
             udp_max_payload=settings["udp_max_payload"], identity=settings["identity"],
-            version=settings["version"]), self.stats)
+            version=settings["version"], cache_bytes=settings["answer_cache_size"]), self.stats)
         self.responder.keys = _keyring(keys)
         fd = 3
         for host, _port in listen:
