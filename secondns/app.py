@@ -14,7 +14,7 @@ from typing import Any
 
 from twisted.internet import defer, task, threads
 
-from . import journal, rrtypes, sdnotify, storage, tsig
+from . import dnssec, journal, rrtypes, sdnotify, storage, tsig
 from .config import Config, Endpoint, ZoneConfig, load_config
 from .diff import VersionStep, apply_steps
 from .errors import ConfigError, StorageError, ZoneError
@@ -166,6 +166,9 @@ class Application:
         self.registry.swap(zc.origin, zone)
         log.info("zone %s: serving serial %d from disk (%d records)", zc.name, zone.serial,
                  zone.record_count)
+        warning = dnssec.iterations_warning(zone)
+        if warning is not None:
+            log.warning("zone %s: %s", zc.name, warning)
         return meta
 
     def start_zone(self, zc: ZoneConfig) -> None:
