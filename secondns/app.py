@@ -124,9 +124,11 @@ class Application:
             self.registry = Registry()
         self.stats = ServingStats()
         srv = config.server
+        # RFC 9018 server-cookie secret, random per start and shared with every worker.
+        self.cookie_secret = os.urandom(16)
         self.responder = Responder(self.registry, ServeSettings(
             udp_max_payload=srv.udp_max_payload, identity=srv.identity, version=srv.version,
-            cache_bytes=srv.answer_cache_size), self.stats)
+            cache_bytes=srv.answer_cache_size, cookie_secrets=(self.cookie_secret,)), self.stats)
         self.responder.notify_handler = self.on_notify
         self.responder.keys = tsig.keyring(config.keys)
         self.client = client or TwistedTransferClient(reactor)

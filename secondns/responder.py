@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from . import rrtypes, tsig
+from . import cookies, rrtypes, tsig
 from .answer import Answer, answer_query
 from .config import TsigKey
 from .names import from_text
@@ -25,6 +25,7 @@ from .wire import (
     AA,
     BADVERS,
     CD,
+    EDNS_COOKIE,
     EDNS_NSID,
     FORMERR,
     KEY_PAYLOAD,
@@ -77,6 +78,8 @@ class ServeSettings:
     identity: str | None = None
     version: str | None = None
     cache_bytes: int = 64 << 20  # server.answer-cache-size, per serving process
+    # RFC 9018 server-cookie secrets, current first; empty: COOKIE options are ignored.
+    cookie_secrets: tuple[bytes, ...] = ()
 
 
 _ENTRY_OVERHEAD = 350  # octets of Python objects per entry (key, tuple, dict slot), measured with
@@ -221,6 +224,8 @@ class Responder:
         self.cache = AnswerCache(settings.cache_bytes)
         self.caches = (self.cache,)
         self._dropped = False  # set by _render: the last answer left out an RRset
+        self._cookie: bytes | None = None  # COOKIE option data for the answer being built
+        self.wall: Callable[[], float] = time.time  # server-cookie timestamps (RFC 9018 4.3)
         self.notify_handler: NotifyHandler | None = None
         # TSIG keys by wire name, for signed queries (RFC 8945); set by the application.
         self.keys: Mapping[bytes, TsigKey] = {}
@@ -246,9 +251,12 @@ class Responder:
             return None
         query: Query | None = None
         where = IN_QUERY
+        self._cookie = None
         try:  # free on the no-exception path (CPython 3.11 zero-cost try)
             try:
                 query = parse_query(data)
+                if query.cookie is not None and self.settings.cookie_secrets:
+                    self._cookie = self._server_cookie(query.cookie, addr)
             except FormatError as exc:
                 bad = exc.query
                 echo = bad if bad is not None and bad.opcode in _ECHO_QUESTION else None
@@ -311,7 +319,30 @@ class Responder:
     def _opt_for(self, query: Query | None) -> bytes | None:
         if query is None or not query.edns:
             return None
+        if self._cookie is not None:
+            return opt_record(self.settings.udp_max_payload, 0, query.do, [(EDNS_COOKIE, self._cookie)])
         return opt_record(self.settings.udp_max_payload, 0, query.do)
+
+    def _server_cookie(self, option: bytes, addr: tuple[str, int]) -> bytes | None:
+        """The COOKIE option to answer with (RFC 7873 5.2.3-5.2.5): the client's own when its
+        server cookie is ours and fresh, else its client cookie with a new server cookie.
+
+        A missing or invalid server cookie gets a normal answer with a new one (5.2.3-5.2.4,
+        as BIND does without require-server-cookie), so BADCOOKIE is never sent.
+        """
+        try:
+            ip = cookies.client_ip(addr[0])
+        except ValueError:
+            return None
+        now = int(self.wall())
+        client = option[:8]
+        server = option[8:]
+        secrets = self.settings.cookie_secrets
+        if len(server) == cookies.SERVER_COOKIE_LEN \
+                and (now - int.from_bytes(server[4:8], "big")) & 0xFFFFFFFF < cookies.REFRESH_AGE \
+                and cookies.valid(secrets[:1], client, server, ip, now):
+            return option  # RFC 9018 4.3: ours, current secret, under half an hour old: echoed
+        return client + cookies.server_cookie(secrets[0], client, ip, now)
 
     def _signed_query(self, q: Query, transport: int) -> bytes | None:
         """RFC 8945 5.2-5.3: verify a signed query and sign its answer, or answer the TSIG error.
@@ -414,6 +445,8 @@ class Responder:
             options = []
             if q.nsid and self.settings.identity:
                 options.append((EDNS_NSID, self.settings.identity.encode()))  # RFC 5001 2.3
+            if self._cookie is not None:
+                options.append((EDNS_COOKIE, self._cookie))  # RFC 7873 5.2
             opt = opt_record(self.settings.udp_max_payload, 0, q.do, options)
         if transport == UDP:
             limit = min(q.payload, self.settings.udp_max_payload) if q.edns else 512

@@ -65,7 +65,7 @@ class Query:
     response, and lets the encoder point owner names at offset 12.
     """
 
-    __slots__ = ("additional", "do", "edns", "edns_version", "flags", "id", "nsid", "opcode",
+    __slots__ = ("additional", "cookie", "do", "edns", "edns_version", "flags", "id", "nsid", "opcode",
                  "payload", "qclass", "qname", "qname_lower", "qtype", "question", "raw",
                  "tsig_offset")
 
@@ -83,6 +83,7 @@ class Query:
         self.payload = 512
         self.do = False
         self.nsid = False
+        self.cookie: bytes | None = None  # the COOKIE option's data (RFC 7873 4)
         self.raw = b""
         self.additional: list[tuple[bytes, int, int, int, bytes]] = []
         self.tsig_offset = -1
@@ -186,6 +187,10 @@ def _parse_opt(q: Query, rclass: int, ttl: int, rdata: bytes) -> None:
             raise FormatError("EDNS option data truncated", q)
         if code == EDNS_NSID:
             q.nsid = True
+        elif code == EDNS_COOKIE:
+            if length != 8 and not 16 <= length <= 40:
+                raise FormatError("malformed COOKIE option", q)  # RFC 7873 5.2.2: FORMERR
+            q.cookie = rdata[pos - length:pos]
         # Unknown options are ignored (RFC 6891 6.1.2).
 
 
@@ -218,8 +223,9 @@ def cache_key(d: bytes, tcp: bool, udp_max: int) -> bytes | None:
     The key is the case-folded qname (RFC 4343), QTYPE, QCLASS and one octet of the flags the
     answer depends on: RD and CD (echoed), DO, EDNS present, NSID asked, the payload class
     and the transport, and whether the qname has upper case (see ResponseWriter).  Other EDNS
-    options (padding, cookies for now) and the payload within its class do not change it, so
-    neither 0x20 randomisation nor padding can make every query a miss.  Only QUERY messages
+    options (padding) and the payload within its class do not change it, so neither 0x20
+    randomisation nor padding can make every query a miss.  A query with a COOKIE option is
+    not answered from the cache: its answer carries a server cookie made for that client.  Only QUERY messages
     with one question, no records but at most one well-formed OPT (version 0) qualify; the rest
     go to the responder, which parses them in full.  The qname end is the first zero octet: the
     responder checks, before storing, that it is the real end (a label may hold a zero octet),
@@ -250,8 +256,11 @@ def cache_key(d: bytes, tcp: bool, udp_max: int) -> bytes | None:
         while p < n:  # each turn advances by at least 4
             if p + 4 > n:
                 return None
-            if d[p + 1] == EDNS_NSID and not d[p]:
-                flags |= KEY_NSID
+            if not d[p]:
+                if d[p + 1] == EDNS_NSID:
+                    flags |= KEY_NSID
+                elif d[p + 1] == EDNS_COOKIE:
+                    return None  # the answer carries this client's server cookie (RFC 7873 5.2)
             p += 4 + (d[p + 2] << 8 | d[p + 3])
         if p != n:
             return None

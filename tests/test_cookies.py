@@ -1,0 +1,135 @@
+"""DNS cookies (RFC 7873, server cookies as RFC 9018): dnspython in process, dig and kdig live."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import dns.edns
+import dns.message
+import dns.rcode
+import pytest
+from peers import LOOPBACK, Secondns, dig
+from zonetools import responder_for, zone_from_text
+
+from secondns import cookies
+from secondns.responder import UDP, Responder, ServeSettings
+
+ZONE = "$TTL 300\n@ SOA ns1 host 1 3600 600 86400 300\n@ NS ns1\nns1 A 192.0.2.1\nwww A 192.0.2.2\n"
+SECRET = bytes(range(16))
+CLIENT = bytes.fromhex("0102030405060708")
+
+
+def responder(secrets: tuple[bytes, ...] = (SECRET,)) -> Responder:
+    r = responder_for(zone_from_text(ZONE, "example.com."), settings=ServeSettings(cookie_secrets=secrets))
+    r.wall = lambda: 1_700_000_000.0
+    return r
+
+
+def ask(r: Responder, cookie: bytes | None, name: str = "www.example.com.") -> dns.message.Message:
+    options = [dns.edns.GenericOption(dns.edns.COOKIE, cookie)] if cookie is not None else []
+    query = dns.message.make_query(name, "A", use_edns=0, options=options)
+    out = r.respond(query.to_wire(), UDP, ("127.0.0.1", 5300))
+    assert out is not None
+    return dns.message.from_wire(out)
+
+
+def cookie_of(msg: dns.message.Message) -> bytes | None:
+    for option in msg.options:
+        if option.otype == dns.edns.COOKIE:
+            return option.to_wire()
+    return None
+
+
+def test_client_cookie_gets_a_valid_server_cookie_which_is_then_accepted_and_echoed() -> None:
+    r = responder()
+    first = ask(r, CLIENT)
+    got = cookie_of(first)
+    assert first.rcode() == dns.rcode.NOERROR and first.answer
+    assert got is not None and got[:8] == CLIENT and len(got) == 24
+    assert cookies.valid([SECRET], CLIENT, got[8:], cookies.client_ip("127.0.0.1"), 1_700_000_000)
+    second = ask(r, got)
+    assert second.rcode() == dns.rcode.NOERROR and second.answer
+    assert cookie_of(second) == got  # RFC 9018 4.3: fresh, so echoed
+
+
+def test_a_bad_server_cookie_gets_a_normal_answer_and_a_new_cookie() -> None:
+    r = responder()
+    reply = ask(r, CLIENT + bytes(16))  # RFC 7873 5.2.4: not ours
+    got = cookie_of(reply)
+    assert reply.rcode() == dns.rcode.NOERROR and got is not None and got[8:] != bytes(16)
+    assert cookies.valid([SECRET], CLIENT, got[8:], cookies.client_ip("127.0.0.1"), 1_700_000_000)
+
+
+def test_an_old_secret_is_replaced_by_the_current_one() -> None:
+    old = responder((bytes(16),))
+    got = cookie_of(ask(old, CLIENT))
+    assert got is not None
+    reply = ask(responder((SECRET, bytes(16))), got)
+    fresh = cookie_of(reply)
+    assert fresh is not None and fresh != got
+    assert cookies.valid([SECRET], CLIENT, fresh[8:], cookies.client_ip("127.0.0.1"), 1_700_000_000)
+
+
+@pytest.mark.parametrize("length", [0, 5, 9, 15, 41])
+def test_a_malformed_cookie_is_formerr(length: int) -> None:
+    assert ask(responder(), bytes(length)).rcode() == dns.rcode.FORMERR  # RFC 7873 5.2.2
+
+
+def test_a_cookie_query_is_not_answered_from_a_cached_cookieless_answer() -> None:
+    r = responder()
+    ask(r, None)
+    ask(r, None)
+    assert len(r.cache) == 1
+    assert cookie_of(ask(r, CLIENT)) is not None
+    assert len(r.cache) == 1  # and its answer, made for one client, is not cached
+
+
+def test_without_secrets_the_option_is_ignored() -> None:
+    assert cookie_of(ask(responder(()), CLIENT)) is None
+
+
+# --- live, against independent clients ---------------------------------------------------------
+
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secondns]:
+    base: Path = tmp_path_factory.mktemp("cookies")
+    with Secondns(base / "s", zone_files={"example.com": ZONE}) as sec:
+        yield sec
+
+
+_DIG_COOKIE = re.compile(r"; COOKIE: ([0-9a-f]+)(?: \((\w+)\))?")
+
+
+@pytest.mark.integration
+def test_dig_gets_a_good_cookie_and_its_second_query_is_accepted(server: Secondns) -> None:
+    first = dig(server.port, "www.example.com", "A", "+cookie")
+    match = _DIG_COOKIE.search(first.text)
+    assert first.status == "NOERROR" and match is not None and match.group(2) == "good", first.text
+    full = match.group(1)
+    assert len(full) == 48
+    second = dig(server.port, "www.example.com", "A", f"+cookie={full}")
+    again = _DIG_COOKIE.search(second.text)
+    assert second.status == "NOERROR" and second.answer and again is not None
+    assert again.group(1) == full and again.group(2) == "good"  # accepted: echoed as it was
+
+
+@pytest.mark.integration
+def test_kdig_gets_a_cookie_and_its_second_query_is_accepted(server: Secondns) -> None:
+    def kdig(*args: str) -> str:
+        out = subprocess.run(["kdig", f"@{LOOPBACK}", "-p", str(server.port), "+norec", "+time=2",
+                              "+retry=0", *args, "www.example.com", "A"],
+                             capture_output=True, text=True, timeout=15, check=False)
+        return out.stdout + out.stderr
+    first = kdig("+cookie")
+    match = re.search(r"COOKIE: ([0-9a-fA-F]+)", first)
+    assert "NOERROR" in first and match is not None, first
+    full = match.group(1).lower()
+    assert len(full) == 48  # 8 octets of kdig's client cookie, 16 of our server cookie (RFC 9018)
+    second = kdig(f"+cookie={full}")
+    assert "NOERROR" in second and "192.0.2.2" in second
+    assert full in second.lower()  # our fresh server cookie came back unchanged
