@@ -133,3 +133,16 @@ def test_kdig_gets_a_cookie_and_its_second_query_is_accepted(server: Secondns) -
     second = kdig(f"+cookie={full}")
     assert "NOERROR" in second and "192.0.2.2" in second
     assert full in second.lower()  # our fresh server cookie came back unchanged
+
+
+@pytest.mark.integration
+def test_workers_share_the_secret(tmp_path: Path) -> None:
+    # SO_REUSEPORT spreads dig's queries (a new source port each) over the workers by 4-tuple;
+    # a cookie made by one must be accepted, i.e. echoed, by every other.
+    with Secondns(tmp_path / "s", zone_files={"example.com": ZONE}, server={"workers": 2}) as sec:
+        first = _DIG_COOKIE.search(dig(sec.port, "www.example.com", "A", "+cookie").text)
+        assert first is not None
+        for _ in range(8):
+            reply = dig(sec.port, "www.example.com", "A", f"+cookie={first.group(1)}")
+            again = _DIG_COOKIE.search(reply.text)
+            assert again is not None and again.group(1) == first.group(1)
