@@ -124,11 +124,12 @@ class Application:
             self.registry = Registry()
         self.stats = ServingStats()
         srv = config.server
-        # RFC 9018 server-cookie secret, random per start and shared with every worker.
-        self.cookie_secret = os.urandom(16)
+        # RFC 9018 server-cookie secrets (current first), shared with every worker; random at
+        # each start unless server.cookies.secret-file gives them.
+        self.cookie_secrets: tuple[bytes, ...] = srv.cookie_secrets or (os.urandom(16),)
         self.responder = Responder(self.registry, ServeSettings(
             udp_max_payload=srv.udp_max_payload, identity=srv.identity, version=srv.version,
-            cache_bytes=srv.answer_cache_size, cookie_secrets=(self.cookie_secret,)), self.stats)
+            cache_bytes=srv.answer_cache_size, cookie_secrets=self.cookie_secrets), self.stats)
         self.responder.notify_handler = self.on_notify
         self.responder.keys = tsig.keyring(config.keys)
         self.client = client or TwistedTransferClient(reactor)

@@ -145,6 +145,9 @@ class ServerConfig:
     tcp_idle_timeout: float = 10.0
     tcp_max_connections: int = 1000
     answer_cache_size: int = 64 << 20  # octets, per serving process
+    # RFC 9018 server-cookie secrets from server.cookies.secret-file, current first; empty: a
+    # random secret at each start.
+    cookie_secrets: tuple[bytes, ...] = field(default=(), repr=False)
     control_token: str | None = field(default=None, repr=False)
     user: str | None = None
     log_level: str = "info"
@@ -344,6 +347,8 @@ class _Checker:
         if "control-token" in m and "control-token-file" in m:
             self.report(m.lines["control-token-file"], "server.control-token-file",
                         "set either control-token or control-token-file, not both")
+        if "cookies" in settings:
+            settings["cookie_secrets"] = settings.pop("cookies")
         if "control_token_file" in settings:
             settings["control_token"] = settings.pop("control_token_file")
         settings.setdefault("storage", self.base_dir / "zones")
@@ -577,6 +582,33 @@ def _secret_file(ck: _Checker, value: Any, line: int, path: str) -> Any:
     return decoded
 
 
+def _cookies(ck: _Checker, value: Any, line: int, path: str) -> Any:
+    """`cookies: {secret-file: FILE}`: one secret a line, 32 hex digits (16 octets, as BIND's
+    cookie-secret); the first makes new cookies, the others are still accepted (rotation)."""
+    m = ck.section(value, line, path, ("secret-file",))
+    if m is None:
+        return BAD
+    if "secret-file" not in m:
+        return ()
+    text = _file_text(ck, m["secret-file"], m.lines["secret-file"], _join(path, "secret-file"))
+    if text is BAD:
+        return BAD
+    secrets = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        word = raw.strip()
+        if not word:
+            continue
+        try:
+            secret = bytes.fromhex(word)
+        except ValueError:
+            secret = b""
+        if len(secret) != 16:
+            return ck.report(m.lines["secret-file"], _join(path, "secret-file"),
+                             f"line {number} of the file is not a secret of 32 hex digits")
+        secrets.append(secret)
+    return tuple(secrets)
+
+
 def _storage(ck: _Checker, value: Any, line: int, path: str) -> Any:
     name = _string()(ck, value, line, path)
     return BAD if name is BAD else (ck.base_dir / name).resolve()
@@ -623,6 +655,7 @@ _SERVER: dict[str, _Parser] = {
     "tcp-idle-timeout": _seconds,
     "tcp-max-connections": _int(1),
     "answer-cache-size": _size(64 << 10),
+    "cookies": _cookies,
     "control-token": _string(nullable=True, secret=True),
     "control-token-file": _file_text,
     "user": _string(nullable=True),

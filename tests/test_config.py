@@ -487,3 +487,19 @@ def test_top_level_must_be_a_mapping() -> None:
     assert problems("bad_not_mapping.yaml") == [
         "bad_not_mapping.yaml:1: expected a mapping, got a list",
     ]
+
+
+def test_cookie_secrets_are_read_one_a_line(tmp_path: Path) -> None:
+    (tmp_path / "c.secret").write_text("000102030405060708090a0b0c0d0e0f\n\n"
+                                       "FFEEDDCCBBAA99887766554433221100\n")
+    cfg = parse_config("server:\n  cookies:\n    secret-file: c.secret\n", base_dir=tmp_path)
+    assert cfg.server.cookie_secrets == (bytes(range(16)), bytes.fromhex("ffeeddccbbaa99887766554433221100"))
+    assert parse_config("").server.cookie_secrets == ()  # a random one at start
+
+
+def test_a_cookie_secret_that_is_not_16_hex_octets_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "c.secret").write_text("000102030405060708090a0b0c0d0e0f\nnot-hex\n")
+    with pytest.raises(ConfigError) as err:
+        parse_config("server:\n  cookies:\n    secret-file: c.secret\n", "w.yaml", base_dir=tmp_path)
+    assert str(err.value) == ("w.yaml:3: server.cookies.secret-file: line 2 of the file is not a "
+                              "secret of 32 hex digits")

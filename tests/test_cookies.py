@@ -146,3 +146,20 @@ def test_workers_share_the_secret(tmp_path: Path) -> None:
             reply = dig(sec.port, "www.example.com", "A", f"+cookie={first.group(1)}")
             again = _DIG_COOKIE.search(reply.text)
             assert again is not None and again.group(1) == first.group(1)
+
+
+@pytest.mark.integration
+def test_two_servers_with_one_secret_file_accept_each_others_cookies(tmp_path: Path) -> None:
+    # RFC 9018: several servers behind one address share the secret; the old line still counts.
+    secret_file = tmp_path / "cookie.secret"
+    secret_file.write_text("000102030405060708090a0b0c0d0e0f\nffeeddccbbaa99887766554433221100\n")
+    settings = {"cookies": {"secret-file": str(secret_file)}}
+    with Secondns(tmp_path / "a", zone_files={"example.com": ZONE}, server=settings) as a:
+        made = _DIG_COOKIE.search(dig(a.port, "www.example.com", "A", "+cookie").text)
+    assert made is not None
+    full = bytes.fromhex(made.group(1))
+    assert cookies.valid([bytes(range(16))], full[:8], full[8:], cookies.client_ip(LOOPBACK),
+                         int.from_bytes(full[12:16], "big"))  # made with the file's first secret
+    with Secondns(tmp_path / "b", zone_files={"example.com": ZONE}, server=settings) as b:
+        again = _DIG_COOKIE.search(dig(b.port, "www.example.com", "A", f"+cookie={made.group(1)}").text)
+    assert again is not None and again.group(1) == made.group(1)  # accepted by the other: echoed

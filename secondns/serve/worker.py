@@ -168,7 +168,7 @@ class Worker(protocol.Protocol):
         self.responder = Responder(self.registry, ServeSettings(
             udp_max_payload=settings["udp_max_payload"], identity=settings["identity"],
             version=settings["version"], cache_bytes=settings["answer_cache_size"],
-            cookie_secrets=(settings["cookie_secret"],)), self.stats)
+            cookie_secrets=tuple(settings["cookie_secrets"])), self.stats)
         self.responder.keys = _keyring(keys)
         fd = 3
         for host, _port in listen:

@@ -223,7 +223,7 @@ class WorkerPool:
                     "version": srv.version, "tcp_idle_timeout": srv.tcp_idle_timeout,
                     "tcp_max_connections": srv.tcp_max_connections, "user": srv.user,
                     "answer_cache_size": srv.answer_cache_size,
-                    "cookie_secret": self.app.cookie_secret}
+                    "cookie_secrets": list(self.app.cookie_secrets)}
         listen = [(ep.host, ep.port) for ep in srv.listen]
         proc.send(("hello", settings, listen, self._keys()))
         for message in self.publisher.replay():
