@@ -1,10 +1,10 @@
 """DNS server cookies (RFC 7873, interoperable form of RFC 9018): SipHash-2-4 and the checks.
 
-Groundwork for issue 12: not yet wired into the answer path.  Pure Python because hashlib has
+Used by ``Responder._server_cookie``.  Pure Python because hashlib has
 no SipHash; one server cookie costs ~22 us on the reference VM (timeit, 2 busy cores), several
 times a whole cached answer, so the serving side should hash at most once per query (echo a
-still-fresh server cookie instead of making a new one, RFC 9018 4.3) and cookie floods need
-bounding (RRL) before this is turned on by default.
+still-fresh server cookie instead of making a new one, RFC 9018 4.3); a flood of queries with
+made-up cookies costs that much each until RRL exists.
 """
 
 from __future__ import annotations
