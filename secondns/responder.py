@@ -28,6 +28,8 @@ from .wire import (
     EDNS_COOKIE,
     EDNS_NSID,
     FORMERR,
+    KEY_COOKIE,
+    KEY_FLAGS,
     KEY_PAYLOAD,
     KEY_PAYLOAD_BIG,
     NOERROR,
@@ -84,7 +86,12 @@ class ServeSettings:
 
 _ENTRY_OVERHEAD = 350  # octets of Python objects per entry (key, tuple, dict slot), measured with
 # tracemalloc by tests/test_cache.py
+_COOKIE_MEMO_MAX = 65536  # (client, COOKIE option) pairs remembered; cleared when full
+_COOKIE_ANSWER_LEN = cookies.CLIENT_COOKIE_LEN + cookies.SERVER_COOKIE_LEN
 _DEP_OVERHEAD = 150  # per name in the dependency index (a dict slot; a set for names shared)
+
+Entry = tuple[bytes, bytes, bytes | None, tuple[bytes, ...], int]
+"""An answer-cache entry, see AnswerCache."""
 
 
 class AnswerCache:
@@ -226,6 +233,10 @@ class Responder:
         self._dropped = False  # set by _render: the last answer left out an RRset
         self._cookie: bytes | None = None  # COOKIE option data for the answer being built
         self.wall: Callable[[], float] = time.time  # server-cookie timestamps (RFC 9018 4.3)
+        # (client address, COOKIE option) -> (the option to answer with, wall time it is good
+        # until): a known client costs a dict probe, not a SipHash (see cookie_answer).
+        self._cookie_memo: dict[tuple[str, bytes], tuple[bytes, float]] = {}
+        self.cookies_on = bool(settings.cookie_secrets)
         self.notify_handler: NotifyHandler | None = None
         # TSIG keys by wire name, for signed queries (RFC 8945); set by the application.
         self.keys: Mapping[bytes, TsigKey] = {}
@@ -255,8 +266,8 @@ class Responder:
         try:  # free on the no-exception path (CPython 3.11 zero-cost try)
             try:
                 query = parse_query(data)
-                if query.cookie is not None and self.settings.cookie_secrets:
-                    self._cookie = self._server_cookie(query.cookie, addr)
+                if query.cookie is not None and self.cookies_on:
+                    self._cookie = self.cookie_answer(query.cookie, addr[0])
             except FormatError as exc:
                 bad = exc.query
                 echo = bad if bad is not None and bad.opcode in _ECHO_QUESTION else None
@@ -323,26 +334,47 @@ class Responder:
             return opt_record(self.settings.udp_max_payload, 0, query.do, [(EDNS_COOKIE, self._cookie)])
         return opt_record(self.settings.udp_max_payload, 0, query.do)
 
-    def _server_cookie(self, option: bytes, addr: tuple[str, int]) -> bytes | None:
-        """The COOKIE option to answer with (RFC 7873 5.2.3-5.2.5): the client's own when its
-        server cookie is ours and fresh, else its client cookie with a new server cookie.
+    def cookie_answer(self, option: bytes, host: str) -> bytes | None:
+        """The COOKIE option data to answer *option* from *host* with (RFC 7873 5.2.3-5.2.5), or
+        None when *host* is not an IP address.
+
+        Memoised per (host, option) until the answer must change: an echoed server cookie when
+        it reaches half an hour (RFC 9018 4.3), a new one likewise, since a server may keep
+        handing out a cookie it made (RFC 9018 4.3) and the client's next query then carries
+        it and is checked afresh.  So a resolver sending its cookie on every query costs one
+        dict probe, not a SipHash, per query.
+        """
+        now = self.wall()
+        memo = self._cookie_memo
+        hit = memo.get((host, option))
+        if hit is not None and now < hit[1]:
+            return hit[0]
+        try:
+            ip = cookies.client_ip(host)
+        except ValueError:
+            return None
+        answer, until = self._server_cookie(option, ip, int(now))
+        if len(memo) >= _COOKIE_MEMO_MAX:
+            memo.clear()
+        memo[(host, option)] = (answer, until)
+        return answer
+
+    def _server_cookie(self, option: bytes, ip: bytes, now: int) -> tuple[bytes, float]:
+        """The COOKIE option to answer with and until when: the client's own when its server
+        cookie is ours and fresh, else its client cookie with a new server cookie.
 
         A missing or invalid server cookie gets a normal answer with a new one (5.2.3-5.2.4,
         as BIND does without require-server-cookie), so BADCOOKIE is never sent.
         """
-        try:
-            ip = cookies.client_ip(addr[0])
-        except ValueError:
-            return None
-        now = int(self.wall())
         client = option[:8]
         server = option[8:]
         secrets = self.settings.cookie_secrets
-        if len(server) == cookies.SERVER_COOKIE_LEN \
-                and (now - int.from_bytes(server[4:8], "big")) & 0xFFFFFFFF < cookies.REFRESH_AGE \
-                and cookies.valid(secrets[:1], client, server, ip, now):
-            return option  # RFC 9018 4.3: ours, current secret, under half an hour old: echoed
-        return client + cookies.server_cookie(secrets[0], client, ip, now)
+        if len(server) == cookies.SERVER_COOKIE_LEN:
+            age = (now - int.from_bytes(server[4:8], "big")) & 0xFFFFFFFF
+            if age < cookies.REFRESH_AGE and cookies.valid(secrets[:1], client, server, ip, now):
+                # RFC 9018 4.3: ours, current secret, under half an hour old: echoed
+                return option, now - age + cookies.REFRESH_AGE
+        return client + cookies.server_cookie(secrets[0], client, ip, now), now + cookies.REFRESH_AGE
 
     def _signed_query(self, q: Query, transport: int) -> bytes | None:
         """RFC 8945 5.2-5.3: verify a signed query and sign its answer, or answer the TSIG error.
@@ -427,7 +459,7 @@ class Responder:
         umax = self.settings.udp_max_payload
         key = cache_key(q.raw, transport == TCP, umax)
         lower = q.qname_lower
-        if key is None or len(key) != len(lower) + 5 or not key.startswith(lower):
+        if key is None or len(key) != len(lower) + 4 + KEY_FLAGS or not key.startswith(lower):
             return  # not a plain query, or a zero octet inside a label (see cache_key)
         if transport == UDP and q.edns and q.payload > 512:
             # The class holds several limits: the answer is the same for all of them only if
@@ -436,6 +468,13 @@ class Responder:
             hi = umax if lo == 1232 else min(1231, umax)
             if lo != hi and (self._dropped or len(response) > lo):
                 return
+        if key[-2] & (KEY_COOKIE >> 8) and self.cookies_on:
+            # The listener appends each client's own COOKIE data (RFC 7873 5.2): the last
+            # option of the OPT record, itself the last record (see _render).
+            cookie = self._cookie
+            if cookie is None or len(cookie) != _COOKIE_ANSWER_LEN or not response.endswith(cookie):
+                return
+            response = response[:-_COOKIE_ANSWER_LEN]
         self.cache.put(key, response, 12 + len(q.question), zone, deps)
 
     def _render(self, q: Query, ans: Answer, transport: int, reserve: int = 0) -> bytes:

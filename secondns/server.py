@@ -18,11 +18,12 @@ from twisted.internet import protocol
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer  # type: ignore[import-untyped]
 
-from .responder import TCP, UDP, Responder
+from .responder import TCP, UDP, Entry, Responder
 from .stats import IN_TCP, IN_UDP, SAMPLE_EVERY
-from .wire import cache_key
+from .wire import KEY_FLAGS, cache_key, cookie_option
 
 _SAMPLE_MASK = SAMPLE_EVERY - 1
+_QEND = 12 - KEY_FLAGS  # the question ends at len(key) + _QEND
 _DROPPABLE = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.ECONNREFUSED, errno.EPERM)
 
 
@@ -35,6 +36,7 @@ class UDPServer(protocol.DatagramProtocol):
         self.cache = responder.caches[0]
         self.protected = self.cache.protected
         self.udp_max = responder.settings.udp_max_payload
+        self.cookies_on = responder.cookies_on
         self._sendto: Any = None
 
     def startProtocol(self) -> None:
@@ -57,9 +59,18 @@ class UDPServer(protocol.DatagramProtocol):
                 entry = self.protected.get(key) or self.cache.get(key)
                 if entry is not None:
                     # The client's ID and question between the cached header and tail.
-                    stats.rcodes[entry[0][1] & 0xF] += 1
-                    self._send(datagram[:2] + entry[0] + datagram[12:len(key) + 11] + entry[1], addr)
-                    return
+                    qend = len(key) + _QEND
+                    if not (key[-2] and self.cookies_on):
+                        stats.rcodes[entry[0][1] & 0xF] += 1
+                        self._send(datagram[:2] + entry[0] + datagram[12:qend] + entry[1], addr)
+                        return
+                    # RFC 7873 5.2: this client's own COOKIE data ends the OPT record.
+                    cookie = self.responder.cookie_answer(cookie_option(datagram, qend), addr[0])
+                    if cookie is not None:
+                        stats.rcodes[entry[0][1] & 0xF] += 1
+                        self._send(datagram[:2] + entry[0] + datagram[12:qend] + entry[1] + cookie,
+                                   addr)
+                        return
             response = self.responder.respond(datagram, UDP, addr)
             if response is not None:
                 self._send(response, addr)
@@ -78,10 +89,8 @@ class UDPServer(protocol.DatagramProtocol):
         start = time.perf_counter()
         key = cache_key(datagram, False, self.udp_max)
         entry = self.cache.get(key) if key is not None else None
-        if entry is not None and key is not None:
-            self.stats.rcodes[entry[0][1] & 0xF] += 1
-            response: bytes | None = datagram[:2] + entry[0] + datagram[12:len(key) + 11] + entry[1]
-        else:
+        response = hit(self.responder, datagram, key, entry, addr[0]) if entry is not None else None
+        if response is None:
             response = self.responder.respond(datagram, UDP, addr)
         if response is not None:
             self._send(response, addr)
@@ -95,6 +104,25 @@ class UDPServer(protocol.DatagramProtocol):
             if exc.errno not in _DROPPABLE:
                 raise
             self.stats.send_errors += 1
+
+
+def hit(responder: Responder, message: bytes, key: bytes | None, entry: Entry, host: str) -> bytes | None:
+    """The answer to *message* from its cache *entry* (counted), or None to ask the responder.
+
+    The client's ID and question go between the cached header and tail, and for a cookie
+    entry this client's own COOKIE data after the tail (RFC 7873 5.2).
+    """
+    if key is None:
+        return None
+    qend = len(key) + _QEND
+    response = message[:2] + entry[0] + message[12:qend] + entry[1]
+    if key[-2] and responder.cookies_on:
+        cookie = responder.cookie_answer(cookie_option(message, qend), host)
+        if cookie is None:
+            return None
+        response += cookie
+    responder.stats.rcodes[entry[0][1] & 0xF] += 1
+    return response
 
 
 @implementer(IPushProducer)
@@ -168,11 +196,9 @@ class TCPServer(protocol.Protocol):
                 try:  # per message: one that raises must not cost the connection (RFC 7766 6.2.1)
                     key = cache_key(message, True, udp_max)
                     entry = cache.get(key) if key is not None else None
-                    if entry is not None and key is not None:
-                        stats.rcodes[entry[0][1] & 0xF] += 1
-                        response: bytes | None = (message[:2] + entry[0] + message[12:len(key) + 11]
-                                                  + entry[1])
-                    else:
+                    response = hit(responder, message, key, entry, self._addr[0]) \
+                        if entry is not None else None
+                    if response is None:
                         response = responder.respond(message, TCP, self._addr)
                 except Exception:
                     response = responder.internal_error(message, IN_TCP)

@@ -213,19 +213,22 @@ KEY_PAYLOAD_BIG = 0x40  # UDP, effective limit 1232 or more
 KEY_TCP = 0x60  # the payload does not matter over TCP
 KEY_PAYLOAD = 0x60
 KEY_MIXED = 0x80  # the qname has upper-case letters (0x20 randomisation)
-_FLAG_OCTETS = tuple(bytes((i,)) for i in range(256))
+KEY_COOKIE = 0x100  # a COOKIE option: the cached tail ends short of its data (see cookie_option)
+_FLAG_OCTETS = tuple(i.to_bytes(2, "big") for i in range(512))
+KEY_FLAGS = 2  # octets of flags ending the key: the question ends at len(key) + 12 - KEY_FLAGS
 _ONE_QUESTION = b"\x00\x01\x00\x00\x00\x00\x00"  # QDCOUNT 1, ANCOUNT 0, NSCOUNT 0, ARCOUNT high octet
 
 
 def cache_key(d: bytes, tcp: bool, udp_max: int) -> bytes | None:
     """The answer-cache key of a plain query, or None when it is not one the cache may answer.
 
-    The key is the case-folded qname (RFC 4343), QTYPE, QCLASS and one octet of the flags the
+    The key is the case-folded qname (RFC 4343), QTYPE, QCLASS and two octets of the flags the
     answer depends on: RD and CD (echoed), DO, EDNS present, NSID asked, the payload class
-    and the transport, and whether the qname has upper case (see ResponseWriter).  Other EDNS
-    options (padding) and the payload within its class do not change it, so neither 0x20
-    randomisation nor padding can make every query a miss.  A query with a COOKIE option is
-    not answered from the cache: its answer carries a server cookie made for that client.  Only QUERY messages
+    and the transport, whether the qname has upper case (see ResponseWriter) and whether a
+    COOKIE option is present.  Other EDNS options (padding), the payload within its class and
+    the cookie's value do not change it, so neither 0x20 randomisation, padding nor per-client
+    cookies can make every query a miss: the listener appends this client's COOKIE option data
+    to a cookie entry (RFC 7873 5.2, see ``Responder.cookie_answer``).  Only QUERY messages
     with one question, no records but at most one well-formed OPT (version 0) qualify; the rest
     go to the responder, which parses them in full.  The qname end is the first zero octet: the
     responder checks, before storing, that it is the real end (a label may hold a zero octet),
@@ -260,7 +263,10 @@ def cache_key(d: bytes, tcp: bool, udp_max: int) -> bytes | None:
                 if d[p + 1] == EDNS_NSID:
                     flags |= KEY_NSID
                 elif d[p + 1] == EDNS_COOKIE:
-                    return None  # the answer carries this client's server cookie (RFC 7873 5.2)
+                    length = d[p + 2] << 8 | d[p + 3]
+                    if flags & KEY_COOKIE or (length != 8 and not 16 <= length <= 40):
+                        return None  # two, or malformed: the responder answers (RFC 7873 5.2.2)
+                    flags |= KEY_COOKIE
             p += 4 + (d[p + 2] << 8 | d[p + 3])
         if p != n:
             return None
@@ -273,6 +279,19 @@ def cache_key(d: bytes, tcp: bool, udp_max: int) -> bytes | None:
     if tcp:
         flags |= KEY_TCP
     return low + d[z + 1:o] + _FLAG_OCTETS[flags]
+
+
+def cookie_option(d: bytes, qend: int) -> bytes:
+    """The COOKIE option data of a query whose ``cache_key`` has KEY_COOKIE (so its OPT record,
+    right after the question ending at *qend*, is well formed and holds one)."""
+    p = qend + 11
+    n = len(d)
+    while p < n:  # cache_key checked the option lengths: each turn advances by at least 4
+        length = d[p + 2] << 8 | d[p + 3]
+        if not d[p] and d[p + 1] == EDNS_COOKIE:
+            return d[p + 4:p + 4 + length]
+        p += 4 + length
+    return b""
 
 
 RRsetOut = tuple[bytes, int, Sequence[tuple[int, bytes]]]

@@ -22,7 +22,7 @@ from secondns.diff import VersionStep, apply_steps, invalidated_names
 from secondns.registry import Registry
 from secondns.responder import TCP, UDP, Responder, ServeSettings
 from secondns.stats import ServingStats
-from secondns.wire import cache_key
+from secondns.wire import KEY_FLAGS, cache_key
 from secondns.zone import Zone
 
 SOA = "example.com. 300 IN SOA ns1.example.com. host.example.com. {} 3600 600 86400 300"
@@ -48,7 +48,7 @@ def cached(responder: Responder, wire: bytes, transport: int = UDP) -> bytes | N
     entry = responder.cache.get(key) if key is not None else None
     if entry is None or key is None:
         return None
-    return wire[:2] + entry[0] + wire[12:len(key) + 11] + entry[1]
+    return wire[:2] + entry[0] + wire[12:len(key) + 12 - KEY_FLAGS] + entry[1]
 
 
 def through(responder: Responder, wire: bytes, transport: int = UDP) -> bytes:

@@ -83,8 +83,12 @@ def test_a_cookie_query_is_not_answered_from_a_cached_cookieless_answer() -> Non
     ask(r, None)
     ask(r, None)
     assert len(r.cache) == 1
-    assert cookie_of(ask(r, CLIENT)) is not None
-    assert len(r.cache) == 1  # and its answer, made for one client, is not cached
+    option = cookie_of(ask(r, CLIENT))
+    assert option is not None
+    # Its answer has an entry of its own, without the cookie made for that one client.
+    assert len(r.cache) == 2
+    entries = list(r.cache.probation.values()) + list(r.cache.protected.values())
+    assert not any(option[8:] in entry[1] for entry in entries)
 
 
 def test_without_secrets_the_option_is_ignored() -> None:
@@ -145,7 +149,7 @@ def test_workers_share_the_secret(tmp_path: Path) -> None:
         for _ in range(8):
             reply = dig(sec.port, "www.example.com", "A", f"+cookie={first.group(1)}")
             again = _DIG_COOKIE.search(reply.text)
-            assert again is not None and again.group(1) == first.group(1)
+            assert again is not None and again.group(1) == first.group(1), reply.text
 
 
 @pytest.mark.integration
@@ -163,3 +167,75 @@ def test_two_servers_with_one_secret_file_accept_each_others_cookies(tmp_path: P
     with Secondns(tmp_path / "b", zone_files={"example.com": ZONE}, server=settings) as b:
         again = _DIG_COOKIE.search(dig(b.port, "www.example.com", "A", f"+cookie={made.group(1)}").text)
     assert again is not None and again.group(1) == made.group(1)  # accepted by the other: echoed
+
+
+def test_repeated_cookie_queries_are_cache_hits_each_with_its_own_clients_cookie() -> None:
+    """Resolvers send a cookie on every query: those must still be answered from the cache
+    (RFC 7873 5.2 only asks for the client's own COOKIE option in the answer)."""
+    from secondns.server import UDPServer
+
+    r = responder()
+    server = UDPServer(r)
+    sent: list[bytes] = []
+    server._sendto = lambda data, addr: sent.append(data)
+    misses = []
+    respond = r.respond
+
+    def counting(data: bytes, transport: int, addr: tuple[str, int]) -> bytes | None:
+        misses.append(data)
+        return respond(data, transport, addr)
+
+    r.respond = counting  # type: ignore[method-assign]
+    clients = [(("127.0.0.1", 5300), CLIENT), (("127.0.0.7", 5301), bytes.fromhex("a1a2a3a4a5a6a7a8"))]
+    for round_ in range(3):
+        for addr, client in clients:
+            name = "WwW.example.com." if round_ == 2 else "www.example.com."
+            query = dns.message.make_query(name, "A", use_edns=0,
+                                           options=[dns.edns.GenericOption(dns.edns.COOKIE, client)])
+            server.datagramReceived(query.to_wire(), addr)
+            reply = dns.message.from_wire(sent[-1])
+            assert reply.id == query.id and reply.question[0].name.labels == query.question[0].name.labels
+            assert [rr.to_text().lower() for rr in reply.answer] == ["www.example.com. 300 in a 192.0.2.2"]
+            option = cookie_of(reply)
+            assert option is not None and option[:8] == client
+            ip = cookies.client_ip(addr[0])
+            assert cookies.valid((SECRET,), client, option[8:], ip, 1_700_000_000)
+            assert not cookies.valid((SECRET,), client, option[8:], cookies.client_ip("127.0.0.9"),
+                                     1_700_000_000)
+            # Its second query carries the server cookie, also answered from the cache.
+            again = dns.message.make_query("www.example.com.", "A", use_edns=0,
+                                           options=[dns.edns.GenericOption(dns.edns.COOKIE, option)])
+            server.datagramReceived(again.to_wire(), addr)
+            assert cookie_of(dns.message.from_wire(sent[-1])) == option  # echoed (RFC 9018 4.3)
+    # The first cookie query of the lowercase and of the mixed-case question filled the cache.
+    assert len(misses) == 2, len(misses)
+    assert len(sent) == 12
+
+
+def test_a_memoised_cookie_is_replaced_after_half_an_hour(monkeypatch: pytest.MonkeyPatch) -> None:
+    hashes = []
+    siphash = cookies.siphash24
+
+    def counting(key: bytes, data: bytes) -> bytes:
+        hashes.append(data)
+        return siphash(key, data)
+
+    monkeypatch.setattr(cookies, "siphash24", counting)
+    r = responder()
+    first = cookie_of(ask(r, CLIENT))
+    assert first is not None
+    assert len(hashes) == 1
+    r.wall = lambda: 1_700_000_000.0 + 60
+    assert cookie_of(ask(r, CLIENT)) == first  # reused (RFC 9018 4.3), not hashed again
+    assert cookie_of(ask(r, first)) == first  # checked once...
+    assert cookie_of(ask(r, first)) == first  # ...then known
+    assert len(hashes) == 2
+    r.wall = lambda: 1_700_000_000.0 + cookies.REFRESH_AGE
+    second = cookie_of(ask(r, CLIENT))
+    assert second is not None and second != first
+    assert int.from_bytes(second[12:16], "big") == 1_700_000_000 + cookies.REFRESH_AGE
+    # An echoed server cookie is echoed only while under half an hour old.
+    r.wall = lambda: 1_700_000_000.0 + cookies.REFRESH_AGE - 1
+    assert cookie_of(ask(r, first)) == first
+    r.wall = lambda: 1_700_000_000.0 + cookies.REFRESH_AGE
+    assert cookie_of(ask(r, first)) == second

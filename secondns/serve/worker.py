@@ -54,6 +54,8 @@ class _Forwarding:
         self.stats = responder.stats
         self.caches = responder.caches
         self.settings = responder.settings
+        self.cookies_on = responder.cookies_on
+        self.cookie_answer = responder.cookie_answer  # cache hits of cookie queries
         self._forward = forward
 
     def respond(self, data: bytes, transport: int, addr: tuple[str, int]) -> bytes | None:
