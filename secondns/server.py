@@ -24,6 +24,7 @@ from .wire import KEY_FLAGS, cache_key, cookie_option
 
 _SAMPLE_MASK = SAMPLE_EVERY - 1
 _QEND = 12 - KEY_FLAGS  # the question ends at len(key) + _QEND
+_RECENT_MAX = 16384  # exact requests remembered per UDP listener (~2.5 MiB at 100-octet queries)
 _DROPPABLE = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.ECONNREFUSED, errno.EPERM)
 
 
@@ -37,6 +38,9 @@ class UDPServer(protocol.DatagramProtocol):
         self.protected = self.cache.protected
         self.udp_max = responder.settings.udp_max_payload
         self.cookies_on = responder.cookies_on
+        self._cookie_answer = responder.cookie_answer
+        # Recent hits: the octets after the ID -> their cache key (bounded, cleared when full).
+        self.recent: dict[bytes, bytes] = {}
         self._sendto: Any = None
 
     def startProtocol(self) -> None:
@@ -54,23 +58,34 @@ class UDPServer(protocol.DatagramProtocol):
             if not n & _SAMPLE_MASK:
                 self._timed(datagram, addr)
                 return
-            key = cache_key(datagram, False, self.udp_max)
-            if key is not None:
+            # The key depends on nothing but the octets after the ID: a client repeating a
+            # query (or many sending the same one) skips cache_key.
+            tail = datagram[2:]
+            recent = self.recent
+            key: bytes | None = recent.get(tail)
+            entry: Entry | None
+            if key is None:
+                key = cache_key(datagram, False, self.udp_max)
+                entry = None if key is None else self.protected.get(key) or self.cache.get(key)
+                if entry is not None and key is not None:
+                    if len(recent) >= _RECENT_MAX:
+                        recent.clear()
+                    recent[tail] = key  # only hits: a flood of one-off names adds nothing
+            else:
                 entry = self.protected.get(key) or self.cache.get(key)
-                if entry is not None:
-                    # The client's ID and question between the cached header and tail.
-                    qend = len(key) + _QEND
-                    if not (key[-2] and self.cookies_on):
-                        stats.rcodes[entry[0][1] & 0xF] += 1
-                        self._send(datagram[:2] + entry[0] + datagram[12:qend] + entry[1], addr)
-                        return
-                    # RFC 7873 5.2: this client's own COOKIE data ends the OPT record.
-                    cookie = self.responder.cookie_answer(cookie_option(datagram, qend), addr[0])
-                    if cookie is not None:
-                        stats.rcodes[entry[0][1] & 0xF] += 1
-                        self._send(datagram[:2] + entry[0] + datagram[12:qend] + entry[1] + cookie,
-                                   addr)
-                        return
+            if entry is not None and key is not None:
+                # The client's ID and question between the cached header and tail.
+                qend = len(key) + _QEND
+                if not (key[-2] and self.cookies_on):
+                    stats.rcodes[entry[0][1] & 0xF] += 1
+                    self._send(datagram[:2] + entry[0] + datagram[12:qend] + entry[1], addr)
+                    return
+                # RFC 7873 5.2: this client's own COOKIE data ends the OPT record.
+                cookie = self._cookie_answer(cookie_option(datagram, qend), addr[0])
+                if cookie is not None:
+                    stats.rcodes[entry[0][1] & 0xF] += 1
+                    self._send(datagram[:2] + entry[0] + datagram[12:qend] + entry[1] + cookie, addr)
+                    return
             response = self.responder.respond(datagram, UDP, addr)
             if response is not None:
                 self._send(response, addr)

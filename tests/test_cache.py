@@ -16,6 +16,7 @@ import dns.message
 import dns.name
 import dns.rdatatype
 import dns.rrset
+import pytest
 from zonetools import responder_for, zone_from_text
 
 from secondns.diff import VersionStep, apply_steps, invalidated_names
@@ -82,6 +83,49 @@ def test_changed_name_is_answered_afresh_and_others_stay_cached() -> None:
          [SOA.format(2), "www.example.com. 300 IN A 192.0.2.99"])
     assert ask(r, "www.example.com.").answer[0][0].to_text() == "192.0.2.99"
     assert is_cached(r, "mail.example.com.")  # untouched by the change: still cached
+
+
+def test_a_repeated_request_skips_the_key_and_still_sees_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The UDP listener remembers the key of requests that hit (the octets after the ID): a
+    repeat costs no cache_key, and an IXFR still gets through since the key is probed again."""
+    from secondns import server as server_module
+
+    zone = zone_from_text(BASE + "www A 192.0.2.2\n", "example.com.")
+    r = responder_for(zone)
+    udp = server_module.UDPServer(r)
+    sent: list[bytes] = []
+    udp._sendto = lambda data, addr: sent.append(data)
+    keyed = []
+    real = server_module.cache_key
+
+    def counting(d: bytes, tcp: bool, udp_max: int) -> bytes | None:
+        keyed.append(d)
+        return real(d, tcp, udp_max)
+
+    monkeypatch.setattr(server_module, "cache_key", counting)
+
+    def query(qid: int) -> dns.message.Message:
+        q = dns.message.make_query("www.example.com.", "A", use_edns=0)
+        q.id = qid
+        udp.datagramReceived(q.to_wire(), ("127.0.0.1", 5300))
+        reply = dns.message.from_wire(sent[-1])
+        assert reply.id == qid
+        return reply
+
+    for qid in range(1, 6):
+        assert query(qid).answer[0][0].to_text() == "192.0.2.2"
+    assert len(keyed) == 2  # the miss and the first hit; the repeats went by the exact octets
+    ixfr(r, zone, [SOA.format(1), "www.example.com. 300 IN A 192.0.2.2"],
+         [SOA.format(2), "www.example.com. 300 IN A 192.0.2.99"])
+    assert query(9).answer[0][0].to_text() == "192.0.2.99"
+    assert query(10).answer[0][0].to_text() == "192.0.2.99"
+    monkeypatch.setattr(server_module, "_RECENT_MAX", 3)
+    for i in range(10):  # bounded: cleared when full
+        query(100 + i)
+        q = dns.message.make_query(f"n{i}.example.com.", "A", use_edns=0)
+        udp.datagramReceived(q.to_wire(), ("127.0.0.1", 5300))
+        udp.datagramReceived(q.to_wire(), ("127.0.0.1", 5300))
+        assert len(udp.recent) <= 3
 
 
 def test_wildcard_answer_forgotten_when_its_name_becomes_an_empty_non_terminal() -> None:
