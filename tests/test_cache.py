@@ -120,12 +120,16 @@ def test_a_repeated_request_skips_the_key_and_still_sees_changes(monkeypatch: py
     assert query(9).answer[0][0].to_text() == "192.0.2.99"
     assert query(10).answer[0][0].to_text() == "192.0.2.99"
     monkeypatch.setattr(server_module, "_RECENT_MAX", 3)
-    for i in range(10):  # bounded: cleared when full
+    for i in range(10):  # bounded: no more once full
         query(100 + i)
         q = dns.message.make_query(f"n{i}.example.com.", "A", use_edns=0)
         udp.datagramReceived(q.to_wire(), ("127.0.0.1", 5300))
         udp.datagramReceived(q.to_wire(), ("127.0.0.1", 5300))
         assert len(udp.recent) <= 3
+    assert udp.recent
+    r.stats.udp_queries = (1 << 20) - 1  # the next query is the sampled one that renews it
+    query(200)
+    assert not udp.recent
 
 
 def test_wildcard_answer_forgotten_when_its_name_becomes_an_empty_non_terminal() -> None:
