@@ -1,10 +1,10 @@
 """DNS server cookies (RFC 7873, interoperable form of RFC 9018): SipHash-2-4 and the checks.
 
-Used by ``Responder._server_cookie``.  Pure Python because hashlib has
-no SipHash; one server cookie costs ~22 us on the reference VM (timeit, 2 busy cores), several
-times a whole cached answer, so the serving side should hash at most once per query (echo a
-still-fresh server cookie instead of making a new one, RFC 9018 4.3); a flood of queries with
-made-up cookies costs that much each until RRL exists.
+Used by ``Responder.cookie_answer``.  Pure Python because hashlib has
+no SipHash; one server cookie costs ~22 us on the reference VM (timeit, 2 busy cores), many
+times a whole cached answer, so the serving side memoises its answer per (client, option) and
+re-uses a server cookie until it is half an hour old (RFC 9018 4.3); a flood of queries with
+made-up cookies still costs that much each until RRL exists.
 """
 
 from __future__ import annotations

@@ -239,3 +239,43 @@ def test_a_memoised_cookie_is_replaced_after_half_an_hour(monkeypatch: pytest.Mo
     assert cookie_of(ask(r, first)) == first
     r.wall = lambda: 1_700_000_000.0 + cookies.REFRESH_AGE
     assert cookie_of(ask(r, first)) == second
+
+
+def test_cookie_queries_over_tcp_are_cache_hits_with_the_clients_cookie() -> None:
+    import struct
+
+    from twisted.internet.task import Clock
+    from twisted.internet.testing import StringTransport
+
+    from secondns.server import TCPFactory
+
+    r = responder()
+    misses = []
+    respond = r.respond
+
+    def counting(data: bytes, transport: int, addr: tuple[str, int]) -> bytes | None:
+        misses.append(data)
+        return respond(data, transport, addr)
+
+    r.respond = counting  # type: ignore[method-assign]
+    proto = TCPFactory(r, Clock(), idle_timeout=30, max_connections=10).buildProtocol(None)
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    clients = [CLIENT, bytes.fromhex("b1b2b3b4b5b6b7b8"), CLIENT]
+    for client in clients:
+        wire = dns.message.make_query("www.example.com.", "A", use_edns=0,
+                                      options=[dns.edns.GenericOption(dns.edns.COOKIE, client)]).to_wire()
+        proto.dataReceived(struct.pack("!H", len(wire)) + wire)
+    data = transport.value()
+    pos = 0
+    ip = cookies.client_ip(transport.getPeer().host)
+    for client in clients:  # bounded by the three replies written
+        (length,) = struct.unpack_from("!H", data, pos)
+        reply = dns.message.from_wire(data[pos + 2:pos + 2 + length])
+        pos += 2 + length
+        option = cookie_of(reply)
+        assert option is not None and option[:8] == client
+        assert cookies.valid((SECRET,), client, option[8:], ip, 1_700_000_000)
+        assert [rr.to_text() for rr in reply.answer] == ["www.example.com. 300 IN A 192.0.2.2"]
+    assert pos == len(data)
+    assert len(misses) == 1
