@@ -216,6 +216,7 @@ KEY_MIXED = 0x80  # the qname has upper-case letters (0x20 randomisation)
 KEY_COOKIE = 0x100  # a COOKIE option: the cached tail ends short of its data (see cookie_option)
 _FLAG_OCTETS = tuple(i.to_bytes(2, "big") for i in range(512))
 KEY_FLAGS = 2  # octets of flags ending the key: the question ends at len(key) + 12 - KEY_FLAGS
+_OPT_FIXED = struct.Struct(">3sHxBBxH")  # owner+TYPE, CLASS (payload), ext-rcode, version, DO, rdlen
 _ONE_QUESTION = b"\x00\x01\x00\x00\x00\x00\x00"  # QDCOUNT 1, ANCOUNT 0, NSCOUNT 0, ARCOUNT high octet
 
 
@@ -251,29 +252,31 @@ def cache_key(d: bytes, tcp: bool, udp_max: int) -> bytes | None:
         if o != n:
             return None
     elif ar == 1:
+        if n < o + 11:
+            return None  # a truncated OPT record: the responder answers FORMERR
         # RFC 6891 6.1.2: owner root, TYPE 41, CLASS the payload, TTL ext-rcode/version/flags.
-        if d[o:o + 3] != b"\x00\x00\x29" or d[o + 6] or (d[o + 9] << 8 | d[o + 10]) != n - o - 11:
+        head, payload, version, do, rdlength = _OPT_FIXED.unpack_from(d, o)
+        if head != b"\x00\x00\x29" or version or rdlength != n - o - 11:
             return None
-        flags |= KEY_DO | KEY_EDNS if d[o + 7] & 0x80 else KEY_EDNS
+        flags |= KEY_DO | KEY_EDNS if do & 0x80 else KEY_EDNS
         p = o + 11
         while p < n:  # each turn advances by at least 4
             if p + 4 > n:
                 return None
+            length = d[p + 2] << 8 | d[p + 3]
             if not d[p]:
-                if d[p + 1] == EDNS_NSID:
+                code = d[p + 1]
+                if code == EDNS_NSID:
                     flags |= KEY_NSID
-                elif d[p + 1] == EDNS_COOKIE:
-                    length = d[p + 2] << 8 | d[p + 3]
+                elif code == EDNS_COOKIE:
                     if flags & KEY_COOKIE or (length != 8 and not 16 <= length <= 40):
                         return None  # two, or malformed: the responder answers (RFC 7873 5.2.2)
                     flags |= KEY_COOKIE
-            p += 4 + (d[p + 2] << 8 | d[p + 3])
+            p += 4 + length
         if p != n:
             return None
-        if not tcp:
-            payload = d[o + 3] << 8 | d[o + 4]
-            if payload > 512:
-                flags |= KEY_PAYLOAD_BIG if min(payload, udp_max) >= 1232 else KEY_PAYLOAD_MID
+        if not tcp and payload > 512:
+            flags |= KEY_PAYLOAD_BIG if min(payload, udp_max) >= 1232 else KEY_PAYLOAD_MID
     else:
         return None
     if tcp:

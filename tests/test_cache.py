@@ -284,3 +284,20 @@ def test_tcp_and_udp_answers_are_kept_apart() -> None:
     full = dns.message.from_wire(through(r, query_wire("www.example.com.", "ANY"), TCP))
     minimal = dns.message.from_wire(through(r, query_wire("www.example.com.", "ANY"), UDP))
     assert len(full.answer) > len(minimal.answer)  # RFC 8482: minimal ANY over UDP only
+
+
+def test_a_truncated_opt_record_is_formerr_not_an_internal_error() -> None:
+    """cache_key runs before any parse: a message cut inside its OPT record must fall through to
+    the responder (FORMERR), not raise (SERVFAIL, counted as an internal error)."""
+    from secondns.server import UDPServer
+    from secondns.stats import IN_UDP
+
+    r = responder_for(zone_from_text(BASE, "example.com."))
+    udp = UDPServer(r)
+    sent: list[bytes] = []
+    udp._sendto = lambda data, addr: sent.append(data)
+    wire = dns.message.make_query("ns1.example.com.", "A", use_edns=0).to_wire()
+    for cut in range(1, 9):  # bounded: into the OPT record's 11 fixed octets
+        udp.datagramReceived(wire[:-cut], ("127.0.0.1", 5300))
+        assert sent[-1][3] & 0xF == 1, cut  # RFC 1035 4.1.1 FORMERR
+    assert r.stats.internal_errors[IN_UDP] == 0
