@@ -19,7 +19,7 @@ from typing import Any
 
 from twisted.internet import defer, task, threads
 
-from . import journal, membership, rrtypes, sdnotify, storage, tsig
+from . import dnssec, journal, membership, rrtypes, sdnotify, storage, tsig
 from .config import Config, Endpoint, ZoneConfig, load_config
 from .diff import VersionStep, apply_steps
 from .errors import ConfigError, StorageError, ZoneError
@@ -164,9 +164,12 @@ class Application:
             self.registry = Registry()
         self.stats = ServingStats()
         srv = config.server
+        # RFC 9018 server-cookie secrets (current first), shared with every worker; random at
+        # each start unless server.cookies.secret-file gives them.
+        self.cookie_secrets: tuple[bytes, ...] = srv.cookie_secrets or (os.urandom(16),)
         self.responder = Responder(self.registry, ServeSettings(
-            udp_max_payload=srv.udp_max_payload, identity=srv.identity, version=srv.version),
-            self.stats)
+            udp_max_payload=srv.udp_max_payload, identity=srv.identity, version=srv.version,
+            cache_bytes=srv.answer_cache_size, cookie_secrets=self.cookie_secrets), self.stats)
         self.responder.notify_handler = self.on_notify
         self.responder.keys = tsig.keyring(config.keys)
         self.client = client or TwistedTransferClient(reactor)
@@ -248,6 +251,9 @@ class Application:
         self.unloaded.discard(zc.origin)
         log.info("zone %s: serving serial %d from disk (%d records)", zc.name, zone.serial,
                  zone.record_count)
+        warning = dnssec.iterations_warning(zone)
+        if warning is not None:
+            log.warning("zone %s: %s", zc.name, warning)
         return meta
 
     def start_zone(self, zc: ZoneConfig, leftovers: storage.Leftovers | None = None) -> None:

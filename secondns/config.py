@@ -165,6 +165,10 @@ class ServerConfig:
     udp_max_payload: int = 1232
     tcp_idle_timeout: float = 10.0
     tcp_max_connections: int = 1000
+    answer_cache_size: int = 64 << 20  # octets, per serving process
+    # RFC 9018 server-cookie secrets from server.cookies.secret-file, current first; empty: a
+    # random secret at each start.
+    cookie_secrets: tuple[bytes, ...] = field(default=(), repr=False)
     control_token: str | None = field(default=None, repr=False)
     user: str | None = None
     log_level: str = "info"
@@ -395,6 +399,8 @@ class _Checker:
         if "control-token" in m and "control-token-file" in m:
             self.report(m.lines["control-token-file"], "server.control-token-file",
                         "set either control-token or control-token-file, not both")
+        if "cookies" in settings:
+            settings["cookie_secrets"] = settings.pop("cookies")
         if "control_token_file" in settings:
             settings["control_token"] = settings.pop("control_token_file")
         settings.setdefault("storage", self.base_dir / "zones")
@@ -498,6 +504,26 @@ def _bool(ck: _Checker, value: Any, line: int, path: str) -> Any:
     if not isinstance(value, bool):
         return ck.report(line, path, f"expected true or false, got {_describe(value)}")
     return value
+
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def _size(lo: int) -> _Parser:
+    """Octets: an integer, or a number with K, M or G (powers of 1024, as BIND's sizes)."""
+    def parse(ck: _Checker, value: Any, line: int, path: str) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            octets = value
+        elif isinstance(value, str) and value[:-1].isdigit() and value[-1:].upper() in _SIZE_UNITS:
+            octets = int(value[:-1]) * _SIZE_UNITS[value[-1].upper()]
+        elif isinstance(value, str) and value.isdigit():
+            octets = int(value)
+        else:
+            return ck.report(line, path, f"expected a size (65536, 512K, 64M, 1G), got {_describe(value)}")
+        if octets < lo:
+            return ck.report(line, path, f"must be at least {lo} octets, got {value}")
+        return octets
+    return parse
 
 
 def _seconds(ck: _Checker, value: Any, line: int, path: str) -> Any:
@@ -657,6 +683,33 @@ def _secret_file(ck: _Checker, value: Any, line: int, path: str) -> Any:
     return decoded
 
 
+def _cookies(ck: _Checker, value: Any, line: int, path: str) -> Any:
+    """`cookies: {secret-file: FILE}`: one secret a line, 32 hex digits (16 octets, as BIND's
+    cookie-secret); the first makes new cookies, the others are still accepted (rotation)."""
+    m = ck.section(value, line, path, ("secret-file",))
+    if m is None:
+        return BAD
+    if "secret-file" not in m:
+        return ()
+    text = _file_text(ck, m["secret-file"], m.lines["secret-file"], _join(path, "secret-file"))
+    if text is BAD:
+        return BAD
+    secrets = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        word = raw.strip()
+        if not word:
+            continue
+        try:
+            secret = bytes.fromhex(word)
+        except ValueError:
+            secret = b""
+        if len(secret) != 16:
+            return ck.report(m.lines["secret-file"], _join(path, "secret-file"),
+                             f"line {number} of the file is not a secret of 32 hex digits")
+        secrets.append(secret)
+    return tuple(secrets)
+
+
 def _storage(ck: _Checker, value: Any, line: int, path: str) -> Any:
     name = _string()(ck, value, line, path)
     return BAD if name is BAD else (ck.base_dir / name).resolve()
@@ -702,6 +755,8 @@ _SERVER: dict[str, _Parser] = {
     "udp-max-payload": _int(512, 65535),
     "tcp-idle-timeout": _seconds,
     "tcp-max-connections": _int(1),
+    "answer-cache-size": _size(64 << 10),
+    "cookies": _cookies,
     "control-token": _string(nullable=True, secret=True),
     "control-token-file": _file_text,
     "user": _string(nullable=True),

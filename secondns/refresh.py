@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 
+from . import dnssec
 from .config import Endpoint, ZoneConfig
 from .diff import VersionStep, invalidated_names
 from .dnssec import earliest_expiry
@@ -526,6 +527,9 @@ class Refresher:
         log.info("zone %s: %s from %s finished: serial %d, %d records, %d bytes, %.2f s",
                  self.zc.name, outcome.kind.upper(), primary, zone.serial, zone.record_count,
                  outcome.bytes, duration)
+        warning = dnssec.iterations_warning(zone, current)
+        if warning is not None:
+            log.warning("zone %s: %s", self.zc.name, warning)
         self._succeeded(primary, expire_option, saved=zone, steps=outcome.steps)
 
     def _record_transfer(self, rec: TransferRecord) -> None:

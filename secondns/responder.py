@@ -1,22 +1,22 @@
 """From request bytes to response bytes: dispatch, zone choice, caching.
 
 The network layer calls ``Responder.respond`` for every message it could not
-answer from ``AnswerCache`` by itself.  The cache is keyed by the request's
-exact bytes after the ID, so a hit costs one slice, one dict probe and one
-concatenation; anything whose answer depends on more than those bytes (the
-source address, a TSIG signature, a NOTIFY) is never cached.
+answer from ``AnswerCache`` by itself.  The cache is keyed by the case-folded
+question and the flags the answer depends on (``wire.cache_key``), so a hit
+costs a find, a lower, one dict probe and four concatenations; anything whose
+answer depends on more (the source address, a TSIG signature, a NOTIFY) is
+never cached.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import rrtypes, tsig
+from . import cookies, rrtypes, tsig
 from .answer import Answer, answer_query
 from .config import TsigKey
 from .names import from_text
@@ -26,9 +26,14 @@ from .wire import (
     AA,
     BADVERS,
     CD,
+    EDNS_COOKIE,
     EDNS_EXPIRE,
     EDNS_NSID,
     FORMERR,
+    KEY_COOKIE,
+    KEY_FLAGS,
+    KEY_PAYLOAD,
+    KEY_PAYLOAD_BIG,
     NOERROR,
     NOTAUTH,
     NOTIMP,
@@ -42,6 +47,7 @@ from .wire import (
     FormatError,
     Query,
     ResponseWriter,
+    cache_key,
     error_response,
     opt_record,
     parse_query,
@@ -75,81 +81,145 @@ class ServeSettings:
     udp_max_payload: int = 1232
     identity: str | None = None
     version: str | None = None
-    cache_entries: int = 200_000
+    cache_bytes: int = 64 << 20  # server.answer-cache-size, per serving process
+    # RFC 9018 server-cookie secrets, current first; empty: COOKIE options are ignored.
+    cookie_secrets: tuple[bytes, ...] = ()
+
+
+_ENTRY_OVERHEAD = 350  # octets of Python objects per entry (key, tuple, dict slot), measured with
+# tracemalloc by tests/test_cache.py
+_COOKIE_MEMO_MAX = 65536  # (client, COOKIE option) pairs remembered; cleared when full
+_COOKIE_ANSWER_LEN = cookies.CLIENT_COOKIE_LEN + cookies.SERVER_COOKIE_LEN
+_DEP_OVERHEAD = 150  # per name in the dependency index (a dict slot; a set for names shared)
+
+Entry = tuple[bytes, bytes, bytes | None, tuple[bytes, ...], int]
+"""An answer-cache entry, see AnswerCache."""
 
 
 class AnswerCache:
-    """Responses keyed by request bytes (ID excluded), bounded, forgettable by name.
+    """Responses by question (``wire.cache_key``), bounded in octets, forgettable by name.
 
-    Each entry remembers the zone names its answer read (``Answer.deps``), so
-    an IXFR forgets only the responses that depend on a name it changed;
-    every other precomputed answer survives the new version.  Negative
-    answers are capped separately so a flood of random names (a random-
-    subdomain attack) churns only them, not the hot positive answers.
+    An entry is ``(head, tail, zone, deps, size)``: the response's header after the ID
+    (``head``) and everything after the question (``tail``).  A hit sends the client's ID
+    and question between them, so the client sees its own qname case in the question and
+    in every owner compressed to it (0xC00C), as BIND answers a 0x20-randomised resolver.
+
+    Eviction is a segmented FIFO: new entries go to ``probation``; a second request moves
+    one to ``protected`` (at most 80% of the octets), whose oldest entries fall back to
+    probation when it is full and return on their next hit.  A flood of one-off names
+    (a random-subdomain attack) only churns probation, so what is asked repeatedly stays.
+    A hit in protected costs one dict probe and no bookkeeping.
+
+    Each entry remembers the zone names its answer read (``Answer.deps``), so an IXFR
+    forgets only the responses that depend on a name it changed; the index is pruned as
+    entries leave, so it is bounded with the cache.
     """
 
-    __slots__ = ("_deps", "_max", "_max_negative", "_negative", "_tracked", "map")
+    __slots__ = ("_deps", "_max", "_max_protected", "_protected_size", "probation", "protected",
+                 "size")
 
-    def __init__(self, max_entries: int) -> None:
-        self.map: dict[bytes, bytes] = {}
-        self._deps: dict[bytes | None, dict[bytes, list[bytes]]] = {}
-        self._negative: list[bytes] = []
-        self._max = max_entries
-        self._max_negative = max(1, max_entries // 4)
-        self._tracked = 0  # keys listed in _deps, evicted ones included until the next clear
+    def __init__(self, max_bytes: int) -> None:
+        self.protected: dict[bytes, tuple[bytes, bytes, bytes | None, tuple[bytes, ...], int]] = {}
+        self.probation: dict[bytes, tuple[bytes, bytes, bytes | None, tuple[bytes, ...], int]] = {}
+        # zone -> name -> the key reading it, or a set of them when several do (most names are
+        # read by one answer: a bare key saves the set)
+        self._deps: dict[bytes | None, dict[bytes, bytes | set[bytes]]] = {}
+        self._max = max_bytes
+        self._max_protected = max_bytes * 4 // 5
+        self._protected_size = 0
+        self.size = 0  # octets accounted: key, head, tail and the fixed overheads
 
-    def put(self, key: bytes, value: bytes, zone: bytes | None, negative: bool,
+    def get(self, key: bytes) -> tuple[bytes, bytes, bytes | None, tuple[bytes, ...], int] | None:
+        """The entry for *key*; a probation entry asked again is promoted."""
+        entry = self.protected.get(key)
+        if entry is not None:
+            return entry
+        entry = self.probation.pop(key, None)
+        if entry is None:
+            return None
+        self.protected[key] = entry
+        self._protected_size += entry[4]
+        while self._protected_size > self._max_protected:
+            old = next(iter(self.protected))
+            demoted = self.protected.pop(old)
+            self._protected_size -= demoted[4]
+            self.probation[old] = demoted
+        return entry
+
+    def put(self, key: bytes, response: bytes, qend: int, zone: bytes | None,
             deps: Iterable[bytes] = ()) -> None:
-        """Remember a response from *zone* (None: no zone) that read the names *deps*."""
-        if self._tracked >= 4 * self._max:
-            # Evicted keys stay listed in _deps until their zone is forgotten; a flood of
-            # distinct questions must not grow that index for ever, so it is reset with the map.
-            self.clear()
-        elif len(self.map) >= self._max:
-            self._evict_oldest_half()
-        if negative:
-            if len(self._negative) >= self._max_negative:
-                for old in self._negative:
-                    self.map.pop(old, None)
-                self._negative.clear()
-            self._negative.append(key)
-        self.map[key] = value
+        """Remember *response* (question ends at *qend*) from *zone* (None: no zone), that read
+        the names *deps*."""
+        if key in self.protected or key in self.probation:
+            return
+        names = tuple(deps) or (b"",)
+        size = len(key) + len(response) + _ENTRY_OVERHEAD + _DEP_OVERHEAD * len(names)
+        if size > self._max // 8:
+            return  # one answer must not push out a good part of the cache
+        self.size += size
+        while self.size > self._max:
+            victim = next(iter(self.probation or self.protected))
+            self._drop(victim)
+        self.probation[key] = (response[2:12], response[qend:], zone, names, size)
         by_name = self._deps.setdefault(zone, {})
-        for name in deps or (b"",):
-            by_name.setdefault(name, []).append(key)
-            self._tracked += 1
+        for name in names:
+            keys = by_name.get(name)
+            if keys is None:
+                by_name[name] = key
+            elif isinstance(keys, set):
+                keys.add(key)
+            elif keys != key:
+                by_name[name] = {keys, key}
 
-    def _evict_oldest_half(self) -> None:
-        """Drop the older half (dicts keep insertion order): answers asked again return at once,
-        so a burst of new questions cannot empty the cache of everything hot in one go."""
-        stale = list(itertools.islice(self.map, len(self.map) // 2))
-        for key in stale:
-            del self.map[key]
+    def _drop(self, key: bytes) -> None:
+        entry = self.probation.pop(key, None)
+        if entry is None:
+            entry = self.protected.pop(key, None)
+            if entry is None:
+                return
+            self._protected_size -= entry[4]
+        self.size -= entry[4]
+        by_name = self._deps.get(entry[2])
+        if by_name is None:
+            return
+        for name in entry[3]:
+            keys = by_name.get(name)
+            if keys is None:
+                continue
+            if isinstance(keys, set):
+                keys.discard(key)
+                if not keys:
+                    del by_name[name]
+            elif keys == key:
+                del by_name[name]
 
     def forget(self, zone: bytes | None, names: Iterable[bytes] | None = None) -> None:
         """Drop what a zone answered (all of it, or what read one of *names*)."""
         if zone is None:
             self.clear()
             return
-        if names is None:
-            for keys in self._deps.pop(zone, {}).values():
-                for key in keys:
-                    self.map.pop(key, None)
+        by_name = self._deps.get(zone)
+        if by_name is None:
             return
-        by_name = self._deps.get(zone, {})
-        for name in names:
-            for key in by_name.pop(name, ()):
-                self.map.pop(key, None)
+        for name in list(by_name) if names is None else names:
+            keys = by_name.get(name)
+            if keys is not None:
+                for key in list(keys) if isinstance(keys, set) else (keys,):
+                    self._drop(key)
 
     def clear(self) -> None:
         """Drop everything."""
-        self.map.clear()
+        self.protected.clear()
+        self.probation.clear()
         self._deps.clear()
-        self._negative.clear()
-        self._tracked = 0
+        self._protected_size = 0
+        self.size = 0
+
+    def __contains__(self, key: bytes) -> bool:
+        return key in self.protected or key in self.probation
 
     def __len__(self) -> int:
-        return len(self.map)
+        return len(self.protected) + len(self.probation)
 
 
 class Responder:
@@ -159,7 +229,16 @@ class Responder:
         self.registry = registry
         self.settings = settings
         self.stats = stats
-        self.caches = (AnswerCache(settings.cache_entries), AnswerCache(settings.cache_entries // 4))
+        # One cache for both transports (the key says which); ``caches`` for the listeners' sums.
+        self.cache = AnswerCache(settings.cache_bytes)
+        self.caches = (self.cache,)
+        self._dropped = False  # set by _render: the last answer left out an RRset
+        self._cookie: bytes | None = None  # COOKIE option data for the answer being built
+        self.wall: Callable[[], float] = time.time  # server-cookie timestamps (RFC 9018 4.3)
+        # (client address, COOKIE option) -> (the option to answer with, wall time it is good
+        # until): a known client costs a dict probe, not a SipHash (see cookie_answer).
+        self._cookie_memo: dict[tuple[str, bytes], tuple[bytes, float]] = {}
+        self.cookies_on = bool(settings.cookie_secrets)
         self.notify_handler: NotifyHandler | None = None
         self.xfr_out: Any = None  # xfrout.TransferOut, for IXFR over UDP (RFC 1995 2)
         # RFC 7314: seconds left before a zone's copy expires (None: do not say); set by the app.
@@ -188,9 +267,12 @@ class Responder:
             return None
         query: Query | None = None
         where = IN_QUERY
+        self._cookie = None
         try:  # free on the no-exception path (CPython 3.11 zero-cost try)
             try:
                 query = parse_query(data)
+                if query.cookie is not None and self.cookies_on:
+                    self._cookie = self.cookie_answer(query.cookie, addr[0])
             except FormatError as exc:
                 bad = exc.query
                 echo = bad if bad is not None and bad.opcode in _ECHO_QUESTION else None
@@ -255,7 +337,51 @@ class Responder:
     def _opt_for(self, query: Query | None) -> bytes | None:
         if query is None or not query.edns:
             return None
+        if self._cookie is not None:
+            return opt_record(self.settings.udp_max_payload, 0, query.do, [(EDNS_COOKIE, self._cookie)])
         return opt_record(self.settings.udp_max_payload, 0, query.do)
+
+    def cookie_answer(self, option: bytes, host: str) -> bytes | None:
+        """The COOKIE option data to answer *option* from *host* with (RFC 7873 5.2.3-5.2.5), or
+        None when *host* is not an IP address.
+
+        Memoised per (host, option) until the answer must change: an echoed server cookie when
+        it reaches half an hour (RFC 9018 4.3), a new one likewise, since a server may keep
+        handing out a cookie it made (RFC 9018 4.3) and the client's next query then carries
+        it and is checked afresh.  So a resolver sending its cookie on every query costs one
+        dict probe, not a SipHash, per query.
+        """
+        now = self.wall()
+        memo = self._cookie_memo
+        hit = memo.get((host, option))
+        if hit is not None and now < hit[1]:
+            return hit[0]
+        try:
+            ip = cookies.client_ip(host)
+        except ValueError:
+            return None
+        answer, until = self._server_cookie(option, ip, int(now))
+        if len(memo) >= _COOKIE_MEMO_MAX:
+            memo.clear()
+        memo[(host, option)] = (answer, until)
+        return answer
+
+    def _server_cookie(self, option: bytes, ip: bytes, now: int) -> tuple[bytes, float]:
+        """The COOKIE option to answer with and until when: the client's own when its server
+        cookie is ours and fresh, else its client cookie with a new server cookie.
+
+        A missing or invalid server cookie gets a normal answer with a new one (5.2.3-5.2.4,
+        as BIND does without require-server-cookie), so BADCOOKIE is never sent.
+        """
+        client = option[:8]
+        server = option[8:]
+        secrets = self.settings.cookie_secrets
+        if len(server) == cookies.SERVER_COOKIE_LEN:
+            age = (now - int.from_bytes(server[4:8], "big")) & 0xFFFFFFFF
+            if age < cookies.REFRESH_AGE and cookies.valid(secrets[:1], client, server, ip, now):
+                # RFC 9018 4.3: ours, current secret, under half an hour old: echoed
+                return option, now - age + cookies.REFRESH_AGE
+        return client + cookies.server_cookie(secrets[0], client, ip, now), now + cookies.REFRESH_AGE
 
     def _signed_query(self, q: Query, transport: int) -> bytes | None:
         """RFC 8945 5.2-5.3: verify a signed query and sign its answer, or answer the TSIG error.
@@ -331,9 +457,32 @@ class Responder:
         if response[2] & 0x02:
             self.stats.truncated += 1
         elif q.tsig_offset < 0 and not q.expire:  # an EXPIRE answer holds a clock reading
-            negative = rcode != NOERROR or not ans.answer
-            self.caches[transport].put(q.raw[2:], response[2:], zone_key, negative, ans.deps)
+            self._store(q, response, transport, zone_key, ans.deps)
         return response
+
+    def _store(self, q: Query, response: bytes, transport: int, zone: bytes | None,
+               deps: Iterable[bytes]) -> None:
+        """Cache *response* when every query with its key gets these very octets."""
+        umax = self.settings.udp_max_payload
+        key = cache_key(q.raw, transport == TCP, umax)
+        lower = q.qname_lower
+        if key is None or len(key) != len(lower) + 4 + KEY_FLAGS or not key.startswith(lower):
+            return  # not a plain query, or a zero octet inside a label (see cache_key)
+        if transport == UDP and q.edns and q.payload > 512:
+            # The class holds several limits: the answer is the same for all of them only if
+            # nothing was left out and it fits the smallest.
+            lo = 1232 if key[-1] & KEY_PAYLOAD == KEY_PAYLOAD_BIG else min(513, umax)
+            hi = umax if lo == 1232 else min(1231, umax)
+            if lo != hi and (self._dropped or len(response) > lo):
+                return
+        if key[-2] & (KEY_COOKIE >> 8) and self.cookies_on:
+            # The listener appends each client's own COOKIE data (RFC 7873 5.2): the last
+            # option of the OPT record, itself the last record (see _render).
+            cookie = self._cookie
+            if cookie is None or len(cookie) != _COOKIE_ANSWER_LEN or not response.endswith(cookie):
+                return
+            response = response[:-_COOKIE_ANSWER_LEN]
+        self.cache.put(key, response, 12 + len(q.question), zone, deps)
 
     def _render(self, q: Query, ans: Answer, transport: int, reserve: int = 0,
                 zone: bytes | None = None) -> bytes:
@@ -349,6 +498,8 @@ class Responder:
                 remaining = self.expire_remaining(zone)
                 if remaining is not None:
                     options.append((EDNS_EXPIRE, remaining.to_bytes(4, "big")))
+            if self._cookie is not None:
+                options.append((EDNS_COOKIE, self._cookie))  # RFC 7873 5.2
             opt = opt_record(self.settings.udp_max_payload, 0, q.do, options)
         if transport == UDP:
             limit = min(q.payload, self.settings.udp_max_payload) if q.edns else 512
@@ -356,7 +507,8 @@ class Responder:
             limit = 65535
         writer = ResponseWriter(q.id, flags, q.question, q.qname_lower, limit,
                                 (len(opt) if opt else 0) + reserve,
-                                q.qclass if q.qclass == rrtypes.CLASS_CH else 1)
+                                q.qclass if q.qclass == rrtypes.CLASS_CH else 1,
+                                question_suffixes=q.qname == q.qname_lower)
         additional = ans.additional
         if writer.add_rrsets(0, ans.answer, True) and writer.add_rrsets(1, ans.authority, True) \
                 and additional and (ans.glue or transport != UDP or not q.edns or q.payload > 512):
@@ -368,6 +520,7 @@ class Responder:
                 writer.add_rrsets(2, additional[required:], False)
         if opt is not None:
             writer.add_raw_additional(opt)
+        self._dropped = writer.dropped
         return writer.finish(ans.rcode)
 
     def _chaos(self, q: Query) -> Answer:

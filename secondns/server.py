@@ -18,11 +18,15 @@ from twisted.internet import protocol
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer  # type: ignore[import-untyped]
 
-from .responder import TCP, UDP, Responder
+from .responder import TCP, UDP, Entry, Responder
 from .stats import IN_TCP, IN_UDP, SAMPLE_EVERY
+from .wire import KEY_FLAGS, cache_key, cookie_option
 from .xfrout import is_transfer
 
 _SAMPLE_MASK = SAMPLE_EVERY - 1
+_QEND = 12 - KEY_FLAGS  # the question ends at len(key) + _QEND
+_RECENT_MAX = 16384  # exact requests remembered per UDP listener (~2.5 MiB at 100-octet queries)
+_RENEW_MASK = (1 << 20) - 1  # ...emptied once per 2**20 queries (a multiple of SAMPLE_EVERY)
 _DROPPABLE = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.ECONNREFUSED, errno.EPERM)
 
 
@@ -32,7 +36,15 @@ class UDPServer(protocol.DatagramProtocol):
     def __init__(self, responder: Responder) -> None:
         self.responder = responder
         self.stats = responder.stats
-        self.cache = responder.caches[UDP].map
+        self.cache = responder.caches[0]
+        self.protected = self.cache.protected
+        self.udp_max = responder.settings.udp_max_payload
+        self.cookies_on = responder.cookies_on
+        self._cookie_answer = responder.cookie_answer
+        # Recent hits: the octets after the ID -> their cache key.  Never wrong (the key is a
+        # function of those octets), so when full it is left as it is until the sampled path
+        # renews it: clearing it whenever it filled cost more than it saved (bench/cache_hit.py).
+        self.recent: dict[bytes, bytes] = {}
         self._sendto: Any = None
 
     def startProtocol(self) -> None:
@@ -50,11 +62,32 @@ class UDPServer(protocol.DatagramProtocol):
             if not n & _SAMPLE_MASK:
                 self._timed(datagram, addr)
                 return
-            tail = self.cache.get(datagram[2:])
-            if tail is not None:
-                stats.rcodes[tail[1] & 0xF] += 1
-                self._send(datagram[:2] + tail, addr)
-                return
+            # The key depends on nothing but the octets after the ID: a client repeating a
+            # query (or many sending the same one) skips cache_key.
+            tail = datagram[2:]
+            recent = self.recent
+            key: bytes | None = recent.get(tail)
+            entry: Entry | None
+            if key is None:
+                key = cache_key(datagram, False, self.udp_max)
+                entry = None if key is None else self.protected.get(key) or self.cache.get(key)
+                if entry is not None and key is not None and len(recent) < _RECENT_MAX:
+                    recent[tail] = key  # only hits: one-off names add nothing
+            else:
+                entry = self.protected.get(key) or self.cache.get(key)
+            if entry is not None and key is not None:
+                # The client's ID and question between the cached header and tail.
+                qend = len(key) + _QEND
+                if not (key[-2] and self.cookies_on):
+                    stats.rcodes[entry[0][1] & 0xF] += 1
+                    self._send(datagram[:2] + entry[0] + datagram[12:qend] + entry[1], addr)
+                    return
+                # RFC 7873 5.2: this client's own COOKIE data ends the OPT record.
+                cookie = self._cookie_answer(cookie_option(datagram, qend), addr[0])
+                if cookie is not None:
+                    stats.rcodes[entry[0][1] & 0xF] += 1
+                    self._send(datagram[:2] + entry[0] + datagram[12:qend] + entry[1] + cookie, addr)
+                    return
             response = self.responder.respond(datagram, UDP, addr)
             if response is not None:
                 self._send(response, addr)
@@ -71,11 +104,12 @@ class UDPServer(protocol.DatagramProtocol):
     def _timed(self, datagram: bytes, addr: Any) -> None:
         """The sampled query: full path, timed (see stats.SAMPLE_EVERY)."""
         start = time.perf_counter()
-        tail = self.cache.get(datagram[2:])
-        if tail is not None:
-            self.stats.rcodes[tail[1] & 0xF] += 1
-            response: bytes | None = datagram[:2] + tail
-        else:
+        if not self.stats.udp_queries & _RENEW_MASK:
+            self.recent.clear()  # make room for what is asked now
+        key = cache_key(datagram, False, self.udp_max)
+        entry = self.cache.get(key) if key is not None else None
+        response = hit(self.responder, datagram, key, entry, addr[0]) if entry is not None else None
+        if response is None:
             response = self.responder.respond(datagram, UDP, addr)
         if response is not None:
             self._send(response, addr)
@@ -89,6 +123,25 @@ class UDPServer(protocol.DatagramProtocol):
             if exc.errno not in _DROPPABLE:
                 raise
             self.stats.send_errors += 1
+
+
+def hit(responder: Responder, message: bytes, key: bytes | None, entry: Entry, host: str) -> bytes | None:
+    """The answer to *message* from its cache *entry* (counted), or None to ask the responder.
+
+    The client's ID and question go between the cached header and tail, and for a cookie
+    entry this client's own COOKIE data after the tail (RFC 7873 5.2).
+    """
+    if key is None:
+        return None
+    qend = len(key) + _QEND
+    response = message[:2] + entry[0] + message[12:qend] + entry[1]
+    if key[-2] and responder.cookies_on:
+        cookie = responder.cookie_answer(cookie_option(message, qend), host)
+        if cookie is None:
+            return None
+        response += cookie
+    responder.stats.rcodes[entry[0][1] & 0xF] += 1
+    return response
 
 
 @implementer(IPushProducer)
@@ -151,7 +204,8 @@ class TCPServer(protocol.Protocol):
         self._draining = True
         buf = self._buf
         responder = self.factory.responder
-        cache = responder.caches[TCP].map
+        cache = responder.caches[0]
+        udp_max = responder.settings.udp_max_payload
         stats = responder.stats
         transport: Any = self.transport
         pos = 0
@@ -171,11 +225,11 @@ class TCPServer(protocol.Protocol):
                     self.factory.clock.callLater(0, self._pump)
                     break
                 try:  # per message: one that raises must not cost the connection (RFC 7766 6.2.1)
-                    tail = cache.get(message[2:])
-                    if tail is not None:
-                        stats.rcodes[tail[1] & 0xF] += 1
-                        response: bytes | None = message[:2] + tail
-                    else:
+                    key = cache_key(message, True, udp_max)
+                    entry = cache.get(key) if key is not None else None
+                    response = hit(responder, message, key, entry, self._addr[0]) \
+                        if entry is not None else None
+                    if response is None:
                         response = responder.respond(message, TCP, self._addr)
                 except Exception:
                     response = responder.internal_error(message, IN_TCP)

@@ -65,8 +65,8 @@ class Query:
     response, and lets the encoder point owner names at offset 12.
     """
 
-    __slots__ = ("additional", "do", "edns", "edns_version", "expire", "flags", "id", "nsid", "opcode",
-                 "payload", "qclass", "qname", "qname_lower", "qtype", "question", "raw",
+    __slots__ = ("additional", "cookie", "do", "edns", "edns_version", "expire", "flags", "id", "nsid",
+                 "opcode", "payload", "qclass", "qname", "qname_lower", "qtype", "question", "raw",
                  "tsig_offset")
 
     def __init__(self) -> None:
@@ -84,6 +84,7 @@ class Query:
         self.do = False
         self.nsid = False
         self.expire = False  # RFC 7314 EDNS EXPIRE asked
+        self.cookie: bytes | None = None  # the COOKIE option's data (RFC 7873 4)
         self.raw = b""
         self.additional: list[tuple[bytes, int, int, int, bytes]] = []
         self.tsig_offset = -1
@@ -189,6 +190,10 @@ def _parse_opt(q: Query, rclass: int, ttl: int, rdata: bytes) -> None:
             q.nsid = True
         elif code == EDNS_EXPIRE:
             q.expire = True
+        elif code == EDNS_COOKIE:
+            if length != 8 and not 16 <= length <= 40:
+                raise FormatError("malformed COOKIE option", q)  # RFC 7873 5.2.2: FORMERR
+            q.cookie = rdata[pos - length:pos]
         # Unknown options are ignored (RFC 6891 6.1.2).
 
 
@@ -198,6 +203,103 @@ def opt_record(payload: int, ext_rcode: int = 0, do: bool = False,
     rdata = b"".join(_U16.pack(code) + _U16.pack(len(val)) + val for code, val in options)
     ttl = (ext_rcode << 24) | (0x8000 if do else 0)
     return b"\x00" + _RR_FIXED.pack(rrtypes.OPT, payload, ttl, len(rdata)) + rdata
+
+
+# Answer-cache key flags (the key's last octet, see ``cache_key``).
+KEY_RD = 0x01
+KEY_CD = 0x02
+KEY_DO = 0x04
+KEY_EDNS = 0x08
+KEY_NSID = 0x10
+KEY_PAYLOAD_MID = 0x20  # UDP, EDNS payload above 512 but an effective limit below 1232
+KEY_PAYLOAD_BIG = 0x40  # UDP, effective limit 1232 or more
+KEY_TCP = 0x60  # the payload does not matter over TCP
+KEY_PAYLOAD = 0x60
+KEY_MIXED = 0x80  # the qname has upper-case letters (0x20 randomisation)
+KEY_COOKIE = 0x100  # a COOKIE option: the cached tail ends short of its data (see cookie_option)
+_FLAG_OCTETS = tuple(i.to_bytes(2, "big") for i in range(512))
+KEY_FLAGS = 2  # octets of flags ending the key: the question ends at len(key) + 12 - KEY_FLAGS
+_OPT_FIXED = struct.Struct(">3sHxBBxH")  # owner+TYPE, CLASS (payload), ext-rcode, version, DO, rdlen
+_ONE_QUESTION = b"\x00\x01\x00\x00\x00\x00\x00"  # QDCOUNT 1, ANCOUNT 0, NSCOUNT 0, ARCOUNT high octet
+
+
+def cache_key(d: bytes, tcp: bool, udp_max: int) -> bytes | None:
+    """The answer-cache key of a plain query, or None when it is not one the cache may answer.
+
+    The key is the case-folded qname (RFC 4343), QTYPE, QCLASS and two octets of the flags the
+    answer depends on: RD and CD (echoed), DO, EDNS present, NSID asked, the payload class
+    and the transport, whether the qname has upper case (see ResponseWriter) and whether a
+    COOKIE option is present.  Other EDNS options (padding), the payload within its class and
+    the cookie's value do not change it, so neither 0x20 randomisation, padding nor per-client
+    cookies can make every query a miss: the listener appends this client's COOKIE option data
+    to a cookie entry (RFC 7873 5.2, see ``Responder.cookie_answer``).  Only QUERY messages
+    with one question, no records but at most one well-formed OPT (version 0) qualify; the rest
+    go to the responder, which parses them in full.  The qname end is the first zero octet: the
+    responder checks, before storing, that it is the real end (a label may hold a zero octet),
+    and a message whose first ``len(qname)`` octets equal a stored one up to case has the same
+    label structure (length octets are below 0x40, unchanged by ``lower``).
+    Costs no Python loop except over the EDNS options.
+    """
+    if d[4:11] != _ONE_QUESTION or d[2] & 0xF8:  # QDCOUNT 1, no answer or authority; QUERY
+        return None
+    z = d.find(0, 12)
+    if z < 0:
+        return None
+    n = len(d)
+    o = z + 5
+    qname = d[12:z + 1]
+    low = qname.lower()
+    flags = (d[2] & 1) | ((d[3] & 0x10) >> 3) | (0 if low == qname else KEY_MIXED)
+    ar = d[11]
+    if ar == 0:
+        if o != n:
+            return None
+    elif ar == 1:
+        if n < o + 11:
+            return None  # a truncated OPT record: the responder answers FORMERR
+        # RFC 6891 6.1.2: owner root, TYPE 41, CLASS the payload, TTL ext-rcode/version/flags.
+        head, payload, version, do, rdlength = _OPT_FIXED.unpack_from(d, o)
+        if head != b"\x00\x00\x29" or version or rdlength != n - o - 11:
+            return None
+        flags |= KEY_DO | KEY_EDNS if do & 0x80 else KEY_EDNS
+        p = o + 11
+        while p < n:  # each turn advances by at least 4
+            if p + 4 > n:
+                return None
+            length = d[p + 2] << 8 | d[p + 3]
+            if not d[p]:
+                code = d[p + 1]
+                if code == EDNS_NSID:
+                    flags |= KEY_NSID
+                elif code == EDNS_COOKIE:
+                    if flags & KEY_COOKIE or (length != 8 and not 16 <= length <= 40):
+                        return None  # two, or malformed: the responder answers (RFC 7873 5.2.2)
+                    flags |= KEY_COOKIE
+                elif code == EDNS_EXPIRE:
+                    return None  # RFC 7314 2: the answer carries a clock reading, never cached
+            p += 4 + length
+        if p != n:
+            return None
+        if not tcp and payload > 512:
+            flags |= KEY_PAYLOAD_BIG if min(payload, udp_max) >= 1232 else KEY_PAYLOAD_MID
+    else:
+        return None
+    if tcp:
+        flags |= KEY_TCP
+    return low + d[z + 1:o] + _FLAG_OCTETS[flags]
+
+
+def cookie_option(d: bytes, qend: int) -> bytes:
+    """The COOKIE option data of a query whose ``cache_key`` has KEY_COOKIE (so its OPT record,
+    right after the question ending at *qend*, is well formed and holds one)."""
+    p = qend + 11
+    n = len(d)
+    while p < n:  # cache_key checked the option lengths: each turn advances by at least 4
+        length = d[p + 2] << 8 | d[p + 3]
+        if not d[p] and d[p + 1] == EDNS_COOKIE:
+            return d[p + 4:p + 4 + length]
+        p += 4 + length
+    return b""
 
 
 RRsetOut = tuple[bytes, int, Sequence[tuple[int, bytes]]]
@@ -211,22 +313,28 @@ class ResponseWriter:
     the OPT record, which RFC 6891 7 requires even in a truncated response.
     """
 
-    __slots__ = ("_buf", "_class", "_counts", "_limit", "_ptrs", "_qname_lower", "flags", "truncated")
+    __slots__ = ("_buf", "_class", "_counts", "_limit", "_ptrs", "_qname_lower", "dropped", "flags",
+                 "truncated")
 
     def __init__(self, query_id: int, flags: int, question: bytes, qname_lower: bytes,
-                 limit: int = 65535, reserve: int = 0, rclass: int = 1) -> None:
+                 limit: int = 65535, reserve: int = 0, rclass: int = 1,
+                 question_suffixes: bool = True) -> None:
         self._buf = bytearray(_HDR.pack(query_id, flags, 1 if question else 0, 0, 0, 0))
         self._buf += question
         self._counts = [0, 0, 0]
         self._limit = limit - reserve
         self.flags = flags
         self.truncated = False
+        self.dropped = False  # an RRset (required or not) did not fit: the answer depends on the limit
         self._qname_lower = qname_lower
         self._class = rclass.to_bytes(2, "big")  # IN, or CH for the CHAOS identity answers
         # Compression targets: lowercased name suffix -> offset (RFC 1035 4.1.4).
         self._ptrs: dict[bytes, int] = {}
-        if question:
-            self._remember(question[:-4], 12)  # the name as the client wrote it
+        if question and question_suffixes:
+            # The name as the client wrote it.  Left out for a mixed-case question, so that the
+            # message does not depend on the client's case except through the question itself and
+            # the 0xC00C owners (the answer cache patches the question in, see AnswerCache).
+            self._remember(question[:-4], 12)
 
     def _remember(self, name_lower: bytes, offset: int) -> None:
         ptrs = self._ptrs
@@ -320,6 +428,7 @@ class ResponseWriter:
                     mark = prev_mark  # RFC 4035 3.1.1: keep the pair whole
                     self._counts[section] -= prev_count
                 del buf[mark:]
+                self.dropped = True
                 if len(self._ptrs) != saved_ptrs or mark == prev_mark:
                     self._ptrs = {k: v for k, v in self._ptrs.items() if v < mark}
                 if required:

@@ -7,15 +7,23 @@ invalidation set the refresh machine computes.
 
 from __future__ import annotations
 
+import random
+import tracemalloc
+
+import dns.edns
+import dns.flags
 import dns.message
+import dns.name
 import dns.rdatatype
 import dns.rrset
+import pytest
 from zonetools import responder_for, zone_from_text
 
 from secondns.diff import VersionStep, apply_steps, invalidated_names
 from secondns.registry import Registry
-from secondns.responder import UDP, Responder, ServeSettings
+from secondns.responder import TCP, UDP, Responder, ServeSettings
 from secondns.stats import ServingStats
+from secondns.wire import KEY_FLAGS, cache_key
 from secondns.zone import Zone
 
 SOA = "example.com. 300 IN SOA ns1.example.com. host.example.com. {} 3600 600 86400 300"
@@ -35,14 +43,35 @@ def ixfr(responder: Responder, zone: Zone, deleted: list[str], added: list[str])
     return new
 
 
+def cached(responder: Responder, wire: bytes, transport: int = UDP) -> bytes | None:
+    """The cache hit the listener would send for *wire*, as server.UDPServer builds it."""
+    key = cache_key(wire, transport == TCP, responder.settings.udp_max_payload)
+    entry = responder.cache.get(key) if key is not None else None
+    if entry is None or key is None:
+        return None
+    return wire[:2] + entry[0] + wire[12:len(key) + 12 - KEY_FLAGS] + entry[1]
+
+
+def through(responder: Responder, wire: bytes, transport: int = UDP) -> bytes:
+    """Cache first, then the responder, as the listeners do."""
+    reply = cached(responder, wire, transport)
+    if reply is None:
+        reply = responder.respond(wire, transport, ("127.0.0.1", 1))
+    assert reply is not None
+    return reply
+
+
 def ask(responder: Responder, name: str, qtype: str = "A") -> dns.message.Message:
     query = dns.message.make_query(name, qtype)
     query.id, query.flags = 7, 0
-    wire = query.to_wire()
-    tail = responder.caches[UDP].map.get(wire[2:])
-    reply = wire[:2] + tail if tail is not None else responder.respond(wire, UDP, ("127.0.0.1", 1))
-    assert reply is not None
-    return dns.message.from_wire(reply)
+    return dns.message.from_wire(through(responder, query.to_wire()))
+
+
+def is_cached(responder: Responder, name: str, qtype: str = "A") -> bool:
+    query = dns.message.make_query(name, qtype)
+    query.id, query.flags = 7, 0
+    key = cache_key(query.to_wire(), False, responder.settings.udp_max_payload)
+    return key is not None and key in responder.cache
 
 
 def test_changed_name_is_answered_afresh_and_others_stay_cached() -> None:
@@ -53,9 +82,54 @@ def test_changed_name_is_answered_afresh_and_others_stay_cached() -> None:
     ixfr(r, zone, [SOA.format(1), "www.example.com. 300 IN A 192.0.2.2"],
          [SOA.format(2), "www.example.com. 300 IN A 192.0.2.99"])
     assert ask(r, "www.example.com.").answer[0][0].to_text() == "192.0.2.99"
-    mail = dns.message.make_query("mail.example.com.", "A")
-    mail.id, mail.flags = 7, 0
-    assert mail.to_wire()[2:] in r.caches[UDP].map  # untouched by the change: still cached
+    assert is_cached(r, "mail.example.com.")  # untouched by the change: still cached
+
+
+def test_a_repeated_request_skips_the_key_and_still_sees_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The UDP listener remembers the key of requests that hit (the octets after the ID): a
+    repeat costs no cache_key, and an IXFR still gets through since the key is probed again."""
+    from secondns import server as server_module
+
+    zone = zone_from_text(BASE + "www A 192.0.2.2\n", "example.com.")
+    r = responder_for(zone)
+    udp = server_module.UDPServer(r)
+    sent: list[bytes] = []
+    udp._sendto = lambda data, addr: sent.append(data)
+    keyed = []
+    real = server_module.cache_key
+
+    def counting(d: bytes, tcp: bool, udp_max: int) -> bytes | None:
+        keyed.append(d)
+        return real(d, tcp, udp_max)
+
+    monkeypatch.setattr(server_module, "cache_key", counting)
+
+    def query(qid: int) -> dns.message.Message:
+        q = dns.message.make_query("www.example.com.", "A", use_edns=0)
+        q.id = qid
+        udp.datagramReceived(q.to_wire(), ("127.0.0.1", 5300))
+        reply = dns.message.from_wire(sent[-1])
+        assert reply.id == qid
+        return reply
+
+    for qid in range(1, 6):
+        assert query(qid).answer[0][0].to_text() == "192.0.2.2"
+    assert len(keyed) == 2  # the miss and the first hit; the repeats went by the exact octets
+    ixfr(r, zone, [SOA.format(1), "www.example.com. 300 IN A 192.0.2.2"],
+         [SOA.format(2), "www.example.com. 300 IN A 192.0.2.99"])
+    assert query(9).answer[0][0].to_text() == "192.0.2.99"
+    assert query(10).answer[0][0].to_text() == "192.0.2.99"
+    monkeypatch.setattr(server_module, "_RECENT_MAX", 3)
+    for i in range(10):  # bounded: no more once full
+        query(100 + i)
+        q = dns.message.make_query(f"n{i}.example.com.", "A", use_edns=0)
+        udp.datagramReceived(q.to_wire(), ("127.0.0.1", 5300))
+        udp.datagramReceived(q.to_wire(), ("127.0.0.1", 5300))
+        assert len(udp.recent) <= 3
+    assert udp.recent
+    r.stats.udp_queries = (1 << 20) - 1  # the next query is the sampled one that renews it
+    query(200)
+    assert not udp.recent
 
 
 def test_wildcard_answer_forgotten_when_its_name_becomes_an_empty_non_terminal() -> None:
@@ -101,26 +175,129 @@ def test_ds_answered_by_the_child_is_forgotten_when_the_parent_starts_serving() 
 
 def test_a_flood_of_random_names_does_not_grow_the_dependency_index() -> None:
     zone = zone_from_text(BASE, "example.com.")
-    r = responder_for(zone, settings=ServeSettings(cache_entries=1000))
-    cache = r.caches[UDP]
+    r = responder_for(zone, settings=ServeSettings(cache_bytes=200_000))
+    cache = r.cache
     for i in range(20_000):
         ask(r, f"r{i}.example.com.")
-    assert len(cache.map) <= 1000
-    assert sum(len(keys) for by_name in cache._deps.values() for keys in by_name.values()) <= 4 * 1000
+    assert cache.size <= 200_000
+    indexed = sum(len(keys) if isinstance(keys, set) else 1
+                  for by_name in cache._deps.values() for keys in by_name.values())
+    assert indexed <= len(cache) * 3  # NXDOMAIN reads a few names; evicted keys are pruned
 
 
-def test_a_full_cache_drops_its_oldest_half_not_everything() -> None:
-    zone = zone_from_text(BASE + "".join(f"h{i} A 192.0.2.{i % 250}\n" for i in range(300)),
-                          "example.com.")
-    r = responder_for(zone, settings=ServeSettings(cache_entries=200))
-    for i in range(200):
-        ask(r, f"h{i}.example.com.")
-    cache = r.caches[UDP].map
-    assert len(cache) == 200
-    ask(r, "h250.example.com.")  # one more: the oldest half goes, the newest stays
-    assert len(cache) == 101
-    newest = dns.message.make_query("h199.example.com.", "A")
-    newest.id, newest.flags = 7, 0
-    oldest = dns.message.make_query("h0.example.com.", "A")
-    oldest.id, oldest.flags = 7, 0
-    assert newest.to_wire()[2:] in cache and oldest.to_wire()[2:] not in cache
+# --- a cache that cannot be used against the server (issue 12) -----------------------------
+
+HOT = "$TTL 300\n@ SOA ns1 host 1 3600 600 86400 300\n@ NS ns1\nns1 A 192.0.2.1\n" \
+      "www A 192.0.2.2\nalias CNAME www\nsub NS ns.sub\nns.sub A 192.0.2.7\n"
+
+
+def query_wire(name: str, qtype: str = "A", *, qid: int = 7, edns: int = -1, payload: int = 1232,
+               options: list[dns.edns.Option] | None = None) -> bytes:
+    query = dns.message.make_query(name, qtype, use_edns=edns, payload=payload, options=options)
+    query.id, query.flags = qid, 0
+    return query.to_wire(max_size=65535)
+
+
+def random_case(name: str, rng: random.Random) -> str:
+    return "".join(c.upper() if rng.random() < 0.5 else c for c in name)
+
+
+def test_a_hot_answer_survives_a_random_subdomain_flood_100x_the_cache() -> None:
+    r = responder_for(zone_from_text(HOT, "example.com."), settings=ServeSettings(cache_bytes=100_000))
+    hot = query_wire("www.example.com.")
+    through(r, hot)
+    through(r, hot)  # asked twice: a hot answer
+    flood = 0
+    i = 0
+    while flood < 100 * 100_000:  # octets of one-off NXDOMAIN answers: 100 caches' worth
+        reply = through(r, query_wire(f"x{i}.example.com."))
+        flood += len(reply)
+        i += 1
+    assert cached(r, hot) is not None
+
+
+def test_a_0x20_resolver_hits_the_cache_and_sees_its_own_case() -> None:
+    r = responder_for(zone_from_text(HOT, "example.com."))
+    fresh = responder_for(zone_from_text(HOT, "example.com."))
+    rng = random.Random(1)
+    names = ["www.example.com.", "alias.example.com.", "nope.example.com.", "host.sub.example.com."]
+    hits = 0
+    total = 0
+    for turn in range(250):
+        for name in names:
+            asked = random_case(name, rng)
+            wire = query_wire(asked, qid=turn)
+            reply = cached(r, wire)
+            if reply is not None:
+                hits += 1
+                # Patched octets are what a fresh answer to this very query would be.
+                fresh.cache.clear()
+                assert reply == fresh.respond(wire, UDP, ("127.0.0.1", 1))
+            else:
+                reply = through(r, wire)
+            total += 1
+            msg = dns.message.from_wire(reply)
+            assert msg.id == turn
+            assert msg.question[0].name.to_text() == asked  # the client's case, octet for octet
+            for rrset in msg.answer:
+                if rrset.name == dns.name.from_text(name):
+                    assert rrset.name.to_text() == asked  # owners compressed to it, as BIND's
+    assert hits / total >= 0.95
+
+
+def test_padding_and_the_payload_within_its_class_do_not_change_the_key() -> None:
+    r = responder_for(zone_from_text(HOT, "example.com."))
+    plain = query_wire("www.example.com.", edns=0)
+    through(r, plain)
+    padded = query_wire("www.example.com.", edns=0, options=[dns.edns.GenericOption(12, bytes(400))])
+    bigger = query_wire("www.example.com.", edns=0, payload=4096)  # same class once capped at 1232
+    for wire in (padded, bigger):
+        assert cached(r, wire) is not None
+
+
+def test_the_byte_bound_holds_with_padded_8k_queries() -> None:
+    r = responder_for(zone_from_text(HOT, "example.com."), settings=ServeSettings(cache_bytes=1 << 20))
+    pad = [dns.edns.GenericOption(12, bytes(8000))]
+    wires = [query_wire(f"p{i}.example.com.", edns=0, payload=4096, options=pad) for i in range(4000)]
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for wire in wires:
+        through(r, wire)
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert len(r.cache) > 100  # the answers are cached...
+    assert grown <= 1.25 * (1 << 20)  # ...within the bound, Python's own overheads included
+
+
+def test_an_answer_cut_for_one_payload_is_not_served_to_another_in_its_class() -> None:
+    txt = "".join(f'big TXT "{i:03d}' + "x" * 90 + '"\n' for i in range(9))  # ~900 octets
+    r = responder_for(zone_from_text(HOT + txt, "example.com."))
+    fits = dns.message.from_wire(through(r, query_wire("big.example.com.", "TXT", edns=0, payload=1100)))
+    assert not fits.flags & dns.flags.TC
+    cut = dns.message.from_wire(through(r, query_wire("big.example.com.", "TXT", edns=0, payload=600)))
+    assert cut.flags & dns.flags.TC  # RFC 2181 9: the RRset did not fit in 600
+
+
+def test_tcp_and_udp_answers_are_kept_apart() -> None:
+    zone = zone_from_text(HOT + "www AAAA 2001:db8::1\nwww TXT \"t\"\n", "example.com.")
+    r = responder_for(zone)
+    full = dns.message.from_wire(through(r, query_wire("www.example.com.", "ANY"), TCP))
+    minimal = dns.message.from_wire(through(r, query_wire("www.example.com.", "ANY"), UDP))
+    assert len(full.answer) > len(minimal.answer)  # RFC 8482: minimal ANY over UDP only
+
+
+def test_a_truncated_opt_record_is_formerr_not_an_internal_error() -> None:
+    """cache_key runs before any parse: a message cut inside its OPT record must fall through to
+    the responder (FORMERR), not raise (SERVFAIL, counted as an internal error)."""
+    from secondns.server import UDPServer
+    from secondns.stats import IN_UDP
+
+    r = responder_for(zone_from_text(BASE, "example.com."))
+    udp = UDPServer(r)
+    sent: list[bytes] = []
+    udp._sendto = lambda data, addr: sent.append(data)
+    wire = dns.message.make_query("ns1.example.com.", "A", use_edns=0).to_wire()
+    for cut in range(1, 9):  # bounded: into the OPT record's 11 fixed octets
+        udp.datagramReceived(wire[:-cut], ("127.0.0.1", 5300))
+        assert sent[-1][3] & 0xF == 1, cut  # RFC 1035 4.1.1 FORMERR
+    assert r.stats.internal_errors[IN_UDP] == 0

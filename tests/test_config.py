@@ -136,6 +136,24 @@ def test_workers_rejects(value: str, message: str) -> None:
     assert str(err.value) == f"w.yaml:3: server.workers: {message}"
 
 
+def test_answer_cache_size_takes_octets_or_k_m_g() -> None:
+    assert parse_config("").server.answer_cache_size == 64 << 20
+    assert parse_config("server:\n  answer-cache-size: 512K\n").server.answer_cache_size == 512 << 10
+    assert parse_config("server:\n  answer-cache-size: 2g\n").server.answer_cache_size == 2 << 30
+    assert parse_config("server:\n  answer-cache-size: 100000\n").server.answer_cache_size == 100000
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("1K", "must be at least 65536 octets, got 1K"),
+    ("64MB", "expected a size (65536, 512K, 64M, 1G), got string '64MB'"),
+    ("true", "expected a size (65536, 512K, 64M, 1G), got boolean true"),
+])
+def test_answer_cache_size_rejects(value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(f"server:\n  listen: ['127.0.0.1:53']\n  answer-cache-size: {value}\n", "w.yaml")
+    assert str(err.value) == f"w.yaml:3: server.answer-cache-size: {message}"
+
+
 def test_minimal_zone_gets_builtin_defaults() -> None:
     zc = zone("zones:\n  example.com:\n    primaries: ['192.0.2.1']\n")
     assert zc == ZoneConfig("example.com.", names.from_text("example.com."), (Endpoint("192.0.2.1", 53),))
@@ -469,3 +487,19 @@ def test_top_level_must_be_a_mapping() -> None:
     assert problems("bad_not_mapping.yaml") == [
         "bad_not_mapping.yaml:1: expected a mapping, got a list",
     ]
+
+
+def test_cookie_secrets_are_read_one_a_line(tmp_path: Path) -> None:
+    (tmp_path / "c.secret").write_text("000102030405060708090a0b0c0d0e0f\n\n"
+                                       "FFEEDDCCBBAA99887766554433221100\n")
+    cfg = parse_config("server:\n  cookies:\n    secret-file: c.secret\n", base_dir=tmp_path)
+    assert cfg.server.cookie_secrets == (bytes(range(16)), bytes.fromhex("ffeeddccbbaa99887766554433221100"))
+    assert parse_config("").server.cookie_secrets == ()  # a random one at start
+
+
+def test_a_cookie_secret_that_is_not_16_hex_octets_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "c.secret").write_text("000102030405060708090a0b0c0d0e0f\nnot-hex\n")
+    with pytest.raises(ConfigError) as err:
+        parse_config("server:\n  cookies:\n    secret-file: c.secret\n", "w.yaml", base_dir=tmp_path)
+    assert str(err.value) == ("w.yaml:3: server.cookies.secret-file: line 2 of the file is not a "
+                              "secret of 32 hex digits")

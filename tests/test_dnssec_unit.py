@@ -14,6 +14,7 @@ record difference an IXFR carries; applying it must give the index of the second
 from __future__ import annotations
 
 import base64
+import types
 from pathlib import Path
 
 import dns.dnssec
@@ -265,3 +266,15 @@ def test_ixfr_updates_the_index_without_rebuilding_it(
     assert applied.denial is not None and old.denial is not None
     assert applied.denial.keys is not old.denial.keys
     assert len(old.denial) != len(applied.denial) or old.denial.keys != applied.denial.keys
+
+
+def test_rfc9276_warning_above_100_iterations_once_per_parameter_change() -> None:
+    def version(iterations: int) -> types.SimpleNamespace:
+        params = dnssec.Nsec3Params(1, iterations, b"\xaa")
+        return types.SimpleNamespace(denial=dnssec.DenialIndex("nsec3", [], params))
+    assert dnssec.iterations_warning(version(100)) is None  # RFC 9276 3.2: up to 100 is tolerated
+    warning = dnssec.iterations_warning(version(150))
+    assert warning is not None and "150 iterations" in warning and "RFC 9276" in warning
+    assert dnssec.iterations_warning(version(150), version(150)) is None  # an IXFR: said already
+    assert dnssec.iterations_warning(version(150), version(10)) is not None
+    assert dnssec.iterations_warning(types.SimpleNamespace(denial=None)) is None  # unsigned

@@ -54,6 +54,9 @@ class _Forwarding:
         self.inner = responder
         self.stats = responder.stats
         self.caches = responder.caches
+        self.settings = responder.settings
+        self.cookies_on = responder.cookies_on
+        self.cookie_answer = responder.cookie_answer  # cache hits of cookie queries
         self._forward = forward
 
     def respond(self, data: bytes, transport: int, addr: tuple[str, int]) -> bytes | None:
@@ -167,7 +170,8 @@ class Worker(protocol.Protocol):
                keys: Sequence[tuple[str, str, bytes]]) -> None:
         self.responder = Responder(self.registry, ServeSettings(
             udp_max_payload=settings["udp_max_payload"], identity=settings["identity"],
-            version=settings["version"]), self.stats)
+            version=settings["version"], cache_bytes=settings["answer_cache_size"],
+            cookie_secrets=tuple(settings["cookie_secrets"])), self.stats)
         self.responder.keys = _keyring(keys)
         # AXFR/IXFR connections go to the main process (serve.xfrhandoff)
         handoff = worker_side(settings.get("xfr_fd"))

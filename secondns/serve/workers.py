@@ -251,7 +251,9 @@ class WorkerPool:
         srv = self.app.config.server
         settings = {"udp_max_payload": srv.udp_max_payload, "identity": srv.identity,
                     "version": srv.version, "tcp_idle_timeout": srv.tcp_idle_timeout,
-                    "tcp_max_connections": srv.tcp_max_connections, "user": srv.user}
+                    "tcp_max_connections": srv.tcp_max_connections, "user": srv.user,
+                    "answer_cache_size": srv.answer_cache_size,
+                    "cookie_secrets": list(self.app.cookie_secrets)}
         if getattr(self.app, "xfr_handoff", None) is not None:
             settings["xfr_fd"] = 3 + len(proc.slot.sockets)
         listen = [(ep.host, ep.port) for ep in srv.listen]
