@@ -27,6 +27,9 @@ from .refresh import STATES, ZoneStatus
 # A scrape rendered less than this long ago is served again: Prometheus HA pairs and a person
 # with a browser scraping at once cost one rendering.
 METRICS_CACHE_SECONDS = 1.0
+# ...but only a rendering that took this long is reused: small configurations (a few ms) are
+# always rendered fresh, so a scrape right after an event shows it.
+METRICS_CACHE_MIN_RENDER_SECONDS = 0.05
 # /status and / show at most this many zones unless ?limit= says otherwise (at most MAX_LIMIT).
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 100_000
@@ -227,6 +230,7 @@ class StatusSite:
         self.zones = zones
         self.renderer = renderer  # None: render /metrics on the spot (tests)
         self._cache: dict[str, tuple[float, bytes]] = {}
+        self._started: dict[str, float] = {}  # content type -> when its rendering began
         self._rendering: dict[str, list[Any]] = {}
         self.loading = loading  # start-up progress while copies load, None once all are in
         root: Any = _Root(self._page)  # zope interfaces do not type-check
@@ -245,7 +249,8 @@ class StatusSite:
         With a renderer, the collector runs in a worker thread and the
         reactor keeps answering queries meanwhile (it gets the GIL back every
         switch interval); requests that arrive during a rendering wait for
-        it, and one finished less than METRICS_CACHE_SECONDS ago is reused.
+        it, and one finished less than METRICS_CACHE_SECONDS ago is reused when it
+        was expensive (METRICS_CACHE_MIN_RENDER_SECONDS or more).
         """
         accept = request.getHeader("accept") or ""
         encoder, content_type = choose_encoder(accept)
@@ -257,17 +262,21 @@ class StatusSite:
         if cached is not None and time.monotonic() - cached[0] < METRICS_CACHE_SECONDS:
             return cached[1]
         waiting = self._rendering.get(content_type)
-        if waiting is None:
-            waiting = self._rendering[content_type] = []
-            d = self.renderer(lambda: encoder(self.registry))
-            d.addBoth(self._rendered, content_type)
-        waiting.append(request)
+        if waiting is not None:
+            waiting.append(request)
+            return server.NOT_DONE_YET
+        self._rendering[content_type] = [request]  # before the renderer, which may finish at once
+        self._started[content_type] = time.monotonic()
+        d = self.renderer(lambda: encoder(self.registry))
+        d.addBoth(self._rendered, content_type)
         return server.NOT_DONE_YET
 
     def _rendered(self, result: Any, content_type: str) -> None:
         waiting = self._rendering.pop(content_type, [])
-        if isinstance(result, bytes):
-            self._cache[content_type] = (time.monotonic(), result)
+        now = time.monotonic()
+        if isinstance(result, bytes) and \
+                now - self._started.pop(content_type, now) >= METRICS_CACHE_MIN_RENDER_SECONDS:
+            self._cache[content_type] = (now, result)
         for request in waiting:
             if getattr(request, "_disconnected", False) or request.finished:
                 continue

@@ -413,7 +413,11 @@ def test_metrics_with_per_zone_off_have_no_zone_label_but_every_summary() -> Non
     assert 'secondns_transfers_total{result="success",type="ixfr"}' in text
 
 
-def test_metrics_rendered_off_the_reactor_are_shared_by_concurrent_scrapes() -> None:
+def test_metrics_rendered_off_the_reactor_are_shared_by_concurrent_scrapes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import secondns.httpapi
+
+    monkeypatch.setattr(secondns.httpapi, "METRICS_CACHE_MIN_RENDER_SECONDS", 0.0)  # all count as slow
     renders: list[defer.Deferred[bytes]] = []
     calls: list[Any] = []
 
@@ -435,3 +439,20 @@ def test_metrics_rendered_off_the_reactor_are_shared_by_concurrent_scrapes() -> 
     third = DummyRequest([b"metrics"])
     third.render(getChildForRequest(h.site.site.resource, third))
     assert len(calls) == 1 and third.written  # served from the 1 s cache
+
+
+def test_a_cheap_metrics_rendering_is_not_reused() -> None:
+    # A scrape right after an event must show it when rendering costs nothing (small configs).
+    calls: list[Any] = []
+
+    def renderer(render: Any) -> defer.Deferred[bytes]:
+        calls.append(render)
+        return defer.succeed(render())
+
+    h = Harness([fresh_zone()])
+    h.site.renderer = renderer
+    for _ in range(2):
+        r = DummyRequest([b"metrics"])
+        r.render(getChildForRequest(h.site.site.resource, r))
+        assert r.written
+    assert len(calls) == 2

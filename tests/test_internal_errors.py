@@ -21,7 +21,7 @@ import dns.opcode
 import dns.rcode
 import dns.tsigkeyring
 import pytest
-from peers import Secondns, query
+from peers import Secondns, query, wait_for
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from zonetools import responder_for, zone_from_text
@@ -329,7 +329,10 @@ def test_live_server_answers_servfail_keeps_tcp_and_counts(live: Secondns) -> No
         assert [(r.id, r.rcode()) for r in got] == [
             (0, dns.rcode.SERVFAIL), (1, dns.rcode.NOERROR), (2, dns.rcode.SERVFAIL), (3, dns.rcode.NOERROR)]
     assert query(live.port, "www.example.com.", "A", tcp=True).answer
-    assert live.internal_errors() == {"udp": 0, "tcp": 0, "query": 5, "notify": 0, "tsig": 0}
+    want = {"udp": 0, "tcp": 0, "query": 5, "notify": 0, "tsig": 0}
+    # /metrics is rendered at most once a second (httpapi.METRICS_CACHE_SECONDS): poll, bounded.
+    wait_for("five internal errors counted", lambda: live.internal_errors() == want, timeout=5)
+    assert live.internal_errors() == want
     log = live.log_text()
     assert 1 <= log.count("internal error answering a message") < 5  # rate-limited
     assert "IndexError: query of death (injected by the test)" in log
