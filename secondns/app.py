@@ -20,7 +20,7 @@ from typing import Any
 from twisted.internet import defer, task, threads
 
 from . import dnssec, journal, membership, rrtypes, sdnotify, storage, tsig
-from .config import Config, Endpoint, ZoneConfig, load_config
+from .config import Config, Endpoint, ZoneConfig, load_config, source_address
 from .diff import VersionStep, apply_steps
 from .errors import ConfigError, StorageError, ZoneError
 from .httpapi import StatusSite
@@ -642,19 +642,9 @@ def drop_privileges(user: str | None) -> None:
     log.info("running as user %s (uid %d)", user, entry.pw_uid)
 
 
-def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The source address, with IPv4-mapped IPv6 (dual-stack sockets) unmapped."""
-    try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped
-    return addr
-
 
 def _source_primary(zc: ZoneConfig, host: str) -> Endpoint | None:
-    src = _address(host)
+    src = source_address(host)
     if src is None:
         return None
     for primary in zc.primaries:
@@ -664,7 +654,7 @@ def _source_primary(zc: ZoneConfig, host: str) -> Endpoint | None:
 
 
 def _in_acl(zc: ZoneConfig, host: str) -> bool:
-    src = _address(host)
+    src = source_address(host)
     if src is None:
         return False
     return any(src in net for net in zc.allow_notify)

@@ -107,6 +107,17 @@ class TsigKey:
         return f"TsigKey(name={self.name!r}, algorithm={self.algorithm!r}, secret=<hidden>)"
 
 
+def source_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A peer's address as ACLs compare it: IPv4-mapped IPv6 (dual-stack sockets) unmapped."""
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
 @dataclass(frozen=True)
 class TransferAcl:
     """One `allow-transfer` entry: both halves that are set must match (docs/configuration.md)."""

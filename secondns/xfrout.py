@@ -14,7 +14,6 @@ without it refuses every transfer, as before transfer-out existed.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -25,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from . import journal, rrtypes, storage, tsig
-from .config import ServerConfig, TransferAcl, TsigKey, ZoneConfig
+from .config import ServerConfig, TransferAcl, TsigKey, ZoneConfig, source_address
 from .diff import VersionStep
 from .errors import StorageError, WireError, ZoneError
 from .names import read_name
@@ -77,20 +76,11 @@ def is_transfer(message: bytes) -> bool:
     return pos + 4 < n + 1 and message[pos + 1] == 0 and message[pos + 2] in (rrtypes.IXFR, rrtypes.AXFR)
 
 
-def _unmapped(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped
-    return addr
-
 
 def acl_allows(acl: Sequence[TransferAcl], host: str, key: TsigKey | None) -> bool:
     """True when one entry matches: its address (if set) holds *host* and its key (if set)
     is the key the request was signed with (verified before this is asked)."""
-    src = _unmapped(host)
+    src = source_address(host)
     for entry in acl:
         if entry.network is not None and (src is None or src not in entry.network):
             continue
