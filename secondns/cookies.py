@@ -25,6 +25,21 @@ MAX_FUTURE = 300  # ...nor those from more than 5 minutes ahead
 REFRESH_AGE = 1800  # RFC 9018 4.3: a cookie older than half an hour is replaced in the answer
 
 
+def _sipround(v0: int, v1: int, v2: int, v3: int) -> tuple[int, int, int, int]:
+    """One SipRound: the add-rotate-xor network on the four 64-bit state words."""
+    v0 = (v0 + v1) & _M
+    v1 = ((v1 << 13) | (v1 >> 51)) & _M ^ v0
+    v0 = ((v0 << 32) | (v0 >> 32)) & _M
+    v2 = (v2 + v3) & _M
+    v3 = ((v3 << 16) | (v3 >> 48)) & _M ^ v2
+    v0 = (v0 + v3) & _M
+    v3 = ((v3 << 21) | (v3 >> 43)) & _M ^ v0
+    v2 = (v2 + v1) & _M
+    v1 = ((v1 << 17) | (v1 >> 47)) & _M ^ v2
+    v2 = ((v2 << 32) | (v2 >> 32)) & _M
+    return v0, v1, v2, v3
+
+
 def siphash24(key: bytes, data: bytes) -> bytes:
     """SipHash-2-4 (Aumasson and Bernstein, 2012) of *data* under the 16-octet *key*, 8 octets
     little-endian as the reference implementation outputs it."""
@@ -41,29 +56,11 @@ def siphash24(key: bytes, data: bytes) -> bytes:
     for m in words:
         v3 ^= m
         for _ in range(2):
-            v0 = (v0 + v1) & _M
-            v1 = ((v1 << 13) | (v1 >> 51)) & _M ^ v0
-            v0 = ((v0 << 32) | (v0 >> 32)) & _M
-            v2 = (v2 + v3) & _M
-            v3 = ((v3 << 16) | (v3 >> 48)) & _M ^ v2
-            v0 = (v0 + v3) & _M
-            v3 = ((v3 << 21) | (v3 >> 43)) & _M ^ v0
-            v2 = (v2 + v1) & _M
-            v1 = ((v1 << 17) | (v1 >> 47)) & _M ^ v2
-            v2 = ((v2 << 32) | (v2 >> 32)) & _M
+            v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
         v0 ^= m
     v2 ^= 0xFF
     for _ in range(4):
-        v0 = (v0 + v1) & _M
-        v1 = ((v1 << 13) | (v1 >> 51)) & _M ^ v0
-        v0 = ((v0 << 32) | (v0 >> 32)) & _M
-        v2 = (v2 + v3) & _M
-        v3 = ((v3 << 16) | (v3 >> 48)) & _M ^ v2
-        v0 = (v0 + v3) & _M
-        v3 = ((v3 << 21) | (v3 >> 43)) & _M ^ v0
-        v2 = (v2 + v1) & _M
-        v1 = ((v1 << 17) | (v1 >> 47)) & _M ^ v2
-        v2 = ((v2 << 32) | (v2 >> 32)) & _M
+        v0, v1, v2, v3 = _sipround(v0, v1, v2, v3)
     return _OUT.pack(v0 ^ v1 ^ v2 ^ v3)
 
 

@@ -105,9 +105,6 @@ ADDITIONAL_TARGET = {NS: 0, MX: 2, SRV: 6}
 # DNSSEC types that are left out of answers unless the DO bit is set or asked for by type.
 DNSSEC_TYPES = frozenset({RRSIG, NSEC, NSEC3})
 
-# Query types that are not data types (RFC 6895 3.1).
-META_QTYPES = frozenset({OPT, TKEY, TSIG, IXFR, AXFR, MAILB, MAILA})
-
 
 def split_rdata(rtype: int, rdata: bytes) -> list[tuple[bool, bytes]]:
     """The rdata of a NAME_LAYOUT type as (is_name, piece) pairs, in order, opaque tail last.
