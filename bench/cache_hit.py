@@ -22,8 +22,8 @@ import dns.edns  # noqa: E402
 import dns.message  # noqa: E402
 from zonetools import responder_for, zone_from_text  # noqa: E402
 
-from secondns.responder import ServeSettings  # noqa: E402
-from secondns.server import UDPServer  # noqa: E402
+from secondns.serve.responder import ServeSettings  # noqa: E402
+from secondns.serve.server import UDPServer  # noqa: E402
 
 ZONE = "$TTL 300\n@ SOA ns1 host 1 3600 600 86400 300\n@ NS ns1\nns1 A 192.0.2.1\nwww A 192.0.2.2\n"
 

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from secondns import names, rrtypes
 from secondns.diff import apply_steps
-from secondns.xfrin import AxfrConsumer, IxfrConsumer
+from secondns.transfer.xfrin import AxfrConsumer, IxfrConsumer
 from secondns.zone import Zone
 
 ORIGIN_TEXT = "bench.test."

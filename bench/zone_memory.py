@@ -26,7 +26,7 @@ from twisted.internet import task
 
 from secondns.app import Application
 from secondns.config import parse_config
-from secondns.metrics import SecondnsCollector, build_registry
+from secondns.ops.metrics import SecondnsCollector, build_registry
 
 
 def rss_kib() -> int:

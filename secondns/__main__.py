@@ -1,5 +1,5 @@
 """``python -m secondns`` is the same as the ``secondns`` command."""
 
-from .cli import main
+from secondns.cli import main
 
 raise SystemExit(main())

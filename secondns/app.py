@@ -19,24 +19,28 @@ from typing import Any
 
 from twisted.internet import defer, task, threads
 
-from . import dnssec, journal, membership, rrtypes, sdnotify, storage, tsig
-from .config import Config, Endpoint, ZoneConfig, load_config, source_address
-from .diff import VersionStep, apply_steps
-from .errors import ConfigError, StorageError, ZoneError
-from .httpapi import StatusSite
-from .metrics import SecondnsCollector, build_registry
-from .notify_out import NotifySender
-from .pacing import Pacer
-from .refresh import STARTUP_SPREAD, Refresher, TransferClient, ZoneStatus
-from .registry import Registry
-from .responder import Finaliser, Responder, ServeSettings
-from .server import TCPFactory, UDPServer
-from .stats import ServingStats
-from .storage import CopyMeta
-from .transfer import TwistedTransferClient
-from .wire import FORMERR, NOERROR, NOTAUTH, REFUSED, Query
-from .xfrout import TransferOut
-from .zone import Zone
+from secondns import dnssec, rrtypes
+from secondns.config import Config, Endpoint, ZoneConfig, load_config, source_address
+from secondns.diff import VersionStep, apply_steps
+from secondns.errors import ConfigError, StorageError, ZoneError
+from secondns.ops import sdnotify
+from secondns.ops.httpapi import StatusSite
+from secondns.ops.metrics import SecondnsCollector, build_registry
+from secondns.provision import membership
+from secondns.registry import Registry
+from secondns.serve.responder import Finaliser, Responder, ServeSettings
+from secondns.serve.server import TCPFactory, UDPServer
+from secondns.serve.stats import ServingStats
+from secondns.store import journal, storage
+from secondns.store.storage import CopyMeta
+from secondns.transfer import tsig
+from secondns.transfer.client import TwistedTransferClient
+from secondns.transfer.notify_out import NotifySender
+from secondns.transfer.pacing import Pacer
+from secondns.transfer.refresh import STARTUP_SPREAD, Refresher, TransferClient, ZoneStatus
+from secondns.transfer.xfrout import TransferOut
+from secondns.wire import FORMERR, NOERROR, NOTAUTH, REFUSED, Query
+from secondns.zone import Zone
 
 log = logging.getLogger("secondns")
 
@@ -156,8 +160,8 @@ class Application:
         # server.workers > 1: worker processes answer queries (docs/architecture.md "Workers").
         self.workers: Any = None
         if config.server.workers > 1:
-            from .serve.handoff import PublishingRegistry
-            from .serve.workers import WorkerPool
+            from secondns.serve.handoff import PublishingRegistry
+            from secondns.serve.workers import WorkerPool
 
             self.registry: Registry = PublishingRegistry()
         else:
@@ -195,7 +199,7 @@ class Application:
         self.xfr_out.expire_remaining = self.expire_remaining
         self.xfr_handoff: Any = None
         if self.workers is not None:  # workers pass AXFR/IXFR connections here (serve.xfrhandoff)
-            from .serve.xfrhandoff import MainSide
+            from secondns.serve.xfrhandoff import MainSide
 
             self.xfr_handoff = MainSide(reactor, (self.responder, reactor, srv.tcp_idle_timeout,
                                                   srv.tcp_max_connections), self.xfr_out)

@@ -20,9 +20,9 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
-from . import __version__
-from .config import Config, load_config
-from .errors import ConfigError, SecondnsError
+from secondns import __version__
+from secondns.config import Config, load_config
+from secondns.errors import ConfigError, SecondnsError
 
 
 class CommandError(SecondnsError):
@@ -33,8 +33,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from twisted.internet import reactor as _reactor
     from twisted.internet.error import CannotListenError
 
-    from .app import Application
-    from .logsetup import setup_logging
+    from secondns.app import Application
+    from secondns.ops.logsetup import setup_logging
 
     config = load_config(args.config)
     setup_logging(args.log_level or config.server.log_level,
@@ -154,8 +154,8 @@ def _cmd_reload(args: argparse.Namespace) -> int:
 
 
 def _cmd_dump(args: argparse.Namespace) -> int:
-    from .app import read_copy
-    from .zonefile import write_zone
+    from secondns.app import read_copy
+    from secondns.store.zonefile import write_zone
 
     config = load_config(args.config)
     name = args.zone.lower().rstrip(".") + "."

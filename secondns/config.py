@@ -26,8 +26,8 @@ from typing import Any
 
 import yaml
 
-from . import names
-from .errors import ConfigError, NameError_
+from secondns import names
+from secondns.errors import ConfigError, NameError_
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from . import rrtypes
-from .errors import ZoneError
-from .names import is_subdomain, parent, to_text
-from .serial import serial_gt
-from .zone import SOA, RRsetMap, Zone, decode_node, encode_record
+from secondns import rrtypes
+from secondns.errors import ZoneError
+from secondns.names import is_subdomain, parent, to_text
+from secondns.serial import serial_gt
+from secondns.zone import SOA, RRsetMap, Zone, decode_node, encode_record
 
 Rec = tuple[bytes, int, int, bytes]
 """(owner, type, ttl, rdata) with the owner in wire form."""
@@ -217,7 +217,7 @@ def _freeze(zone: Zone, work: _Work, soa: SOA) -> Zone:
     derived = zone.derive(changes, child_changes, soa, n_cuts, n_dnames, work.records,
                           None if denial is _LATER else denial)
     if denial is _LATER:
-        from .dnssec import build_index, expiry_buckets
+        from secondns.dnssec import build_index, expiry_buckets
 
         derived.denial = build_index(derived)
         derived.sig_hours = expiry_buckets(derived) if derived.denial is not None else None
@@ -236,7 +236,7 @@ def _derive_denial(zone: Zone, work: _Work, changes: dict[bytes, bytes | None]) 
     A change of signing scheme or NSEC3 parameters (a re-signed zone) is rare
     and rebuilds the index from the new version instead.
     """
-    from . import dnssec
+    from secondns import dnssec
 
     old = zone.denial
     apex = work.nodes.get(zone.origin)
@@ -272,7 +272,7 @@ _LATER = object()  # rebuild the index once the new version exists
 
 def _derive_sig_hours(zone: Zone, changes: dict[bytes, bytes | None]) -> dict[int, int] | None:
     """Signature expiry buckets moved by the RRSIGs the change removed and added."""
-    from .dnssec import SIG_BUCKET, sig_expirations
+    from secondns.dnssec import SIG_BUCKET, sig_expirations
 
     if zone.sig_hours is None:
         return None

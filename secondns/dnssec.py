@@ -24,10 +24,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from . import rrtypes
-from .errors import ZoneError
-from .names import WILDCARD_LABEL, label_offsets, parent
-from .zone import RRsetMap, Zone, ZoneView, blob_has_type
+from secondns import rrtypes
+from secondns.errors import ZoneError
+from secondns.names import WILDCARD_LABEL, label_offsets, parent
+from secondns.zone import RRsetMap, Zone, ZoneView, blob_has_type
 
 _B32_STD = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 _B32_HEX = b"0123456789ABCDEFGHIJKLMNOPQRSTUV"

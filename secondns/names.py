@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .errors import NameError_, WireError
+from secondns.errors import NameError_, WireError
 
 ROOT = b"\x00"
 MAX_NAME = 255  # RFC 1035 2.3.4

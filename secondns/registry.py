@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from .names import to_text
-from .zone import Zone
+from secondns.names import to_text
+from secondns.zone import Zone
 
 Listener = Callable[[bytes | None, frozenset[bytes] | None], None]
 """Called with a zone origin whose answers changed (None: every zone) and, when

@@ -12,9 +12,9 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
-from . import rrtypes
-from .errors import WireError
-from .names import read_name
+from secondns import rrtypes
+from secondns.errors import WireError
+from secondns.names import read_name
 
 # Header flag bits (RFC 1035 4.1.1, RFC 4035 3.2 for AD/CD).
 QR = 0x8000

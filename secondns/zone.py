@@ -24,9 +24,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from . import rrtypes
-from .errors import ZoneError
-from .names import is_subdomain, parent, to_text
+from secondns import rrtypes
+from secondns.errors import ZoneError
+from secondns.names import is_subdomain, parent, to_text
 
 _REC_HDR = struct.Struct("!HIH")  # type, ttl, rdlength
 # Snapshot format of to_state.  2: written by code that validates rdata at ingest
@@ -314,7 +314,7 @@ class Zone:
          sig_hours) = state
         zone = cls(origin, names, SOA.from_rdata(soa_ttl, soa_rdata), n_cuts, n_dnames, count, children)
         if index is not None:
-            from .dnssec import DenialIndex, Nsec3Params
+            from secondns.dnssec import DenialIndex, Nsec3Params
 
             kind, keys, owners, params = index
             zone.denial = DenialIndex(kind, zip(keys, owners, strict=True),
@@ -406,7 +406,7 @@ class ZoneBuilder:
                 count += n
         children = _add_empty_non_terminals(names, self.origin)
         zone = Zone(self.origin, names, self._soa, len(self._cuts), len(self._dnames), count, children)
-        from .dnssec import build_index, expiry_buckets  # dnssec builds on this module
+        from secondns.dnssec import build_index, expiry_buckets  # dnssec builds on this module
 
         zone.denial = build_index(zone)
         if zone.denial is not None:

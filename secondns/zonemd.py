@@ -13,9 +13,9 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
-from . import rrtypes
-from .dnssec import canonical_key
-from .zone import Zone
+from secondns import rrtypes
+from secondns.dnssec import canonical_key
+from secondns.zone import Zone
 
 SCHEME_SIMPLE = 1
 HASHES = {1: "sha384", 2: "sha512"}

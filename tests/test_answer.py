@@ -7,7 +7,7 @@ import dns.rcode
 import pytest
 from zonetools import ask, responder_for, rrs, zone_from_text
 
-from secondns.responder import Responder
+from secondns.serve.responder import Responder
 
 ZONE = """
 $TTL 3600

@@ -38,7 +38,7 @@ def test_the_malformed_zone_is_refused_by_the_reader_with_its_line() -> None:
     # refused while the file is read, naming the line, rather than later in start_zone.
     from secondns.errors import ZoneError
     from secondns.names import from_text
-    from secondns.zonefile import load_zone_text
+    from secondns.store.zonefile import load_zone_text
 
     text = GOOD.replace("ns1 IN A", "@ NSEC3PARAM \\# 2 0101\nns1 IN A")
     try:

@@ -21,8 +21,8 @@ from zonetools import responder_for, zone_from_text
 
 from secondns.diff import VersionStep, apply_steps, invalidated_names
 from secondns.registry import Registry
-from secondns.responder import TCP, UDP, Responder, ServeSettings
-from secondns.stats import ServingStats
+from secondns.serve.responder import TCP, UDP, Responder, ServeSettings
+from secondns.serve.stats import ServingStats
 from secondns.wire import KEY_FLAGS, cache_key
 from secondns.zone import Zone
 
@@ -88,7 +88,7 @@ def test_changed_name_is_answered_afresh_and_others_stay_cached() -> None:
 def test_a_repeated_request_skips_the_key_and_still_sees_changes(monkeypatch: pytest.MonkeyPatch) -> None:
     """The UDP listener remembers the key of requests that hit (the octets after the ID): a
     repeat costs no cache_key, and an IXFR still gets through since the key is probed again."""
-    from secondns import server as server_module
+    from secondns.serve import server as server_module
 
     zone = zone_from_text(BASE + "www A 192.0.2.2\n", "example.com.")
     r = responder_for(zone)
@@ -289,8 +289,8 @@ def test_tcp_and_udp_answers_are_kept_apart() -> None:
 def test_a_truncated_opt_record_is_formerr_not_an_internal_error() -> None:
     """cache_key runs before any parse: a message cut inside its OPT record must fall through to
     the responder (FORMERR), not raise (SERVFAIL, counted as an internal error)."""
-    from secondns.server import UDPServer
-    from secondns.stats import IN_UDP
+    from secondns.serve.server import UDPServer
+    from secondns.serve.stats import IN_UDP
 
     r = responder_for(zone_from_text(BASE, "example.com."))
     udp = UDPServer(r)

@@ -11,7 +11,7 @@ from twisted.internet import defer, task
 from secondns.app import Application
 from secondns.config import load_config
 from secondns.names import ROOT, from_text
-from secondns.zonefile import load_zone_text
+from secondns.store.zonefile import load_zone_text
 
 MEMBER = """$TTL 300
 @ IN SOA ns1 host 1 3600 600 86400 300

@@ -1,10 +1,10 @@
-"""Unit tests of the RFC 9432 catalog parser (secondns/catalog.py)."""
+"""Unit tests of the RFC 9432 catalog parser (secondns/provision/catalog.py)."""
 
 from __future__ import annotations
 
-from secondns import catalog
 from secondns.names import ROOT, from_text
-from secondns.zonefile import load_zone_text
+from secondns.provision import catalog
+from secondns.store.zonefile import load_zone_text
 
 CATZ = "catalog.invalid."
 HEAD = f"""$ORIGIN {CATZ}

@@ -14,8 +14,8 @@ import pytest
 from peers import LOOPBACK, Secondns, dig
 from zonetools import responder_for, zone_from_text
 
-from secondns import cookies
-from secondns.responder import UDP, Responder, ServeSettings
+from secondns.serve import cookies
+from secondns.serve.responder import UDP, Responder, ServeSettings
 
 ZONE = "$TTL 300\n@ SOA ns1 host 1 3600 600 86400 300\n@ NS ns1\nns1 A 192.0.2.1\nwww A 192.0.2.2\n"
 SECRET = bytes(range(16))
@@ -172,7 +172,7 @@ def test_two_servers_with_one_secret_file_accept_each_others_cookies(tmp_path: P
 def test_repeated_cookie_queries_are_cache_hits_each_with_its_own_clients_cookie() -> None:
     """Resolvers send a cookie on every query: those must still be answered from the cache
     (RFC 7873 5.2 only asks for the client's own COOKIE option in the answer)."""
-    from secondns.server import UDPServer
+    from secondns.serve.server import UDPServer
 
     r = responder()
     server = UDPServer(r)
@@ -247,7 +247,7 @@ def test_cookie_queries_over_tcp_are_cache_hits_with_the_clients_cookie() -> Non
     from twisted.internet.task import Clock
     from twisted.internet.testing import StringTransport
 
-    from secondns.server import TCPFactory
+    from secondns.serve.server import TCPFactory
 
     r = responder()
     misses = []

@@ -6,7 +6,7 @@ SipHash vectors: the reference implementation's (key 00..0f, message 00..n-1) an
 
 from __future__ import annotations
 
-from secondns import cookies
+from secondns.serve import cookies
 
 KEY = bytes(range(16))
 SECRET = bytes.fromhex("e5e973e5a6b2a43f48e7dc849e37bfcf")

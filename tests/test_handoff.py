@@ -18,11 +18,11 @@ from zonetools import responder_for, zone_from_text
 from secondns import names
 from secondns.diff import VersionStep, apply_steps, invalidated_names
 from secondns.registry import Registry
-from secondns.responder import UDP, Responder, ServeSettings
 from secondns.serve.channel import Decoder, encode
 from secondns.serve.handoff import WorkerZones, delta_message
 from secondns.serve.image import open_image, write_image
-from secondns.stats import ServingStats
+from secondns.serve.responder import UDP, Responder, ServeSettings
+from secondns.serve.stats import ServingStats
 from secondns.zone import Zone, encode_record
 
 DATA = Path(__file__).parent / "data"
@@ -31,7 +31,7 @@ TYPES = ("A", "AAAA", "MX", "TXT", "NS", "SOA", "CNAME", "DS", "NSEC", "ANY", "S
 
 
 def alltypes() -> Zone:
-    from secondns.zonefile import load_zone_text
+    from secondns.store.zonefile import load_zone_text
 
     return load_zone_text((DATA / "alltypes.zone").read_text(), names.from_text(ORIGIN))
 

@@ -16,7 +16,7 @@ import dns.rcode
 import pytest
 from zonetools import responder_for, zone_from_text
 
-from secondns.responder import UDP, Responder
+from secondns.serve.responder import UDP, Responder
 
 ZONE = """$TTL 300
 @ IN SOA ns1 host 1 3600 600 86400 300

@@ -20,10 +20,10 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.web.resource import getChildForRequest
 from twisted.web.test.requesthelper import DummyRequest
 
-from secondns.httpapi import StatusSite
-from secondns.metrics import SecondnsCollector, build_registry
-from secondns.refresh import PrimaryStatus, TransferRecord, ZoneStatus
-from secondns.stats import ServingStats
+from secondns.ops.httpapi import StatusSite
+from secondns.ops.metrics import SecondnsCollector, build_registry
+from secondns.serve.stats import ServingStats
+from secondns.transfer.refresh import PrimaryStatus, TransferRecord, ZoneStatus
 
 NOW = 1_718_445_600.0  # 2024-06-15T10:00:00Z
 TOKEN = "s3cr3t-control-token-4f9a"
@@ -415,7 +415,7 @@ def test_metrics_with_per_zone_off_have_no_zone_label_but_every_summary() -> Non
 
 def test_metrics_rendered_off_the_reactor_are_shared_by_concurrent_scrapes(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import secondns.httpapi
+    import secondns.ops.httpapi
 
     monkeypatch.setattr(secondns.httpapi, "METRICS_CACHE_MIN_RENDER_SECONDS", 0.0)  # all count as slow
     renders: list[defer.Deferred[bytes]] = []

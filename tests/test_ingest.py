@@ -16,9 +16,9 @@ from peers import require_binary
 
 from secondns import names, rrtypes
 from secondns.errors import TransferError, ZoneError, ZoneFileError
-from secondns.xfrin import AxfrConsumer, IxfrConsumer, parse_message
+from secondns.store.zonefile import load_zone_text, parse_zone_text
+from secondns.transfer.xfrin import AxfrConsumer, IxfrConsumer, parse_message
 from secondns.zone import Zone, ZoneBuilder
-from secondns.zonefile import load_zone_text, parse_zone_text
 
 ORIGIN = names.from_text("example.com.")
 ID = 777

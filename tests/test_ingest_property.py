@@ -25,10 +25,10 @@ from zonetools import responder_for
 
 from secondns import names, rrtypes
 from secondns.errors import TransferError, ZoneFileError
-from secondns.responder import TCP, UDP, Responder
-from secondns.xfrin import AxfrConsumer
+from secondns.serve.responder import TCP, UDP, Responder
+from secondns.store.zonefile import format_record, load_zone_text
+from secondns.transfer.xfrin import AxfrConsumer
 from secondns.zone import Zone
-from secondns.zonefile import format_record, load_zone_text
 
 ORIGIN_TEXT = "prop.test."
 ORIGIN = names.from_text(ORIGIN_TEXT)

@@ -26,13 +26,14 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from zonetools import responder_for, zone_from_text
 
-from secondns import responder as responder_module
-from secondns import rrtypes, tsig
-from secondns.metrics import SecondnsCollector
+from secondns import rrtypes
 from secondns.names import from_text
-from secondns.responder import TCP, UDP, Responder
-from secondns.server import TCPFactory, TCPServer, UDPServer
-from secondns.stats import IN_NOTIFY, IN_QUERY, IN_TCP, IN_TSIG, IN_UDP, INTERNAL_ERROR_PLACES
+from secondns.ops.metrics import SecondnsCollector
+from secondns.serve import responder as responder_module
+from secondns.serve.responder import TCP, UDP, Responder
+from secondns.serve.server import TCPFactory, TCPServer, UDPServer
+from secondns.serve.stats import IN_NOTIFY, IN_QUERY, IN_TCP, IN_TSIG, IN_UDP, INTERNAL_ERROR_PLACES
+from secondns.transfer import tsig
 from secondns.zone import Zone, encode_record
 
 ZONE = """$TTL 300
@@ -275,7 +276,7 @@ def test_metrics_export_every_place_from_zero(responder: Responder) -> None:
 # not depend on what ingest accepts (a zone file or transfer with a bad record may be rejected).
 _INJECT = """
 import sys
-import secondns.responder as r
+import secondns.serve.responder as r
 _real = r.answer_query
 def answer_query(zone, qname, *args, **kwargs):
     if qname.endswith(b"\\x05death\\x07example\\x03com\\x00"):

@@ -51,9 +51,10 @@ import pytest
 from peers import LOOPBACK, Bind, Knot, Nsd, Secondns, TsigKey, ZoneSpec, dig, free_port, require_binary
 from prometheus_client.parser import text_string_to_metric_families
 
-from secondns import names, rrtypes, tsig
+from secondns import names, rrtypes
 from secondns.config import TsigKey as SecondnsKey
-from secondns.xfrin import AxfrConsumer, make_query
+from secondns.transfer import tsig
+from secondns.transfer.xfrin import AxfrConsumer, make_query
 from secondns.zone import Zone
 
 pytestmark = pytest.mark.integration

@@ -19,10 +19,11 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
-from secondns import journal, names, rrtypes
+from secondns import names, rrtypes
 from secondns.diff import VersionStep, apply_steps
 from secondns.errors import TransferError
-from secondns.xfrin import IxfrConsumer
+from secondns.store import journal
+from secondns.transfer.xfrin import IxfrConsumer
 from secondns.zone import Zone, ZoneBuilder
 
 ORIGIN_TEXT = "example.com."
@@ -302,7 +303,7 @@ def test_journal_entries_of_another_copy_are_not_replayed(tmp_path: Path) -> Non
     # Review finding: entries were matched to the copy by serial alone.  After a retransfer
     # replaced the copy with another one of the same serial, the old entries would be replayed
     # onto it.  Entries now name the copy (its checksum) they continue.
-    from secondns import storage
+    from secondns.store import storage
 
     zone = build(1, v3_lines()).folded()
     meta = storage.CopyMeta(1, 1.0, None, None, 1.0)

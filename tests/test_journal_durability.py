@@ -20,15 +20,15 @@ from test_ixfr_unit import ORIGIN, V1, ZONE_NAME, build, steps_of_three
 from test_refresh import FakeClient, MemStore
 from twisted.internet import defer, task, threads
 
-from secondns import journal, storage
 from secondns.app import DiskStore, read_copy
 from secondns.config import Endpoint, ZoneConfig
 from secondns.diff import VersionStep, apply_steps
-from secondns.refresh import Refresher
 from secondns.registry import Registry
-from secondns.storage import CopyMeta
+from secondns.store import journal, storage
+from secondns.store.storage import CopyMeta
+from secondns.store.zonefile import zone_text_chunks
+from secondns.transfer.refresh import Refresher
 from secondns.zone import Zone
-from secondns.zonefile import zone_text_chunks
 
 EXPIRE = 86400  # the SOA EXPIRE of test_ixfr_unit's zone
 ZC = ZoneConfig(ZONE_NAME, ORIGIN, primaries=(Endpoint("127.0.0.1", 5301),))

@@ -31,7 +31,7 @@ import pytest
 import yaml
 from peers import REPO_ROOT, Bind, Secondns, free_port, query, soa_serial, soa_zone_text
 
-from secondns import storage
+from secondns.store import storage
 
 pytestmark = pytest.mark.integration
 

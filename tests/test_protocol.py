@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from zonetools import ask, responder_for, zone_from_text
 
-from secondns.responder import TCP, UDP, Responder, ServeSettings
+from secondns.serve.responder import TCP, UDP, Responder, ServeSettings
 
 BIG = "\n".join(f'big IN TXT "{"x" * 200} {i}"' for i in range(20))
 ZONE = f"""
@@ -303,8 +303,8 @@ def test_qclass_any_is_formerr(responder: Responder) -> None:
 
 
 def _keyed_responder() -> tuple[Responder, dict[dns.name.Name, dns.tsig.Key]]:
-    from secondns import tsig
     from secondns.config import TsigKey
+    from secondns.transfer import tsig
 
     secret = b"0123456789abcdef0123456789abcdef"
     resp = responder_for(zone_from_text(ZONE, "example.com."))

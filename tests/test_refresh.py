@@ -12,10 +12,10 @@ from zonetools import zone_from_text
 from secondns.config import Endpoint, ZoneConfig
 from secondns.errors import TransferError
 from secondns.names import from_text
-from secondns.refresh import CHECKING, IDLE, Refresher, Timers, TransferOutcome, jittered
 from secondns.registry import Registry
-from secondns.storage import CopyMeta
-from secondns.xfrin import SoaProbeResult
+from secondns.store.storage import CopyMeta
+from secondns.transfer.refresh import CHECKING, IDLE, Refresher, Timers, TransferOutcome, jittered
+from secondns.transfer.xfrin import SoaProbeResult
 from secondns.zone import Zone
 
 ORIGIN = from_text("example.com.")

@@ -14,16 +14,16 @@ import pytest
 from test_refresh import FakeClient, MemStore, make_zone
 from twisted.internet import defer, task
 
-from secondns import storage
 from secondns.app import Application
 from secondns.config import Endpoint, ZoneConfig, parse_config
 from secondns.errors import TransferError, TransientError
 from secondns.names import from_text
-from secondns.pacing import Pacer
-from secondns.refresh import BACKOFF_FIRST, CHECKING, IDLE, TRANSFERRING, Refresher
 from secondns.registry import Registry
-from secondns.storage import CopyMeta
-from secondns.xfrin import SoaProbeResult
+from secondns.store import storage
+from secondns.store.storage import CopyMeta
+from secondns.transfer.pacing import Pacer
+from secondns.transfer.refresh import BACKOFF_FIRST, CHECKING, IDLE, TRANSFERRING, Refresher
+from secondns.transfer.xfrin import SoaProbeResult
 
 P1 = Endpoint("127.0.0.1", 5301)
 

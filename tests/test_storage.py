@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 from peers import require_binary
 
-from secondns import names, rrtypes, storage
+from secondns import names, rrtypes
 from secondns.errors import StorageError
-from secondns.storage import CopyMeta, load_meta, load_zone, meta_path, save_meta, save_zone, zone_path
+from secondns.store import storage
+from secondns.store.storage import CopyMeta, load_meta, load_zone, meta_path, save_meta, save_zone, zone_path
 from secondns.zone import Zone, ZoneBuilder
 
 ROOT_DIR = Path(__file__).resolve().parents[1]
@@ -310,7 +311,7 @@ import sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[2])
 from test_storage import make_zone, meta_for, NAME
-from secondns.storage import save_zone
+from secondns.store.storage import save_zone
 zones = [make_zone(1, hosts=6000), make_zone(2, hosts=9000)]
 directory = Path(sys.argv[1])
 save_zone(directory, NAME, zones[0], meta_for(zones[0]))
@@ -351,7 +352,7 @@ def test_sigkill_mid_write_leaves_a_loadable_copy(tmp_path: Path) -> None:
 
 
 def test_named_checkzone_accepts_a_saved_copy(tmp_path: Path) -> None:
-    from secondns.zonefile import load_zone_file
+    from secondns.store.zonefile import load_zone_file
 
     zone = load_zone_file(Path(__file__).parent / "data" / "alltypes.zone", ORIGIN)
     path = save_zone(tmp_path, NAME, zone, meta_for(zone))
@@ -378,7 +379,7 @@ a.b IN TXT "x"
 
 
 def test_restart_uses_the_snapshot_and_it_equals_the_text_copy(tmp_path: Path) -> None:
-    from secondns.storage import snapshot_path
+    from secondns.store.storage import snapshot_path
 
     zone = _snapshot_zone()
     storage.save_zone(tmp_path, "example.com.", zone, CopyMeta(7, 1.0, None, None, 1.0))
@@ -394,7 +395,7 @@ def test_restart_uses_the_snapshot_and_it_equals_the_text_copy(tmp_path: Path) -
 def test_snapshot_of_another_copy_is_ignored(tmp_path: Path) -> None:
     from zonetools import zone_from_text
 
-    from secondns.storage import snapshot_path
+    from secondns.store.storage import snapshot_path
 
     old = _snapshot_zone()
     storage.save_zone(tmp_path, "example.com.", old, CopyMeta(7, 1.0, None, None, 1.0))
@@ -411,7 +412,7 @@ def test_snapshot_of_another_copy_is_ignored(tmp_path: Path) -> None:
 
 
 def test_corrupt_snapshot_falls_back_to_the_text_copy(tmp_path: Path) -> None:
-    from secondns.storage import snapshot_path
+    from secondns.store.storage import snapshot_path
 
     zone = _snapshot_zone()
     storage.save_zone(tmp_path, "example.com.", zone, CopyMeta(7, 1.0, None, None, 1.0))
@@ -428,7 +429,7 @@ def test_snapshot_is_marshalled_in_slices(tmp_path: Path, monkeypatch: pytest.Mo
     # ~200 ms while the copy was saved in a thread (issue 11), so names go in slices.
     import marshal as real_marshal
 
-    from secondns.storage import snapshot_path
+    from secondns.store.storage import snapshot_path
 
     sizes: list[int] = []
 

@@ -20,7 +20,7 @@ SCRIPT = textwrap.dedent("""
     from twisted.internet import reactor
     from secondns.config import Endpoint, ZoneConfig
     from secondns.names import from_text
-    from secondns.transfer import TwistedTransferClient
+    from secondns.transfer.client import TwistedTransferClient
 
     port, what = int(sys.argv[1]), sys.argv[2]
     zc = ZoneConfig("example.com.", from_text("example.com."),
@@ -73,7 +73,7 @@ SPOOF_SCRIPT = textwrap.dedent("""
     from twisted.internet import reactor
     from secondns.config import Endpoint, ZoneConfig, TsigKey
     from secondns.names import from_text
-    from secondns.transfer import TwistedTransferClient
+    from secondns.transfer.client import TwistedTransferClient
 
     SECRET = b"0123456789abcdef0123456789abcdef"
     ring = {dns.name.from_text("k."): dns.tsig.Key("k.", SECRET, "hmac-sha256")}
@@ -118,7 +118,7 @@ SHARED_SCRIPT = textwrap.dedent("""
     from twisted.internet import defer, reactor
     from secondns.config import Endpoint, ZoneConfig
     from secondns.names import from_text
-    from secondns.transfer import TwistedTransferClient
+    from secondns.transfer.client import TwistedTransferClient
 
     srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     srv.bind(("127.0.0.1", 0))

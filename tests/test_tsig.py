@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from secondns import names, rrtypes
 from secondns.config import TsigKey
 from secondns.errors import TransferError
-from secondns.tsig import (
+from secondns.transfer.tsig import (
     ALGORITHMS,
     BADKEY,
     BADSIG,
@@ -50,7 +50,7 @@ from secondns.tsig import (
     verify_request,
     verify_response,
 )
-from secondns.xfrin import AxfrConsumer, make_query, parse_message
+from secondns.transfer.xfrin import AxfrConsumer, make_query, parse_message
 
 ORIGIN_TEXT = "example.com."
 ORIGIN = names.from_text(ORIGIN_TEXT)

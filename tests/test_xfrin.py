@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 
 from secondns import names, rrtypes
 from secondns.errors import SecondnsError, TransferError, WireError
-from secondns.xfrin import (
+from secondns.transfer.xfrin import (
     OPTION_EXPIRE,
     AxfrConsumer,
     Message,

@@ -23,7 +23,7 @@ import pytest
 from peers import Bind, Secondns, TsigKey, ZoneSpec, dig, free_port, require_binary, soa_serial, soa_zone_text
 
 from secondns.errors import ConfigError
-from secondns.journal import journal_path
+from secondns.store.journal import journal_path
 
 WAIT = 20.0
 
@@ -228,7 +228,7 @@ def test_edns_expire_of_a_static_zone_is_its_soa_expire(served: tuple[Secondns, 
 
 
 def test_is_transfer_detects_axfr_and_ixfr_only() -> None:
-    from secondns.xfrout import is_transfer
+    from secondns.transfer.xfrout import is_transfer
 
     assert is_transfer(dns.message.make_query("ex.", "AXFR").to_wire())
     assert is_transfer(dns.message.make_query("a.ex.", "IXFR").to_wire())
@@ -243,7 +243,7 @@ def test_acl_address_and_key() -> None:
 
     from secondns.config import TransferAcl
     from secondns.config import TsigKey as CfgKey
-    from secondns.xfrout import acl_allows
+    from secondns.transfer.xfrout import acl_allows
 
     key = CfgKey("k", "hmac-sha256", b"s" * 32)
     other = CfgKey("o", "hmac-sha256", b"t" * 32)
@@ -397,9 +397,9 @@ def test_ixfr_from_memory_before_the_journal_is_written(tmp_path: Path) -> None:
     from secondns.config import ServerConfig, TransferAcl, ZoneConfig
     from secondns.diff import VersionStep, apply_steps
     from secondns.registry import Registry
-    from secondns.xfrout import TransferOut
+    from secondns.store.zonefile import parse_zone_text
+    from secondns.transfer.xfrout import TransferOut
     from secondns.zone import ZoneBuilder
-    from secondns.zonefile import parse_zone_text
 
     origin = b"\x02ex\x00"
     builder = ZoneBuilder(origin)
@@ -477,9 +477,9 @@ def test_blob_encoder_matches_the_rrset_encoder() -> None:
     import genzone
 
     from secondns.names import from_text
-    from secondns.xfrout import axfr_rrsets, pack, pack_zone
+    from secondns.store.zonefile import parse_zone_text
+    from secondns.transfer.xfrout import axfr_rrsets, pack, pack_zone
     from secondns.zone import ZoneBuilder
-    from secondns.zonefile import parse_zone_text
 
     origin = from_text("bench.test.")
     builder = ZoneBuilder(origin)
@@ -507,10 +507,10 @@ def test_notify_out_retries_with_back_off_at_most_five_times() -> None:
     from twisted.internet.task import Clock
 
     from secondns.config import Endpoint, ZoneConfig
-    from secondns.notify_out import NotifySender
     from secondns.registry import Registry
+    from secondns.store.zonefile import parse_zone_text
+    from secondns.transfer.notify_out import NotifySender
     from secondns.zone import ZoneBuilder
-    from secondns.zonefile import parse_zone_text
 
     origin = b"\x02ex\x00"
     builder = ZoneBuilder(origin)

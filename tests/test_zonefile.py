@@ -17,8 +17,7 @@ from peers import require_binary
 
 from secondns import names, rrtypes
 from secondns.errors import NameError_, ZoneFileError
-from secondns.zone import Zone, ZoneBuilder
-from secondns.zonefile import (
+from secondns.store.zonefile import (
     SUPPORTED_TYPES,
     _Names,
     _owner_text,
@@ -29,6 +28,7 @@ from secondns.zonefile import (
     rdata_to_text,
     write_zone,
 )
+from secondns.zone import Zone, ZoneBuilder
 
 DATA = Path(__file__).parent / "data"
 ALLTYPES = DATA / "alltypes.zone"

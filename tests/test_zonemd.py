@@ -16,7 +16,7 @@ import pytest
 from peers import Bind, Secondns, query, require_binary, soa_serial
 
 from secondns.names import from_text
-from secondns.zonefile import load_zone_text
+from secondns.store.zonefile import load_zone_text
 from secondns.zonemd import check, digest
 
 ORIGIN = "md.test."

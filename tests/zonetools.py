@@ -13,8 +13,8 @@ import dns.zone
 
 from secondns.names import from_text
 from secondns.registry import Registry
-from secondns.responder import TCP, UDP, Responder, ServeSettings
-from secondns.stats import ServingStats
+from secondns.serve.responder import TCP, UDP, Responder, ServeSettings
+from secondns.serve.stats import ServingStats
 from secondns.zone import Zone, ZoneBuilder
 
 

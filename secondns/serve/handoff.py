@@ -28,12 +28,12 @@ from typing import Any
 
 from twisted.internet import defer, threads
 
-from ..errors import ZoneError
-from ..names import to_text
-from ..registry import Registry, ZoneEntry
-from ..storage import zone_path
-from ..zone import SOA, Zone
-from .image import denial_from_state, denial_state, open_image, write_image
+from secondns.errors import ZoneError
+from secondns.names import to_text
+from secondns.registry import Registry, ZoneEntry
+from secondns.serve.image import denial_from_state, denial_state, open_image, write_image
+from secondns.store.storage import zone_path
+from secondns.zone import SOA, Zone
 
 log = logging.getLogger("secondns.handoff")
 

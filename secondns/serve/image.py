@@ -32,8 +32,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
-from ..errors import ZoneError
-from ..zone import SOA, Zone
+from secondns.errors import ZoneError
+from secondns.zone import SOA, Zone
 
 MAGIC = b"SNSIMG01"
 _HEADER = struct.Struct("<8sQQQQ")
@@ -55,7 +55,7 @@ def denial_from_state(state: Any) -> Any:
     """The inverse of ``denial_state``."""
     if state is None:
         return None
-    from ..dnssec import DenialIndex, Nsec3Params
+    from secondns.dnssec import DenialIndex, Nsec3Params
 
     kind, keys, owners, params = state
     return DenialIndex(kind, zip(keys, owners, strict=True),

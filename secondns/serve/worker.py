@@ -21,15 +21,15 @@ from typing import Any
 
 from twisted.internet import protocol, task
 
-from .. import tsig
-from ..config import TsigKey
-from ..registry import Registry
-from ..responder import Responder, ServeSettings
-from ..server import TCPFactory, TCPServer, UDPServer
-from ..stats import ServingStats
-from .channel import Decoder, encode
-from .handoff import Message, WorkerZones
-from .xfrhandoff import worker_side
+from secondns.config import TsigKey
+from secondns.registry import Registry
+from secondns.serve.channel import Decoder, encode
+from secondns.serve.handoff import Message, WorkerZones
+from secondns.serve.responder import Responder, ServeSettings
+from secondns.serve.server import TCPFactory, TCPServer, UDPServer
+from secondns.serve.stats import ServingStats
+from secondns.serve.xfrhandoff import worker_side
+from secondns.transfer import tsig
 
 log = logging.getLogger("secondns.worker")
 
@@ -187,7 +187,7 @@ class Worker(protocol.Protocol):
             os.close(fd + 1)
             self.ports += [udp, tcp]
             fd += 2
-        from ..app import drop_privileges
+        from secondns.app import drop_privileges
 
         drop_privileges(settings["user"])
         self._stats_loop = task.LoopingCall(self._push_stats)
@@ -218,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--log-format", default="text")
     args = parser.parse_args(argv)
-    from ..logsetup import setup_logging
+    from secondns.ops.logsetup import setup_logging
 
     setup_logging(args.log_level, args.log_format)
     from twisted.internet import reactor as _reactor

@@ -32,10 +32,10 @@ from prometheus_client.registry import Collector
 from twisted.internet import defer, protocol
 from twisted.internet.error import CannotListenError
 
-from ..config import Endpoint
-from ..stats import ServingStats
-from .channel import Decoder, encode
-from .handoff import Message, Publisher, PublishingRegistry
+from secondns.config import Endpoint
+from secondns.serve.channel import Decoder, encode
+from secondns.serve.handoff import Message, Publisher, PublishingRegistry
+from secondns.serve.stats import ServingStats
 
 log = logging.getLogger("secondns.workers")
 

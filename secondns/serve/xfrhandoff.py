@@ -21,7 +21,7 @@ from typing import Any
 from twisted.internet.interfaces import IReadDescriptor
 from zope.interface import implementer  # type: ignore[import-untyped]
 
-from ..server import TCPFactory, TCPServer
+from secondns.serve.server import TCPFactory, TCPServer
 
 log = logging.getLogger("secondns")
 

@@ -18,10 +18,10 @@ from twisted.internet import protocol
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer  # type: ignore[import-untyped]
 
-from .responder import TCP, UDP, Entry, Responder
-from .stats import IN_TCP, IN_UDP, SAMPLE_EVERY
-from .wire import KEY_FLAGS, cache_key, cookie_option
-from .xfrout import is_transfer
+from secondns.serve.responder import TCP, UDP, Entry, Responder
+from secondns.serve.stats import IN_TCP, IN_UDP, SAMPLE_EVERY
+from secondns.transfer.xfrout import is_transfer
+from secondns.wire import KEY_FLAGS, cache_key, cookie_option
 
 _SAMPLE_MASK = SAMPLE_EVERY - 1
 _QEND = 12 - KEY_FLAGS  # the question ends at len(key) + _QEND

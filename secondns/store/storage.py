@@ -38,10 +38,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import StorageError, ZoneError
-from .names import to_text as name_to_text
-from .zone import Zone
-from .zonefile import load_zone_text, zone_text_chunks
+from secondns.errors import StorageError, ZoneError
+from secondns.names import to_text as name_to_text
+from secondns.store.zonefile import load_zone_text, zone_text_chunks
+from secondns.zone import Zone
 
 log = logging.getLogger("secondns.storage")
 

@@ -22,7 +22,7 @@ from prometheus_client.exposition import choose_encoder
 from twisted.internet import defer
 from twisted.web import resource, server
 
-from .refresh import STATES, ZoneStatus
+from secondns.transfer.refresh import STATES, ZoneStatus
 
 # A scrape rendered less than this long ago is served again: Prometheus HA pairs and a person
 # with a browser scraping at once cost one rendering.

@@ -30,10 +30,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .diff import VersionStep
-from .errors import StorageError, ZoneError
-from .storage import copy_digest, fsync_dir, zone_path
-from .zonefile import format_record, parse_zone_text
+from secondns.diff import VersionStep
+from secondns.errors import StorageError, ZoneError
+from secondns.store.storage import copy_digest, fsync_dir, zone_path
+from secondns.store.zonefile import format_record, parse_zone_text
 
 log = logging.getLogger("secondns.journal")
 

@@ -23,14 +23,16 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from . import journal, rrtypes, storage, tsig
-from .config import ServerConfig, TransferAcl, TsigKey, ZoneConfig, source_address
-from .diff import VersionStep
-from .errors import StorageError, WireError, ZoneError
-from .names import read_name
-from .registry import Registry
-from .serial import serial_gt
-from .wire import (
+from secondns import rrtypes
+from secondns.config import ServerConfig, TransferAcl, TsigKey, ZoneConfig, source_address
+from secondns.diff import VersionStep
+from secondns.errors import StorageError, WireError, ZoneError
+from secondns.names import read_name
+from secondns.registry import Registry
+from secondns.serial import serial_gt
+from secondns.store import journal, storage
+from secondns.transfer import tsig
+from secondns.wire import (
     AA,
     EDNS_EXPIRE,
     FORMERR,
@@ -46,7 +48,7 @@ from .wire import (
     opt_record,
     parse_query,
 )
-from .zone import Zone, decode_node
+from secondns.zone import Zone, decode_node
 
 log = logging.getLogger("secondns")
 

@@ -32,10 +32,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from . import names, rrtypes
-from .config import TsigKey
-from .errors import NameError_, TransferError, WireError
-from .xfrin import Message, add_additional, parse_message, rcode_text
+from secondns import names, rrtypes
+from secondns.config import TsigKey
+from secondns.errors import NameError_, TransferError, WireError
+from secondns.transfer.xfrin import Message, add_additional, parse_message, rcode_text
 
 # TSIG error codes carried in the TSIG RR's Error field (RFC 8945 3).
 BADSIG = 16

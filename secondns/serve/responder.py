@@ -16,13 +16,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import cookies, rrtypes, tsig
-from .answer import Answer, answer_query
-from .config import TsigKey
-from .names import from_text
-from .registry import Registry
-from .stats import IN_NOTIFY, IN_QUERY, IN_TSIG, INTERNAL_ERROR_PLACES, ServingStats
-from .wire import (
+from secondns import rrtypes
+from secondns.config import TsigKey
+from secondns.names import from_text
+from secondns.registry import Registry
+from secondns.serve import cookies
+from secondns.serve.answer import Answer, answer_query
+from secondns.serve.stats import IN_NOTIFY, IN_QUERY, IN_TSIG, INTERNAL_ERROR_PLACES, ServingStats
+from secondns.transfer import tsig
+from secondns.wire import (
     AA,
     BADVERS,
     CD,

@@ -27,15 +27,15 @@ from typing import Any, Protocol
 from prometheus_client.core import GaugeMetricFamily
 from twisted.internet import defer
 
-from . import journal, storage
-from .catalog import Catalog, Member, parse
-from .config import Config, ZoneConfig
-from .errors import SecondnsError
-from .names import ROOT, from_text, to_text
-from .refresh import Refresher, Timers
-from .registry import Registry
-from .storage import CopyMeta
-from .zone import Zone
+from secondns.config import Config, ZoneConfig
+from secondns.errors import SecondnsError
+from secondns.names import ROOT, from_text, to_text
+from secondns.provision.catalog import Catalog, Member, parse
+from secondns.registry import Registry
+from secondns.store import journal, storage
+from secondns.store.storage import CopyMeta
+from secondns.transfer.refresh import Refresher, Timers
+from secondns.zone import Zone
 
 log = logging.getLogger("secondns.catalog")
 

@@ -36,12 +36,12 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import rrtypes
-from .diff import VersionStep
-from .errors import ResponseMismatch, TransferError, TransientError, WireError, ZoneError
-from .names import ROOT, read_name, to_text
-from .serial import serial_gt as serial_newer
-from .zone import SOA, Zone, ZoneBuilder
+from secondns import rrtypes
+from secondns.diff import VersionStep
+from secondns.errors import ResponseMismatch, TransferError, TransientError, WireError, ZoneError
+from secondns.names import ROOT, read_name, to_text
+from secondns.serial import serial_gt as serial_newer
+from secondns.zone import SOA, Zone, ZoneBuilder
 
 # (owner, type, class, ttl, rdata): owner case-preserved, rdata uncompressed.
 Record = tuple[bytes, int, int, int, bytes]

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from . import dnssec, rrtypes
-from .names import MAX_NAME, WILDCARD_LABEL, is_subdomain, parent
-from .wire import NOERROR, NXDOMAIN, YXDOMAIN, RRsetOut
-from .zone import SOA, RRsetMap, Zone, ZoneView, blob_has_type, decode_node
+from secondns import dnssec, rrtypes
+from secondns.names import MAX_NAME, WILDCARD_LABEL, is_subdomain, parent
+from secondns.wire import NOERROR, NXDOMAIN, YXDOMAIN, RRsetOut
+from secondns.zone import SOA, RRsetMap, Zone, ZoneView, blob_has_type, decode_node
 
 MAX_CHAIN = 16  # CNAME/DNAME hops followed inside one zone before giving up
 # BIND 9.18 DNS_RDATASET_MAXADDITIONAL: a larger NS/MX/SRV RRset gets no additional processing.

@@ -22,9 +22,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from . import __version__
-from .refresh import STATES, TRANSFER_BUCKETS, ZoneStatus
-from .stats import INTERNAL_ERROR_PLACES, LATENCY_BUCKETS, ServingStats
+from secondns import __version__
+from secondns.serve.stats import INTERNAL_ERROR_PLACES, LATENCY_BUCKETS, ServingStats
+from secondns.transfer.refresh import STATES, TRANSFER_BUCKETS, ZoneStatus
 
 RCODE_NAMES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED",
                6: "YXDOMAIN", 7: "YXRRSET", 8: "NXRRSET", 9: "NOTAUTH", 10: "NOTZONE", 16: "BADVERS"}

@@ -26,12 +26,12 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from . import rrtypes
-from .errors import NameError_, ZoneError, ZoneFileError
-from .names import from_text as name_from_text
-from .names import label_text
-from .names import to_text as name_to_text
-from .zone import Zone, ZoneBuilder
+from secondns import rrtypes
+from secondns.errors import NameError_, ZoneError, ZoneFileError
+from secondns.names import from_text as name_from_text
+from secondns.names import label_text
+from secondns.names import to_text as name_to_text
+from secondns.zone import Zone, ZoneBuilder
 
 Record = tuple[bytes, int, int, bytes]
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import rrtypes
-from .names import label_text, to_text
-from .zone import Zone, decode_node, iter_records
+from secondns import rrtypes
+from secondns.names import label_text, to_text
+from secondns.zone import Zone, decode_node, iter_records
 
 SUPPORTED_VERSION = b"2"
 _PTR_TYPE = rrtypes.PTR.to_bytes(2, "big")

@@ -28,18 +28,18 @@ from typing import Any, Protocol
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 
-from . import dnssec
-from .config import Endpoint, ZoneConfig
-from .diff import VersionStep, invalidated_names
-from .dnssec import earliest_expiry
-from .errors import SecondnsError, StorageError, TransientError
-from .pacing import Pacer, Release
-from .registry import Registry
-from .serial import serial_gt, serial_lt
-from .storage import CopyMeta
-from .wire import NOERROR, SERVFAIL
-from .xfrin import SoaProbeResult, rcode_text
-from .zone import SOA, Zone
+from secondns import dnssec
+from secondns.config import Endpoint, ZoneConfig
+from secondns.diff import VersionStep, invalidated_names
+from secondns.dnssec import earliest_expiry
+from secondns.errors import SecondnsError, StorageError, TransientError
+from secondns.registry import Registry
+from secondns.serial import serial_gt, serial_lt
+from secondns.store.storage import CopyMeta
+from secondns.transfer.pacing import Pacer, Release
+from secondns.transfer.xfrin import SoaProbeResult, rcode_text
+from secondns.wire import NOERROR, SERVFAIL
+from secondns.zone import SOA, Zone
 
 log = logging.getLogger("secondns.refresh")
 

@@ -19,10 +19,11 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 from twisted.internet import protocol
 
-from . import rrtypes, tsig
-from .config import Endpoint, ZoneConfig
-from .registry import Registry
-from .wire import AA, OPCODE_NOTIFY, ResponseWriter
+from secondns import rrtypes
+from secondns.config import Endpoint, ZoneConfig
+from secondns.registry import Registry
+from secondns.transfer import tsig
+from secondns.wire import AA, OPCODE_NOTIFY, ResponseWriter
 
 log = logging.getLogger("secondns")
 

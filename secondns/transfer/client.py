@@ -16,13 +16,14 @@ from typing import Any
 from twisted.internet import defer, protocol, threads
 from twisted.internet.error import ConnectionRefusedError as TxConnectionRefused
 
-from . import rrtypes, tsig, zonemd
-from .config import Endpoint, ZoneConfig
-from .diff import apply_steps
-from .errors import ResponseMismatch, TransferError, TransientError, ZoneError
-from .names import to_text
-from .refresh import TransferOutcome
-from .xfrin import (
+from secondns import rrtypes, zonemd
+from secondns.config import Endpoint, ZoneConfig
+from secondns.diff import apply_steps
+from secondns.errors import ResponseMismatch, TransferError, TransientError, ZoneError
+from secondns.names import to_text
+from secondns.transfer import tsig
+from secondns.transfer.refresh import TransferOutcome
+from secondns.transfer.xfrin import (
     AxfrConsumer,
     IxfrConsumer,
     Message,
@@ -31,7 +32,7 @@ from .xfrin import (
     make_query,
     parse_soa_response,
 )
-from .zone import Zone
+from secondns.zone import Zone
 
 log = logging.getLogger("secondns.transfer")
 

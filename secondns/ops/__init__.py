@@ -1,0 +1,2 @@
+"""Operating the server: HTTP (``httpapi``: /metrics, /status, control), the Prometheus
+collector (``metrics``), systemd notification (``sdnotify``) and logging (``logsetup``)."""
