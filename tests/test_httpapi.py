@@ -417,7 +417,7 @@ def test_metrics_rendered_off_the_reactor_are_shared_by_concurrent_scrapes(
         monkeypatch: pytest.MonkeyPatch) -> None:
     import secondns.ops.httpapi
 
-    monkeypatch.setattr(secondns.httpapi, "METRICS_CACHE_MIN_RENDER_SECONDS", 0.0)  # all count as slow
+    monkeypatch.setattr(secondns.ops.httpapi, "METRICS_CACHE_MIN_RENDER_SECONDS", 0.0)  # all count as slow
     renders: list[defer.Deferred[bytes]] = []
     calls: list[Any] = []
 
