@@ -7,8 +7,9 @@ no classes), and bytes (zone deltas, DNS messages) travel without any encoding s
 Main to worker: ``hello`` (settings, keys, listeners), ``add``/``remove`` (zone origin),
 ``full`` (origin, image path), ``delta`` (origin, changed node blobs), ``expired`` (origin,
 flag), ``keys``, ``sync`` (answered ``ready`` once everything before it is applied),
-``reply`` (the answer to a forwarded NOTIFY).
-Worker to main: ``ready``, ``stats`` (counter snapshot), ``notify`` (a NOTIFY to answer).
+``reply`` (the answer to a forwarded message).
+Worker to main: ``ready``, ``stats`` (counter snapshot), ``notify`` (a NOTIFY, or an IXFR over
+UDP, for the main process's responder to answer).
 """
 
 from __future__ import annotations

@@ -21,15 +21,17 @@ from typing import Any
 
 from twisted.internet import protocol, task
 
+from secondns import rrtypes
 from secondns.config import TsigKey
 from secondns.registry import Registry
 from secondns.serve.channel import Decoder, encode
 from secondns.serve.handoff import Message, WorkerZones
-from secondns.serve.responder import Responder, ServeSettings
+from secondns.serve.responder import UDP, Responder, ServeSettings
 from secondns.serve.server import TCPFactory, TCPServer, UDPServer
 from secondns.serve.stats import ServingStats
 from secondns.serve.xfrhandoff import worker_side
 from secondns.transfer import tsig
+from secondns.transfer.xfrout import is_transfer
 
 log = logging.getLogger("secondns.worker")
 
@@ -45,9 +47,14 @@ def stats_snapshot(stats: ServingStats) -> tuple[Any, ...]:
 
 
 class _Forwarding:
-    """The responder as a listener sees it: NOTIFY goes to the main process, the rest is local.
+    """The responder as a listener sees it: NOTIFY, and IXFR over UDP, go to the main process;
+    the rest is local.
 
-    Only cache misses get here (a NOTIFY is never cached), so the check costs nothing on hits.
+    Only cache misses get here (neither is ever cached: an IXFR request carries the client's
+    SOA in its authority section, which ``wire.cache_key`` never keys), so the checks cost
+    nothing on hits.  RFC 1995 2 lets an IXFR be answered over UDP; its ACL, TSIG keys, journal
+    and in-memory history live in the main process, which answers it exactly as in
+    single-process mode (docs/architecture.md, "Transfer-out").
     """
 
     def __init__(self, responder: Responder, forward: Callable[[bytes, int, tuple[str, int]], None]) -> None:
@@ -63,7 +70,18 @@ class _Forwarding:
         if len(data) >= 12 and not data[2] & 0x80 and data[2] & _OPCODE_MASK == _NOTIFY_BITS:
             self._forward(data, transport, addr)
             return None
+        if transport == UDP and is_transfer(data) and _qtype(data) == rrtypes.IXFR:
+            self._forward(data, transport, addr)  # RFC 1995 2 (AXFR over UDP stays FORMERR here)
+            return None
         return self.inner.respond(data, transport, addr)
+
+
+def _qtype(message: bytes) -> int:
+    """QTYPE of a message ``is_transfer`` accepted (its question name is uncompressed and whole)."""
+    pos = 12
+    while message[pos]:  # bounded: is_transfer walked the same labels to their end
+        pos += message[pos] + 1
+    return message[pos + 1] << 8 | message[pos + 2]
 
 
 class WorkerUDPServer(UDPServer):
