@@ -3,6 +3,9 @@ targets, and the TSIG of NOTIFY answers checked (RFC 8945 5.3)."""
 
 from __future__ import annotations
 
+import re
+import socket
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -105,3 +108,127 @@ def test_ixfr_over_udp_in_worker_mode_is_answered_as_rfc1995_allows(tmp_path: Pa
             udp = [line for line in metrics.splitlines()
                    if line.startswith("secondns_transfers_out_total") and 'result="udp"' in line]
             assert any('zone="ux."' in line and line.endswith(" 24.0") for line in udp), udp
+
+
+# -- NOTIFY out: IPv6 targets, TSIG of the answers
+
+
+class _Bind6(Bind):
+    """BIND listening on ::1 as well as 127.0.0.1 (the fixture's BIND is IPv4 only, ``-4``)."""
+
+    def _write_config(self) -> None:
+        super()._write_config()
+        conf = self.conf_path.read_text()
+        self.conf_path.write_text(conf.replace("listen-on-v6 { none; };",
+                                               f"listen-on-v6 port {self.port} {{ ::1; }};"))
+
+    def _command(self) -> list[str]:
+        return [arg for arg in super()._command() if arg != "-4"]
+
+
+def _metric_lines(s: Secondns, name: str) -> list[str]:
+    metrics = urllib.request.urlopen(s.http_url("/metrics"), timeout=5).read().decode()
+    return [line for line in metrics.splitlines() if line.startswith(name)]
+
+
+def _count(lines: list[str], *labels: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if all(label in line for label in labels))
+
+
+def test_notify_out_to_an_ipv6_secondary_signed_and_its_signed_answer_verified(tmp_path: Path) -> None:
+    """``notify: ["[::1]:PORT"]`` reaches a BIND secondary listening on ::1 (before: sent on the
+    IPv4 socket, "Address family not supported", never arrived); with ``notify-key`` BIND's
+    answer is signed (RFC 8945 5.3) and verifies, so it counts as ``ok`` and not ``badsig``."""
+    require_binary("named")
+    key = TsigKey.generate("notify-key")
+    mid_port, bottom_port = free_port(), free_port()
+    zone_v = soa_zone_text("v6n.", 1, records="a IN A 192.0.2.1\n")
+    s = Secondns(tmp_path / "mid", zones={"v6n.": {
+        "allow-transfer": [{"key": key.name}], "notify": [f"[::1]:{bottom_port}"],
+        "notify-key": key.name}}, zone_files={"v6n.": zone_v}, port=mid_port)
+    s.config["keys"] = _keys_config(key)
+    bottom = _Bind6(tmp_path / "bottom", [ZoneSpec("v6n.", type="secondary", primaries=[mid_port],
+                                                   key=key.name)], keys=[key], port=bottom_port)
+    with bottom, s:
+        # our NOTIFY at load (BIND has no copy yet: it also polls at start, so look for the
+        # NOTIFY itself in its log, from ::1, signed)
+        _wait(lambda: "notify from ::1#" in bottom.log_text(), "BIND to get our NOTIFY over IPv6")
+        _wait(lambda: soa_serial(bottom.port, "v6n.") == 1, "BIND secondary to load serial 1")
+        _wait(lambda: _count(_metric_lines(s, "secondns_notifies_out_total"), 'result="ok"') == 1,
+              "the NOTIFY to be acknowledged")
+        lines = _metric_lines(s, "secondns_notifies_out_total")
+        assert _count(lines, 'result="badsig"') == 0 and _count(lines, 'result="timeout"') == 0, lines
+        log = s.log_text()
+        assert f"NOTIFY of serial 1 to [::1]:{bottom_port} answered ok" in log, log[-3000:]
+        assert "not sent" not in log, log[-3000:]
+        assert re.search(r"::1#\d+/key notify-key: received notify for zone 'v6n'", bottom.log_text())
+
+
+class _FakeDownstream:
+    """A downstream that answers each NOTIFY as told by ``answers`` (one per NOTIFY received):
+    "unsigned", "wrongkey" (signed with another secret) or "good" (signed with the key)."""
+
+    def __init__(self, key: TsigKey, answers: list[str]) -> None:
+        self.key = key
+        self.answers = list(answers)
+        self.received: list[float] = []
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _FakeDownstream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            self.received.append(time.monotonic())
+            q = dns.message.from_wire(data, keyring=self.key.keyring())  # verifies our TSIG
+            how = self.answers.pop(0) if self.answers else "none"
+            if how == "none":
+                continue
+            r = dns.message.make_response(q)
+            if how == "unsigned":
+                r.tsig = None  # type: ignore[assignment]
+            elif how == "wrongkey":
+                other = TsigKey(self.key.name, TsigKey.generate("x").secret, self.key.algorithm)
+                r.use_tsig(other.keyring(), keyname=other.name, algorithm=other.algorithm)
+                r.request_mac = q.mac
+            self.sock.sendto(r.to_wire(), addr)
+
+
+def test_notify_out_answer_must_carry_a_valid_tsig_when_signed(tmp_path: Path) -> None:
+    """RFC 8945 5.3: the answer to a signed NOTIFY is signed; an unsigned or badly signed one is
+    no acknowledgement (anyone on the path could forge it): counted ``badsig``, retried, and the
+    good signed answer to the third try ends it.  Before: the unsigned answer counted ``ok``."""
+    key = TsigKey.generate("notify-key")
+    with _FakeDownstream(key, ["unsigned", "wrongkey", "good"]) as down:
+        s = Secondns(tmp_path / "s", zones={"fk.": {"notify": [f"127.0.0.1:{down.port}"],
+                                                    "notify-key": key.name}},
+                     zone_files={"fk.": soa_zone_text("fk.", 4)})
+        s.config["keys"] = _keys_config(key)
+        with s:
+            _wait(lambda: _count(_metric_lines(s, "secondns_notifies_out_total"), 'result="ok"') == 1,
+                  "the good answer to be taken", timeout=15)
+            lines = _metric_lines(s, "secondns_notifies_out_total")
+            assert _count(lines, 'zone="fk."', 'result="badsig"') == 2, lines
+            assert len(down.received) == 3, down.received  # retried after each bad answer
+            assert down.received[1] - down.received[0] >= 0.9  # on the back-off timer (1 s, 2 s)
+            assert down.received[2] - down.received[1] >= 1.9
+            log = s.log_text()
+            assert "answer to the NOTIFY of serial 4 from" in log and "not signed" in log, log[-3000:]
+            assert "BADSIG" in log, log[-3000:]
+            time.sleep(1.5)
+            assert len(down.received) == 3  # acknowledged: no more tries

@@ -5,22 +5,31 @@ served serial of the zone changes, including the first version loaded; signed wi
 ``notify-key`` when set (RFC 8945).  Each target is retried with doubling timeouts until it
 answers, at most ``MAX_TRIES`` times (RFC 1996 3.6 leaves the interval to us; BIND retries
 a handful of times).  A newer version replaces a NOTIFY still being retried.
+
+Targets may be IPv4 or IPv6: one socket per address family, the IPv6 one opened at start
+when the host has IPv6.  A signed NOTIFY is acknowledged only by an answer whose TSIG
+verifies against our request's MAC (RFC 8945 5.3: a signed request gets a signed response);
+an unsigned or badly signed answer could come from anyone on the path, so it is counted
+(``badsig``) and the NOTIFY is retried as if unanswered.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import random
+import socket
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
-from twisted.internet import protocol
+from twisted.internet import error, protocol
 
 from secondns import rrtypes
-from secondns.config import Endpoint, ZoneConfig
+from secondns.config import Endpoint, TsigKey, ZoneConfig
+from secondns.errors import WireError
 from secondns.registry import Registry
 from secondns.transfer import tsig
 from secondns.wire import AA, OPCODE_NOTIFY, ResponseWriter
@@ -40,19 +49,43 @@ def notify_message(msg_id: int, origin: bytes, soa_ttl: int, soa_rdata: bytes) -
 
 
 class _Pending:
-    __slots__ = ("call", "message", "serial", "target", "tries", "zone")
+    __slots__ = ("call", "key", "mac", "message", "serial", "target", "tries", "zone")
 
-    def __init__(self, zone: str, target: Endpoint, serial: int, message: bytes) -> None:
+    def __init__(self, zone: str, target: Endpoint, serial: int, message: bytes,
+                 key: TsigKey | None = None, mac: bytes = b"") -> None:
         self.zone = zone
         self.target = target
         self.serial = serial
         self.message = message
+        self.key = key  # notify-key: the answer must be signed with it (RFC 8945 5.3)
+        self.mac = mac  # our request's MAC, which the answer's MAC covers (RFC 8945 4.3.1)
         self.tries = 0
         self.call: Any = None
 
 
+def _same_address(a: str, b: str) -> bool:
+    """Address equality as addresses, not strings (``::1`` and ``0::1`` are one host)."""
+    if a == b:
+        return True
+    try:
+        return ipaddress.ip_address(a.split("%", 1)[0]) == ipaddress.ip_address(b.split("%", 1)[0])
+    except ValueError:
+        return False
+
+
+class _Socket6(protocol.DatagramProtocol):
+    """The IPv6 socket: sends what the sender gives it, hands answers back."""
+
+    def __init__(self, sender: NotifySender) -> None:
+        self.sender = sender
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        self.sender.datagramReceived(datagram, addr)
+
+
 class NotifySender(protocol.DatagramProtocol):
-    """One UDP socket for every NOTIFY out; answers matched by ID and source."""
+    """One UDP socket per address family for every NOTIFY out (this protocol is the IPv4
+    one, ``socket6`` the IPv6 one); answers matched by ID and source."""
 
     def __init__(self, registry: Registry, zone_config: Callable[[bytes], ZoneConfig | None],
                  clock: Any) -> None:
@@ -62,11 +95,12 @@ class NotifySender(protocol.DatagramProtocol):
         self.sent_serial: dict[bytes, int] = {}
         self.pending: dict[int, _Pending] = {}
         self.by_target: dict[tuple[bytes, Endpoint], int] = {}
-        # (zone, result) -> count: result is ok, timeout, or the rcode's name.
+        # (zone, result) -> count: result is ok, timeout, badsig, or the rcode's name.
         self.counts: dict[tuple[str, str], int] = {}
         # Zones with notify targets: a change to "every zone" (None) looks at these only, so
         # loading 10k zones without targets costs nothing here.
         self.watch: set[bytes] = set()
+        self.socket6: _Socket6 | None = None  # opened by start() when the host has IPv6
         registry.subscribe(self._changed)
 
     def configure(self, zones: Iterable[ZoneConfig]) -> None:
@@ -104,9 +138,10 @@ class NotifySender(protocol.DatagramProtocol):
             while msg_id in self.pending:
                 msg_id = random.randrange(0x10000)
             message = notify_message(msg_id, origin, zone.soa.ttl, zone.soa.rdata)
+            mac = b""
             if zc.notify_key is not None:
-                message, _mac = tsig.sign_request(message, zc.notify_key)
-            p = _Pending(zc.name, target, zone.serial, message)
+                message, mac = tsig.sign_request(message, zc.notify_key)
+            p = _Pending(zc.name, target, zone.serial, message, zc.notify_key, mac)
             self.pending[msg_id] = p
             self.by_target[(origin, target)] = msg_id
             self._send(msg_id)
@@ -126,9 +161,13 @@ class NotifySender(protocol.DatagramProtocol):
                         p.serial, p.target, MAX_TRIES)
             return
         transport: Any = self.transport
+        if p.target.family == socket.AF_INET6:
+            transport = self.socket6.transport if self.socket6 is not None else None
         try:
+            if transport is None:
+                raise OSError("no IPv6 socket (the host has no IPv6)")
             transport.write(p.message, (p.target.host, p.target.port))
-        except OSError as exc:
+        except (OSError, error.InvalidAddressError) as exc:  # never fatal: retried on the timer
             log.warning("zone %s: NOTIFY to %s not sent: %s", p.zone, p.target, exc)
         p.call = self.clock.callLater(FIRST_TIMEOUT * (2 ** p.tries), self._send, msg_id)
         p.tries += 1
@@ -149,8 +188,17 @@ class NotifySender(protocol.DatagramProtocol):
             return
         (msg_id,) = struct.unpack_from("!H", datagram)
         p = self.pending.get(msg_id)
-        if p is None or (addr[0], addr[1]) != (p.target.host, p.target.port):
+        if p is None or addr[1] != p.target.port or not _same_address(addr[0], p.target.host):
             return  # RFC 1996 4.8: a response from where we did not send is ignored
+        if p.key is not None:
+            try:
+                tsig.verify_response(datagram, p.key, p.mac, peer=f"NOTIFY target {p.target}")
+            except (tsig.TsigError, WireError) as exc:
+                # RFC 8945 5.3: not an acknowledgement; the retry timer stays armed.
+                self._count(p.zone, "badsig")
+                log.warning("zone %s: answer to the NOTIFY of serial %d from %s ignored: %s", p.zone,
+                            p.serial, p.target, exc)
+                return
         rcode = datagram[3] & 0xF
         result = "ok" if rcode == 0 else {1: "formerr", 2: "servfail", 4: "notimp", 5: "refused",
                                           9: "notauth"}.get(rcode, f"rcode{rcode}")
@@ -159,7 +207,14 @@ class NotifySender(protocol.DatagramProtocol):
 
     def start(self, reactor: Any) -> None:
         """Open the socket and notify every zone's current version (as BIND does at load)."""
-        reactor.listenUDP(0, self, interface="0.0.0.0")  # IPv4 targets only, for now
+        reactor.listenUDP(0, self, interface="0.0.0.0")
+        if socket.has_ipv6:
+            try:
+                v6 = _Socket6(self)
+                reactor.listenUDP(0, v6, interface="::")
+                self.socket6 = v6
+            except Exception as exc:  # CannotListenError: no IPv6 on this host
+                log.warning("NOTIFY out: no IPv6 socket (%s); IPv6 targets are not notified", exc)
         for origin in list(self.watch):
             self.check(origin)
 
