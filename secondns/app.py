@@ -196,6 +196,8 @@ class Application:
         self.store.on_diff = self.xfr_out.remember
         self.store.on_full = self.xfr_out.forget
         self.notifier = NotifySender(self.registry, self._zone_config, reactor)
+        if self.workers is not None:  # NOTIFY once every worker serves the version (serve.workers)
+            self.notifier.gate = self.workers.served
         self.xfr_out.expire_remaining = self.expire_remaining
         self.xfr_handoff: Any = None
         if self.workers is not None:  # workers pass AXFR/IXFR connections here (serve.xfrhandoff)

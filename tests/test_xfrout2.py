@@ -232,3 +232,85 @@ def test_notify_out_answer_must_carry_a_valid_tsig_when_signed(tmp_path: Path) -
             assert "BADSIG" in log, log[-3000:]
             time.sleep(1.5)
             assert len(down.received) == 3  # acknowledged: no more tries
+
+
+class _EagerDownstream:
+    """A downstream that, the moment a NOTIFY arrives, asks secondns for the SOA from several
+    source ports (so both workers answer some), as BIND does at once, then acknowledges."""
+
+    def __init__(self, upstream_port: int, zone: str, askers: int = 6) -> None:
+        self.upstream_port = upstream_port
+        self.query = dns.message.make_query(zone, "SOA").to_wire()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.askers = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(askers)]
+        for asker in self.askers:
+            asker.bind(("127.0.0.1", 0))
+            asker.settimeout(2)
+        self.seen: list[tuple[int, list[int]]] = []  # (notified serial, serials answered at once)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _EagerDownstream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for s in (self.sock, *self.askers):
+            s.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            for asker in self.askers:  # before anything else: the race is the point
+                asker.sendto(self.query, ("127.0.0.1", self.upstream_port))
+            notify = dns.message.from_wire(data)
+            answered = []
+            for asker in self.askers:
+                try:
+                    reply = dns.message.from_wire(asker.recvfrom(65535)[0])
+                    answered.append(int(reply.answer[0][0].serial) if reply.answer else -1)
+                except (TimeoutError, IndexError):
+                    answered.append(-2)
+            self.seen.append((int(notify.answer[0][0].serial), answered))
+            self.sock.sendto(dns.message.make_response(notify).to_wire(), addr)
+
+
+def test_notify_out_in_worker_mode_waits_until_every_worker_serves_the_serial(tmp_path: Path) -> None:
+    """workers: 2: a downstream that asks for the SOA the moment our NOTIFY arrives (BIND does)
+    gets the notified serial from every worker.  Before, the NOTIFY left as the main process
+    swapped the version in, before the workers had it: the downstream could read the old serial,
+    conclude it was up to date (RFC 1996 3.11) and wait for REFRESH (bench/xfrout.py's chain
+    stalled so on its first change)."""
+    import dns.update
+
+    require_binary("named")
+    key = TsigKey.generate("update-key")
+    records = "".join(f"n{i} IN A 10.1.{i // 256}.{i % 256}\n" for i in range(2000))
+    mid_port = free_port()
+    top = Bind(tmp_path / "top", [ZoneSpec("eg.", soa_zone_text("eg.", 1, records=records), options=[
+        "notify-delay 0;", f'update-policy {{ grant "{key.name}" zonesub ANY; }};'], notify=[mid_port])],
+        keys=[key])
+    with top, _EagerDownstream(mid_port, "eg.") as down:
+        s = Secondns(tmp_path / "s", zones={"eg.": {
+            "primaries": [f"127.0.0.1:{top.port}"], "notify": [f"127.0.0.1:{down.port}"]}},
+            server={"workers": 2}, ready_zones=[], port=mid_port)
+        with s:
+            _wait(lambda: len(down.seen) >= 1, "the NOTIFY of the first version")
+            for i in range(8):
+                upd = dns.update.UpdateMessage("eg.", keyring=key.keyring(), keyname=key.name,
+                                               keyalgorithm=key.algorithm)
+                upd.replace("chain", 300, "A", f"192.0.2.{i}")
+                assert dns.query.tcp(upd, "127.0.0.1", port=top.port, timeout=10).rcode() == 0
+                _wait(lambda i=i: len(down.seen) >= 2 + i, f"the NOTIFY of change {i}")  # type: ignore[misc]
+                time.sleep(0.6)  # BIND holds a NOTIFY for changes closer together
+            late = [(serial, answered) for serial, answered in down.seen if set(answered) != {serial}]
+            assert not late, down.seen
+            assert [serial for serial, _ in down.seen][-8:] == list(range(2, 10)), down.seen

@@ -7,8 +7,9 @@ no classes), and bytes (zone deltas, DNS messages) travel without any encoding s
 Main to worker: ``hello`` (settings, keys, listeners), ``add``/``remove`` (zone origin),
 ``full`` (origin, image path), ``delta`` (origin, changed node blobs), ``expired`` (origin,
 flag), ``keys``, ``sync`` (answered ``ready`` once everything before it is applied),
-``reply`` (the answer to a forwarded message).
-Worker to main: ``ready``, ``stats`` (counter snapshot), ``notify`` (a NOTIFY, or an IXFR over
+``reply`` (the answer to a forwarded message), ``ping`` (answered ``pong`` with its token once
+everything before it is applied).
+Worker to main: ``ready``, ``pong``, ``stats`` (counter snapshot), ``notify`` (a NOTIFY, or an IXFR over
 UDP, for the main process's responder to answer).
 """
 

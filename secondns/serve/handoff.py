@@ -245,6 +245,20 @@ class Publisher:
             waits.append(w)
         return defer.DeferredList(waits)
 
+    def zone_idle(self, origin: bytes) -> defer.Deferred[None]:
+        """Fires once every event of *origin* queued so far has been announced (broadcast)."""
+        d = self._chains.get(origin)
+        w: defer.Deferred[None] = defer.Deferred()
+        if d is None:
+            w.callback(None)
+            return w
+
+        def fire(result: Any) -> Any:
+            w.callback(None)
+            return result
+        d.addBoth(fire)
+        return w
+
     def replay(self) -> list[Message]:
         """Messages that bring a new worker to the announced state of every zone."""
         out: list[Message] = []

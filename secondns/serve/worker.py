@@ -175,6 +175,8 @@ class Worker(protocol.Protocol):
                 self.responder.keys = _keyring(message[1])
         elif kind == "sync":
             self.send(("ready", os.getpid()))
+        elif kind == "ping":  # everything sent before it is applied (WorkerPool.served)
+            self.send(("pong", message[1]))
         elif kind == "reply":
             callback = self._pending.pop(message[1], None)
             if callback is not None and message[2] is not None:

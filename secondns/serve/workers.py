@@ -29,7 +29,7 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
-from twisted.internet import defer, protocol
+from twisted.internet import defer, protocol, task
 from twisted.internet.error import CannotListenError
 
 from secondns.config import Endpoint
@@ -42,6 +42,7 @@ log = logging.getLogger("secondns.workers")
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 10.0
 STABLE_AFTER = 10.0  # a worker up this long has its back-off reset
+SERVED_TIMEOUT = 2.0  # seconds served() waits for workers' pongs at most
 STOP_GRACE = 5.0  # seconds a worker gets to exit at shutdown before SIGKILL
 _SLOTS = ServingStats.__slots__
 # Nice value of the main process's pool threads (building versions, zone images, copies on
@@ -187,6 +188,9 @@ class WorkerPool:
         self.publisher = Publisher(srv.storage / ".serve-images", self.broadcast, self.reactor)
         self.stopping = False
         self._ready: defer.Deferred[None] | None = None
+        # served(): ping token -> (workers yet to answer, Deferred, timeout call)
+        self._pings: dict[int, tuple[set[_WorkerProcess], defer.Deferred[None], Any]] = {}
+        self._ping_seq = 0
         # Before the pool starts its first thread (the reactor starts it once running).
         get_pool = getattr(self.reactor, "getThreadPool", None)
         if get_pool is not None:
@@ -293,12 +297,68 @@ class WorkerPool:
             _k, req, data, host, port, transport = message
             response = self.app.responder.respond(data, transport, (host, port))
             proc.send(("reply", req, response))
+        elif kind == "pong":
+            self._ponged(proc, message[1])
         elif kind == "ready":
             slot.ready = True
             log.info("worker %d (pid %d) serving", slot.index, message[1])
             if self._ready is not None and all(s.ready for s in self.slots):
                 ready, self._ready = self._ready, None
                 ready.callback(None)
+
+    def served(self, origin: bytes) -> defer.Deferred[None]:
+        """Fires once every live worker serves what the main process serves of *origin* now.
+
+        For NOTIFY out: a downstream told of a new serial asks for the SOA at once, and a
+        worker still serving the old one would tell it "up to date" (RFC 1996 3.11: it then
+        waits for REFRESH, hours).  The version is announced through the zone's publisher
+        chain (a full image is written in a thread first); a ``ping`` sent after that is
+        answered ``pong`` by a worker once it has applied everything before it (the channel
+        is ordered).  Called from a registry listener, before ``PublishingRegistry.swap`` has
+        queued the version: so it looks at the chain one reactor turn later.  Bounded: fires
+        after ``SERVED_TIMEOUT`` whatever a stuck worker does, and a worker that exits no
+        longer counts (its replacement starts from the announced state).
+        """
+        done: defer.Deferred[None] = defer.Deferred()
+
+        def ping(_: Any) -> None:
+            self._ping_seq += 1
+            token = self._ping_seq
+            waiting = {slot.process for slot in self.slots
+                       if slot.process is not None and slot.process.alive}
+            if not waiting:
+                done.callback(None)
+                return
+            timer = self.reactor.callLater(SERVED_TIMEOUT, self._pong_timeout, token)
+            self._pings[token] = (waiting, done, timer)
+            for proc in list(waiting):
+                proc.send(("ping", token))
+
+        later: defer.Deferred[None] = task.deferLater(self.reactor, 0, lambda: None)
+        later.addCallback(lambda _: self.publisher.zone_idle(origin))
+        later.addCallback(ping)
+        return done
+
+    def _ponged(self, proc: _WorkerProcess, token: int | None) -> None:
+        """*proc* answered ping *token* (None: it exited, so it answers none of them)."""
+        for key in [token] if token is not None else list(self._pings):
+            entry = self._pings.get(key)
+            if entry is None:
+                continue
+            waiting, done, timer = entry
+            waiting.discard(proc)
+            if not waiting:
+                del self._pings[key]
+                if timer.active():
+                    timer.cancel()
+                done.callback(None)
+
+    def _pong_timeout(self, token: int) -> None:
+        entry = self._pings.pop(token, None)
+        if entry is not None:
+            log.warning("%d worker(s) did not confirm a zone version within %.0f s", len(entry[0]),
+                        SERVED_TIMEOUT)
+            entry[1].callback(None)
 
     def _sum(self) -> None:
         total = self.total
@@ -311,6 +371,7 @@ class WorkerPool:
     # -- supervision
 
     def _ended(self, proc: _WorkerProcess, reason: Any) -> None:
+        self._ponged(proc, None)
         slot = proc.slot
         if slot.process is not proc:
             return

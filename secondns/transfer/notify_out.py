@@ -101,6 +101,10 @@ class NotifySender(protocol.DatagramProtocol):
         # loading 10k zones without targets costs nothing here.
         self.watch: set[bytes] = set()
         self.socket6: _Socket6 | None = None  # opened by start() when the host has IPv6
+        # Worker mode: fires once every worker serves the origin's current version
+        # (WorkerPool.served); the NOTIFY waits for it, or the downstream's SOA query could
+        # reach a worker still serving the old serial and conclude it is up to date.
+        self.gate: Callable[[bytes], Any] | None = None
         registry.subscribe(self._changed)
 
     def configure(self, zones: Iterable[ZoneConfig]) -> None:
@@ -130,6 +134,21 @@ class NotifySender(protocol.DatagramProtocol):
         if self.sent_serial.get(origin) == zone.serial or self.transport is None:
             return
         self.sent_serial[origin] = zone.serial
+        if self.gate is None:
+            self._notify(origin, zone.serial)
+        else:
+            self.gate(origin).addCallback(lambda _: self._notify(origin, zone.serial))
+
+    def _notify(self, origin: bytes, serial: int) -> None:
+        """Send the NOTIFYs of *serial*, unless another version is served by now (its own
+        ``check`` sends those)."""
+        zc = self.zone_config(origin)
+        entry = self.registry.get(origin)
+        if zc is None or not zc.notify or entry is None or entry.snapshot is None or entry.expired:
+            return
+        zone = entry.snapshot
+        if zone.serial != serial or self.sent_serial.get(origin) != serial:
+            return
         for target in zc.notify:
             old = self.by_target.pop((origin, target), None)
             if old is not None:
