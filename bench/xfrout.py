@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                 "primaries": [f"127.0.0.1:{top.port}"], "allow-transfer": ["127.0.0.1"],
                 "notify": [f"127.0.0.1:{bottom_port}"], "max-records": 50_000_000,
                 "transfer-timeout": 1200}}, ready_zones=[], port=mid_port, startup_timeout=60,
-                server={"workers": args.workers})
+                server={"workers": int(args.workers) if args.workers.isdigit() else args.workers})
             with mid:
                 wait_serial(mid.port, serial, args.timeout)
                 time.sleep(2)  # the copy on disk
