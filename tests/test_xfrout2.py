@@ -18,8 +18,10 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 import dns.tsig
+import pytest
 from peers import Bind, Secondns, TsigKey, ZoneSpec, free_port, require_binary, soa_serial, soa_zone_text
 
+pytestmark = pytest.mark.integration
 WAIT = 20.0
 
 
@@ -137,7 +139,7 @@ def _count(lines: list[str], *labels: str) -> float:
 
 def test_notify_out_to_an_ipv6_secondary_signed_and_its_signed_answer_verified(tmp_path: Path) -> None:
     """``notify: ["[::1]:PORT"]`` reaches a BIND secondary listening on ::1 (before: sent on the
-    IPv4 socket, "Address family not supported", never arrived); with ``notify-key`` BIND's
+    IPv4 socket, whose write raised InvalidAddressError: secondns exited at start); with ``notify-key`` BIND's
     answer is signed (RFC 8945 5.3) and verifies, so it counts as ``ok`` and not ``badsig``."""
     require_binary("named")
     key = TsigKey.generate("notify-key")
