@@ -25,7 +25,7 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import pytest
-from peers import LOOPBACK, Secondns, dig, wait_for
+from peers import LOOPBACK, Secondns, dig, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -290,6 +290,36 @@ def test_limits_with_two_workers(base: Path) -> None:
         kept = established(others)
         assert wait_for("total refusals summed over workers",
                         lambda: metric(sec, "secondns_tcp_refused_total").get("total") == 60 - kept, 5)
+
+
+def test_one_client_is_one_count_over_every_listener_and_as_ipv4_mapped_ipv6(base: Path) -> None:
+    from secondns.serve.server import client_key, per_process
+
+    assert client_key("::ffff:192.0.2.7") == "192.0.2.7" and client_key("2001:db8::7") == "2001:db8::7"
+    assert [per_process(1000, n) for n in (1, 2, 3, 2000)] == [1000, 500, 334, 1]
+    port = free_port()
+    dual = next(p for p in (free_port() for _ in range(5)) if p != port)
+    # A dual-stack listener on [::] sees 127.0.0.5 as ::ffff:127.0.0.5.
+    with Secondns(base / "s", zone_files={"example.com": ZONE}, port=port,
+                  server={"listen": [f"127.0.0.1:{port}", f"[::]:{dual}"],
+                          "tcp-max-connections-per-client": 3, "tcp-idle-timeout": 30}) as sec, \
+            ExitStack() as stack:
+        socks = hold(stack, sec, ATTACKER, 2)
+        for i in range(3):  # bounded
+            sock = stack.enter_context(socket.socket(socket.AF_INET6, socket.SOCK_STREAM))
+            sock.settimeout(5)
+            sock.bind((f"::ffff:{ATTACKER}", 0))
+            try:
+                sock.connect(("::ffff:127.0.0.1", dual))
+                sock.sendall(framed("www.example.com.", msg_id=i))
+            except ConnectionResetError:
+                pass
+            socks.append(sock)
+        wait_for("one of the five reset", lambda: [state(s) for s in socks].count(CLOSE) == 2
+                 and established(socks) == 3, 10)
+        assert state(socks[0]) == state(socks[1]) == ESTABLISHED
+        assert wait_for("the refusal counted",
+                        lambda: metric(sec, "secondns_tcp_refused_total").get("per-client") == 2, 5)
 
 
 @pytest.fixture(autouse=True)
