@@ -322,6 +322,63 @@ def test_one_client_is_one_count_over_every_listener_and_as_ipv4_mapped_ipv6(bas
                         lambda: metric(sec, "secondns_tcp_refused_total").get("per-client") == 2, 5)
 
 
+class _SlowTransfer:
+    """TCPFactory.xfr for the unit test: a transfer of *count* messages."""
+
+    idle_timeout = 30.0
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def tcp(self, message: bytes, addr: tuple[str, int], conn: object = None,
+            rest: bytes = b"") -> Iterator[bytes]:
+        return (b"\0" * 100 for _ in range(self.count))
+
+
+def test_lifetime_waits_for_the_transfer_and_the_counts_are_freed() -> None:
+    """The same rules on a fake clock and transport: the lifetime expiring while a transfer is
+    paused by a slow reader closes the connection only once the transfer is written."""
+    from twisted.internet.address import IPv6Address
+    from twisted.internet.task import Clock
+    from twisted.internet.testing import StringTransport
+    from zonetools import responder_for
+
+    from secondns.serve.server import TCPFactory, TCPLimits
+
+    clock = Clock()
+    limits = TCPLimits(10, 5.0, max_per_client=2, initial_timeout=1.0, lifetime=20.0)
+    factory = TCPFactory(responder_for(), clock, 5.0, 10, limits=limits)
+    factory.xfr = _SlowTransfer(50)
+    conns = []
+    for _ in range(3):  # the third is over the per-client limit
+        proto = factory.buildProtocol(None)
+        transport = StringTransport(peerAddress=IPv6Address("TCP", "::ffff:192.0.2.9", 5300))
+        proto.makeConnection(transport)
+        conns.append((proto, transport))
+    assert limits.open == 2 and limits.per_client == {"192.0.2.9": 2}
+    assert conns[2][1].disconnected and factory.responder.stats.tcp_refused == [1, 0]
+    conns[2][0].connectionLost()
+    assert limits.open == 2  # a refused connection was never counted
+
+    proto, transport = conns[0]
+    proto.dataReceived(framed("example.com.", "AXFR"))
+    proto.pauseProducing()  # the downstream stopped reading before the first message
+    clock.advance(0)
+    clock.advance(25)  # past the lifetime, within the transfer's idle timeout
+    assert not transport.disconnecting and transport.value() == b""
+    proto.resumeProducing()
+    clock.advance(0)
+    assert len(transport.value()) == 50 * 102  # the whole transfer, then the close
+    assert transport.disconnecting and not transport.disconnected
+    proto.connectionLost()
+    # The other connection never sent a complete message: closed at 1 s by the initial timeout.
+    other, other_transport = conns[1]
+    assert other_transport.disconnecting
+    other.connectionLost()
+    assert factory.responder.stats.tcp_closed == [1, 0, 1, 0]  # initial, idle, lifetime, slow
+    assert limits.open == 0 and limits.per_client == {}
+
+
 @pytest.fixture(autouse=True)
 def _many_sockets() -> Iterator[None]:
     import resource

@@ -229,7 +229,8 @@ class TCPServer(protocol.Protocol):
         self._idle: Any = None  # IDelayedCall (zope interfaces do not type-check)
         self._life: Any = None
         self._addr: tuple[str, int] = ("", 0)
-        self._client = ""  # the per-client key, once counted in the limits
+        self._client = ""  # the per-client key
+        self._counted = False  # counted in the limits (not refused)
         self._paused = False
         self._draining = False
         self._answered = False  # a complete message arrived: the idle timeout applies
@@ -260,6 +261,7 @@ class TCPServer(protocol.Protocol):
         limits.open += 1
         limits.per_client[client] = held + 1
         self._client = client
+        self._counted = True
         transport.registerProducer(self, True)
         self._idle = factory.clock.callLater(limits.initial_timeout, self._timeout)
         if limits.lifetime is not None:
@@ -408,13 +410,13 @@ class TCPServer(protocol.Protocol):
         self._paused = True
 
     def connectionLost(self, reason: Any = None) -> None:
-        if self._client:
+        if self._counted:
+            self._counted = False
             limits = self.factory.limits
             limits.open -= 1
             held = limits.per_client.pop(self._client, 1) - 1
             if held > 0:
                 limits.per_client[self._client] = held
-            self._client = ""
         if self._stream is not None:
             self._stream.close()  # frees its transfer slot (xfrout.TransferOut._stream)
             self._stream = None
