@@ -33,7 +33,7 @@ from secondns.serve.server import TCPFactory, UDPServer
 from secondns.serve.stats import ServingStats
 from secondns.store import journal, storage
 from secondns.store.storage import CopyMeta
-from secondns.transfer import tsig
+from secondns.transfer import tls, tsig
 from secondns.transfer.client import TwistedTransferClient
 from secondns.transfer.notify_out import NotifySender
 from secondns.transfer.pacing import Pacer
@@ -432,6 +432,9 @@ class Application:
             log.info("listening on %s (UDP and TCP)", ep)
         if self.workers is not None:
             self.workers.bind()
+        if srv.tls is not None:
+            # Here even with workers: transfers out run in this process (docs/architecture.md).
+            self.ports += tls.listen(self.reactor, srv.tls, self._tls_factory)
         if srv.http is not None:
             stats = self.stats if self.workers is None else self.workers.total
             collector = SecondnsCollector(stats, self.zone_statuses, self._gauges,
@@ -443,12 +446,21 @@ class Application:
             if self.workers is not None:
                 metrics.register(self.workers.collector())
             metrics.register(membership.CatalogCollector(self.catalogs))
+            tls_failures = getattr(self.client, "tls_failures", None)
+            if tls_failures is not None:
+                metrics.register(tls_failures.collector())
             site = StatusSite(metrics, self.zone_statuses, self,
                               lambda: self.config.server.control_token,
                               trust_loopback=srv.http.host in ("127.0.0.1", "::1"),
                               loading=self.loading_progress, renderer=self._in_thread)
             self.ports.append(self.reactor.listenTCP(srv.http.port, site.site, interface=srv.http.host))
             log.info("HTTP (metrics, status, control) on %s", srv.http)
+
+    def _tls_factory(self) -> TCPFactory:
+        srv = self.config.server
+        factory = TCPFactory(self.responder, self.reactor, srv.tcp_idle_timeout, srv.tcp_max_connections)
+        factory.xfr = self.xfr_out
+        return factory
 
     def _in_thread(self, render: Any) -> defer.Deferred[bytes]:
         """Run a /metrics rendering in the reactor's thread pool, off the serving path."""
