@@ -252,6 +252,18 @@ def test_wrong_ca_and_wrong_name_fail_counted_and_old_zone_served(
     sec.wait_serial(ZONE, 2, timeout=WAIT)
 
 
+def test_tls_to_a_plain_dns_port_fails_as_handshake(bind_factory: Callable[..., Bind],
+                                                    secondns_factory: Callable[..., Secondns]) -> None:
+    """A primary that does not speak TLS on that port: counted as a handshake failure."""
+    bind = bind_factory([ZoneSpec(ZONE, _zone(1))])
+    sec = secondns_factory({ZONE: {"primaries": [{"address": f"{LOOPBACK}:{bind.port}",
+                                                  "tls": "opportunistic"}]}}, ready_zones=[])
+    wait_for("a counted handshake failure", lambda: _xot_failures(sec, "handshake") >= 1, WAIT)
+    status = zone_status(sec, ZONE)
+    assert "TLS handshake" in (status["primaries"][f"{LOOPBACK}:{bind.port}"]["error"] or ""), status
+    assert _served(sec) is None  # nothing was transferred in clear
+
+
 # --------------------------------------------------------------------------------------------------
 # 4: BIND 9.18 as the secondary of secondns over TLS
 

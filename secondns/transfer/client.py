@@ -301,6 +301,10 @@ class _TcpExchange(protocol.Protocol):
         self._buf = buf
 
     def _abort(self, reason: str) -> None:
+        if self.tls_config is not None and not self._handshake_done:
+            self._finish(tls.TlsFailed(f"TLS handshake with {self.peer} not completed: {reason}",
+                                       "handshake"))
+            return
         self._finish(TransientError(reason))
 
     def handshakeCompleted(self) -> None:
@@ -397,7 +401,7 @@ class TwistedTransferClient:
             try:
                 factory = tls.client_factory(factory, primary.tls)
             except tls.TlsFailed as exc:
-                d.errback(exc)
+                exchange._finish(exc)  # also cancels its timers
                 return d
         self.reactor.connectTCP(primary.host, primary.port, factory, timeout=self.connect_timeout)
         return d
