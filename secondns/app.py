@@ -33,7 +33,7 @@ from secondns.serve.server import TCPFactory, UDPServer, tcp_limits
 from secondns.serve.stats import ServingStats
 from secondns.store import journal, storage
 from secondns.store.storage import CopyMeta
-from secondns.transfer import tsig
+from secondns.transfer import tls, tsig
 from secondns.transfer.client import TwistedTransferClient
 from secondns.transfer.notify_out import NotifySender
 from secondns.transfer.pacing import Pacer
@@ -199,13 +199,16 @@ class Application:
         if self.workers is not None:  # NOTIFY once every worker serves the version (serve.workers)
             self.notifier.gate = self.workers.served
         self.xfr_out.expire_remaining = self.expire_remaining
+        # One count for every TCP and TLS listener of this process and the connections workers
+        # hand over (docs/configuration.md, "TCP limits").
+        self.tcp_limits = tcp_limits(srv, 1)
         self.xfr_handoff: Any = None
         if self.workers is not None:  # workers pass AXFR/IXFR connections here (serve.xfrhandoff)
             from secondns.serve.xfrhandoff import MainSide
 
             self.xfr_handoff = MainSide(reactor, (self.responder, reactor, srv.tcp_idle_timeout,
                                                   srv.tcp_max_connections), self.xfr_out,
-                                        limits=tcp_limits(srv, 1))
+                                        limits=self.tcp_limits)
 
     def expire_remaining(self, origin: bytes) -> int | None:
         """RFC 7314 2: seconds until our copy expires; a static zone (a primary, to its
@@ -425,17 +428,19 @@ class Application:
     def listen(self) -> None:
         """Bind UDP and TCP on every configured address."""
         srv = self.config.server
-        limits = tcp_limits(srv, 1)  # one count for every listen address
         for ep in srv.listen if self.workers is None else ():
             udp = self.reactor.listenUDP(ep.port, UDPServer(self.responder), interface=ep.host)
             factory = TCPFactory(self.responder, self.reactor, srv.tcp_idle_timeout,
-                                 srv.tcp_max_connections, limits=limits)
+                                 srv.tcp_max_connections, limits=self.tcp_limits)
             factory.xfr = self.xfr_out
             tcp = self.reactor.listenTCP(ep.port, factory, interface=ep.host, backlog=128)
             self.ports += [udp, tcp]
             log.info("listening on %s (UDP and TCP)", ep)
         if self.workers is not None:
             self.workers.bind()
+        if srv.tls is not None:
+            # Here even with workers: transfers out run in this process (docs/architecture.md).
+            self.ports += tls.listen(self.reactor, srv.tls, self._tls_factory)
         if srv.http is not None:
             stats = self.stats if self.workers is None else self.workers.total
             collector = SecondnsCollector(stats, self.zone_statuses, self._gauges,
@@ -447,12 +452,22 @@ class Application:
             if self.workers is not None:
                 metrics.register(self.workers.collector())
             metrics.register(membership.CatalogCollector(self.catalogs))
+            tls_failures = getattr(self.client, "tls_failures", None)
+            if tls_failures is not None:
+                metrics.register(tls_failures.collector())
             site = StatusSite(metrics, self.zone_statuses, self,
                               lambda: self.config.server.control_token,
                               trust_loopback=srv.http.host in ("127.0.0.1", "::1"),
                               loading=self.loading_progress, renderer=self._in_thread)
             self.ports.append(self.reactor.listenTCP(srv.http.port, site.site, interface=srv.http.host))
             log.info("HTTP (metrics, status, control) on %s", srv.http)
+
+    def _tls_factory(self) -> TCPFactory:
+        srv = self.config.server
+        factory = TCPFactory(self.responder, self.reactor, srv.tcp_idle_timeout, srv.tcp_max_connections,
+                             limits=self.tcp_limits)
+        factory.xfr = self.xfr_out
+        return factory
 
     def _in_thread(self, render: Any) -> defer.Deferred[bytes]:
         """Run a /metrics rendering in the reactor's thread pool, off the serving path."""

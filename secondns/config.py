@@ -37,7 +37,9 @@ LOG_FORMATS = ("text", "json")
 TRANSFER_MODES = ("ixfr", "axfr")
 ZONEMD_MODES = ("verify", "ignore", "require")
 DNS_PORT = 53
+DOT_PORT = 853  # RFC 9103 7.3: XoT uses the DNS-over-TLS port (RFC 7858) unless agreed otherwise
 HTTP_PORT = 9153
+TLS_OPPORTUNISTIC = "opportunistic"
 
 
 class InvalidConfig(ConfigError):
@@ -95,6 +97,36 @@ def parse_endpoint(text: str, default_port: int) -> Endpoint:
         if not 1 <= port <= 65535:
             raise ValueError(f"port {port} in {text!r} is not in 1..65535")
     return Endpoint(str(address), port)
+
+
+@dataclass(frozen=True)
+class PrimaryTls:
+    """How a primary is reached over TLS (RFC 9103 9.3): strict with *ca* and *name*,
+    opportunistic (encrypted, not authenticated) when both are None."""
+
+    ca: Path | None = None
+    name: str | None = None
+
+    @property
+    def strict(self) -> bool:
+        return self.ca is not None
+
+
+@dataclass(frozen=True)
+class TlsPrimary(Endpoint):
+    """A primary reached over TLS (XoT): its SOA checks and transfers all use TLS, one
+    connection each, as BIND does for a primary with a `tls` transport."""
+
+    tls: PrimaryTls = PrimaryTls()
+
+
+@dataclass(frozen=True)
+class TlsServer:
+    """``server.tls``: DNS over TLS listeners (RFC 7858) that also serve XoT (RFC 9103)."""
+
+    listen: tuple[Endpoint, ...]
+    certificate: Path
+    key: Path
 
 
 @dataclass(frozen=True)
@@ -199,6 +231,8 @@ class ServerConfig:
     transfers_out: int = 10
     transfers_out_per_client: int = 2
     transfer_out_idle_timeout: float = 30.0
+    # DNS over TLS and XoT listeners (secondns/transfer/tls.py); None: no TLS listener.
+    tls: TlsServer | None = None
 
 
 @dataclass(frozen=True)
@@ -640,6 +674,101 @@ def _transfer_acl(ck: _Checker, value: Any, line: int, path: str) -> Any:
     return TransferAcl(network, key)
 
 
+def _config_file(ck: _Checker, value: Any, line: int, path: str) -> Any:
+    """A readable file named relative to the config's directory (certificates, keys)."""
+    name = _string()(ck, value, line, path)
+    if name is BAD:
+        return BAD
+    file = (ck.base_dir / name).resolve()
+    try:
+        with file.open("rb") as handle:
+            handle.read(1)
+    except OSError as exc:
+        return ck.report(line, path, f"cannot read {str(file)!r}: {exc.strerror}")
+    return file
+
+
+def _tls_server(ck: _Checker, value: Any, line: int, path: str) -> Any:
+    """`tls: {listen: [...], certificate: FILE, key: FILE}`; the files are loaded here, so a
+    bad certificate or key is reported with the rest instead of failing at start-up."""
+    m = ck.section(value, line, path, ("listen", "certificate", "key"))
+    if m is None:
+        return BAD
+    missing = [k for k in ("listen", "certificate", "key") if k not in m]
+    if missing:
+        return ck.report(line, path, f"needs {', '.join(missing)}")
+    listen = _list(_endpoint(DOT_PORT), non_empty=True)(ck, m["listen"], m.lines["listen"],
+                                                        _join(path, "listen"))
+    files = {k: _config_file(ck, m[k], m.lines[k], _join(path, k)) for k in ("certificate", "key")}
+    if listen is BAD or any(f is BAD for f in files.values()):
+        return BAD
+    from secondns.transfer import tls  # pyOpenSSL is imported only where TLS is configured
+
+    problem = tls.check_server_files(files["certificate"], files["key"])
+    if problem is not None:
+        which, message = problem
+        return ck.report(m.lines[which], _join(path, which), message)
+    return TlsServer(listen, files["certificate"], files["key"])
+
+
+def _primary_tls(ck: _Checker, value: Any, line: int, path: str) -> Any:
+    """`tls: opportunistic` or `tls: {ca: FILE, name: HOSTNAME}` (RFC 9103 9.3.1, 9.3.2)."""
+    if isinstance(value, str) and value.lower() == TLS_OPPORTUNISTIC:
+        return PrimaryTls()
+    if not isinstance(value, _Map):
+        return ck.report(line, path, f"expected {TLS_OPPORTUNISTIC} or a mapping with ca and name, "
+                                     f"got {_describe(value)}")
+    m = ck.section(value, line, path, ("ca", "name"))
+    if m is None:
+        return BAD
+    missing = [k for k in ("ca", "name") if k not in m]
+    if missing:
+        return ck.report(line, path, f"needs {' and '.join(missing)} (or use tls: {TLS_OPPORTUNISTIC})")
+    ca = _config_file(ck, m["ca"], m.lines["ca"], _join(path, "ca"))
+    name = _string()(ck, m["name"], m.lines["name"], _join(path, "name"))
+    if ca is BAD or name is BAD:
+        return BAD
+    if not _tls_name_ok(name):
+        return ck.report(m.lines["name"], _join(path, "name"),
+                         f"{name!r} is neither a host name nor an IP address")
+    from secondns.transfer import tls
+
+    problem = tls.check_ca_file(ca)
+    if problem is not None:
+        return ck.report(m.lines["ca"], _join(path, "ca"), problem)
+    return PrimaryTls(ca, name.rstrip("."))
+
+
+def _tls_name_ok(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        pass
+    try:
+        names.from_text(name, names.ROOT)
+    except NameError_:
+        return False
+    return all(c.isalnum() or c in "-._*" for c in name)
+
+
+def _primary(ck: _Checker, value: Any, line: int, path: str) -> Any:
+    """`"HOST:PORT"`, or `{address: "HOST:PORT", tls: ...}` for a primary reached over TLS."""
+    if not isinstance(value, _Map):
+        return _endpoint(DNS_PORT)(ck, value, line, path)
+    m = ck.section(value, line, path, ("address", "tls"))
+    if m is None:
+        return BAD
+    if "address" not in m:
+        return ck.report(line, path, "needs an address")
+    tls = _primary_tls(ck, m["tls"], m.lines["tls"], _join(path, "tls")) if "tls" in m else None
+    port = DOT_PORT if tls is not None else DNS_PORT
+    endpoint = _endpoint(port)(ck, m["address"], m.lines["address"], _join(path, "address"))
+    if endpoint is BAD or tls is BAD:
+        return BAD
+    return endpoint if tls is None else TlsPrimary(endpoint.host, endpoint.port, tls)
+
+
 def _list(item: _Parser, non_empty: bool = False) -> _Parser:
     """A YAML list of *item*; null (every entry commented out) is an empty list."""
     def parse(ck: _Checker, value: Any, line: int, path: str) -> Any:
@@ -787,6 +916,7 @@ _SERVER: dict[str, _Parser] = {
     "transfers-out": _int(1),
     "transfers-out-per-client": _int(1),
     "transfer-out-idle-timeout": _seconds,
+    "tls": _tls_server,
 }
 
 _KEY: dict[str, _Parser] = {
@@ -796,7 +926,7 @@ _KEY: dict[str, _Parser] = {
 }
 
 _ZONE: dict[str, _Parser] = {
-    "primaries": _list(_endpoint(DNS_PORT)),
+    "primaries": _list(_primary),
     "allow-notify": _list(_network),
     "refresh-min": _int(1),
     "refresh-max": _int(1),

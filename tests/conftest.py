@@ -53,7 +53,7 @@ def _factory(cls: type[P], tmp_path: Path, prefix: str) -> Iterator[Callable[...
 
 @pytest.fixture
 def bind_factory(tmp_path: Path) -> Iterator[Callable[..., Bind]]:
-    """``bind_factory(zones, *, keys=(), notify="explicit", workers=1, options=(), port=None,
+    """``bind_factory(zones, *, keys=(), notify="explicit", workers=1, options=(), conf=(), port=None,
     cpus=None, start=True) -> Bind``"""
     yield from _factory(Bind, tmp_path, "bind")
 

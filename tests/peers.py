@@ -167,7 +167,8 @@ class ZoneSpec:
     ``options`` are raw lines put inside the zone's block verbatim and are therefore specific
     to one server (e.g. BIND's ``ixfr-from-differences yes;`` or Knot's ``zonefile-load:
     difference``).  ``key`` names the TSIG key that transfers, notifies and primaries of this
-    zone must use; without it, loopback is trusted.
+    zone must use; without it, loopback is trusted.  ``tls`` names a BIND ``tls`` block
+    (given with ``Bind(conf=...)``) that the zone's primaries are reached through (XoT).
     """
 
     name: str
@@ -177,6 +178,7 @@ class ZoneSpec:
     primaries: Sequence[int | Endpoint] = ()
     notify: Sequence[int | Endpoint] = ()
     key: str | None = None
+    tls: str | None = None
 
     @classmethod
     def coerce(cls, value: ZoneSpec | Sequence[Any]) -> ZoneSpec:
@@ -635,8 +637,8 @@ class _ZonePeer(Peer):
 # BIND 9
 
 
-def _bind_addr_list(endpoints: Sequence[Endpoint], key: str | None) -> str:
-    suffix = f' key "{key}"' if key else ""
+def _bind_addr_list(endpoints: Sequence[Endpoint], key: str | None, tls: str | None = None) -> str:
+    suffix = (f' key "{key}"' if key else "") + (f' tls "{tls}"' if tls else "")
     return " ".join(f"{host} port {port}{suffix};" for host, port in endpoints)
 
 
@@ -645,7 +647,8 @@ class Bind(_ZonePeer):
 
     ``notify`` is the global BIND setting: ``explicit`` (default) notifies only the zone's
     ``notify`` targets (as ``also-notify``), never the NS names in test zones, which point nowhere.
-    ``options`` are extra raw lines for the ``options { }`` block.
+    ``options`` are extra raw lines for the ``options { }`` block, ``conf`` raw top-level
+    statements (e.g. a ``tls`` block).
     """
 
     binary = "named"
@@ -660,6 +663,7 @@ class Bind(_ZonePeer):
         notify: Literal["yes", "no", "explicit"] = "explicit",
         workers: int = 1,
         options: Sequence[str] = (),
+        conf: Sequence[str] = (),
         port: int | None = None,
         cpus: str | None = None,
         startup_timeout: float = _START_TIMEOUT,
@@ -668,6 +672,7 @@ class Bind(_ZonePeer):
         self.notify = notify
         self.workers = workers
         self.options = list(options)
+        self.conf = list(conf)
         self.rndc_port = free_port()
         self.rndc_key = TsigKey.generate("rndc-key")
         self.conf_path = self.workdir / "named.conf"
@@ -684,7 +689,7 @@ class Bind(_ZonePeer):
         transfer_acl = f'key "{zone.key}";' if zone.key else "127.0.0.0/8; ::1;"
         lines.append(f"allow-transfer {{ {transfer_acl} }};")
         if zone.type == "secondary":
-            lines.append(f"primaries {{ {_bind_addr_list(zone.primary_endpoints(), zone.key)} }};")
+            lines.append(f"primaries {{ {_bind_addr_list(zone.primary_endpoints(), zone.key, zone.tls)} }};")
             lines.append(f"allow-notify {{ {transfer_acl} }};")
         if zone.notify:
             lines.append(f"also-notify {{ {_bind_addr_list(zone.notify_endpoints(), zone.key)} }};")
@@ -697,6 +702,7 @@ class Bind(_ZonePeer):
         extra = "\n    ".join(self.options)
         conf = f"""\
 {self._key_clauses()}
+{"".join(line + chr(10) for line in self.conf)}
 controls {{
     inet {LOOPBACK} port {self.rndc_port} allow {{ {LOOPBACK}; }} keys {{ "{self.rndc_key.name}"; }};
 }};

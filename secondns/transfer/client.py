@@ -15,13 +15,15 @@ from typing import Any
 
 from twisted.internet import defer, protocol, threads
 from twisted.internet.error import ConnectionRefusedError as TxConnectionRefused
+from twisted.internet.interfaces import IHandshakeListener
+from zope.interface import implementer  # type: ignore[import-untyped]
 
 from secondns import rrtypes, zonemd
-from secondns.config import Endpoint, ZoneConfig
+from secondns.config import Endpoint, TlsPrimary, ZoneConfig
 from secondns.diff import apply_steps
 from secondns.errors import ResponseMismatch, TransferError, TransientError, ZoneError
 from secondns.names import to_text
-from secondns.transfer import tsig
+from secondns.transfer import tls, tsig
 from secondns.transfer.refresh import TransferOutcome
 from secondns.transfer.xfrin import (
     AxfrConsumer,
@@ -245,8 +247,16 @@ class _SoaSockets:
             del self.sockets[sock.primary]
 
 
+@implementer(IHandshakeListener)
 class _TcpExchange(protocol.Protocol):
-    """Send one framed request (RFC 7766 8), feed framed replies to a handler."""
+    """Send one framed request (RFC 7766 8), feed framed replies to a handler.
+
+    Inside TLS (*tls_config* set, XoT) the request waits in the TLS layer until the handshake
+    is done; a connection lost before that is reported as the TLS failure it was.
+    """
+
+    tls_config: Any = None  # config.PrimaryTls when the exchange runs over TLS
+    _handshake_done = False
 
     def __init__(self, request: bytes, handle: MessageHandler, d: defer.Deferred[None], clock: Any,
                  idle_timeout: float, total_timeout: float, peer: Endpoint) -> None:
@@ -291,9 +301,22 @@ class _TcpExchange(protocol.Protocol):
         self._buf = buf
 
     def _abort(self, reason: str) -> None:
+        if self.tls_config is not None and not self._handshake_done:
+            self._finish(tls.TlsFailed(f"TLS handshake with {self.peer} not completed: {reason}",
+                                       "handshake"))
+            return
         self._finish(TransientError(reason))
 
+    def handshakeCompleted(self) -> None:
+        self._handshake_done = True
+        problem = tls.check_alpn(self.transport, self.peer)
+        if problem is not None:
+            self._finish(problem)
+
     def connectionLost(self, reason: Any = None) -> None:
+        if self.tls_config is not None and not self._handshake_done:
+            self._finish(tls.handshake_failure(reason, self.transport, self.peer, self.tls_config))
+            return
         # BIND closes the connection when its tcp-clients quota is reached: transient.
         self._finish(TransientError(f"{self.peer} closed the connection before the transfer completed"))
 
@@ -365,19 +388,34 @@ class TwistedTransferClient:
         self.udp_tries = udp_tries
         self.connect_timeout = connect_timeout
         self.udp = _SoaSockets(reactor)
+        self.tls_failures = tls.Failures()
 
     def _tcp(self, primary: Endpoint, request: bytes, handle: MessageHandler, idle: float,
              total: float) -> defer.Deferred[None]:
         d: defer.Deferred[None] = defer.Deferred()
         exchange = _TcpExchange(request, handle, d, self.reactor, idle, total, primary)
-        self.reactor.connectTCP(primary.host, primary.port, _ExchangeFactory(exchange),
-                                timeout=self.connect_timeout)
+        factory: Any = _ExchangeFactory(exchange)
+        if isinstance(primary, TlsPrimary):  # RFC 9103: XoT, a TLS connection per exchange
+            exchange.tls_config = primary.tls
+            d.addErrback(self.tls_failures.count, primary)
+            try:
+                factory = tls.client_factory(factory, primary.tls)
+            except tls.TlsFailed as exc:
+                exchange._finish(exc)  # also cancels its timers
+                return d
+        self.reactor.connectTCP(primary.host, primary.port, factory, timeout=self.connect_timeout)
         return d
 
     # -- SOA probe
 
     def soa_query(self, primary: Endpoint, zc: ZoneConfig) -> defer.Deferred[SoaProbeResult]:
-        """RFC 1034 4.3.5: ask the primary for its SOA; over TCP when truncated."""
+        """RFC 1034 4.3.5: ask the primary for its SOA; over TCP when truncated.
+
+        A TLS primary is asked over TLS, never in clear over UDP, as BIND does for a primary
+        with a `tls` transport (lib/dns/zone.c, get_request_transport_type).
+        """
+        if isinstance(primary, TlsPrimary):
+            return self._soa_over_tcp(primary, zc)
         sock = self.udp.get(primary)
         question = zc.origin.lower() + rrtypes.SOA.to_bytes(2, "big") + b"\0\1"
         msg_id = _new_id()
@@ -441,7 +479,7 @@ class TwistedTransferClient:
 
         def fallback(failure: Any) -> Any:
             exc = failure.value
-            if isinstance(exc, ConnectFailed | tsig.TsigError):
+            if isinstance(exc, ConnectFailed | tsig.TsigError | tls.TlsFailed):
                 return failure
             reason = str(exc)
             log.warning("zone %s: IXFR from %s failed (%s); falling back to AXFR", zc.name, primary,
