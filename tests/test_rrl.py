@@ -233,6 +233,7 @@ def burst(port: int, names: Sequence[str], qtype: str = "A", *, source: str = LO
         q.flags &= ~dns.flags.RD
         wires.append(q.to_wire())
     got: dict[int, dns.message.Message] = {}
+    data_by_id: dict[int, bytes] = {}
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((source, 0))
         _align(clock)
@@ -247,6 +248,7 @@ def burst(port: int, names: Sequence[str], qtype: str = "A", *, source: str = LO
                 break
             msg = dns.message.from_wire(data)
             got[msg.id] = msg
+            data_by_id[msg.id] = data
     out = []
     for i in range(len(wires)):
         r = got.get(i + 1)
@@ -255,7 +257,9 @@ def burst(port: int, names: Sequence[str], qtype: str = "A", *, source: str = LO
         elif r.rcode() == dns.rcode.BADCOOKIE:
             out.append("BADCOOKIE")
         elif r.flags & dns.flags.TC:
-            assert not r.answer and not r.authority, r  # the question only (and OPT)
+            # the question only, and the OPT record of an EDNS query
+            assert len(r.question) == 1 and not r.answer and not r.authority and not r.additional, r
+            assert r.edns == 0 and len(data_by_id[i + 1]) == len(wires[i]), r  # as long as the query
             assert r.flags & dns.flags.AA  # as BIND 9.18
             out.append("TC")
         else:

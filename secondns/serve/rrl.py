@@ -52,7 +52,6 @@ RESPONSE, NODATA, NXDOMAIN_KIND, REFERRAL, ERROR, UNLIMITED = range(6)
 UNLIMITED_ACCOUNT = bytes((UNLIMITED,))
 ERROR_ACCOUNT = bytes((ERROR,))
 
-_FOREVER = -(1 << 40)  # the timestamp of a new entry: older than any window (rrl.c DNS_RRL_FOREVER)
 _PREFIX_MEMO_MAX = 65536  # client addresses remembered with their prefix; cleared when full
 _EVICT_PROBES = 8  # entries looked at for an idle one before the oldest is taken
 _V6 = 1 << 128  # set in IPv6 prefixes so they never equal an IPv4 one
@@ -146,10 +145,12 @@ class RateLimiter:
         table = self.table
         e = table.get(key)
         if e is None:
-            e = [0, _FOREVER, 0, 0]
+            # A new account starts as one older than the window: credited its rate, debited one
+            # (rrl.c get_entry leaves ts_valid false, debit_rrl_entry then resets it); rate >= 1.
             if len(table) >= self.max_entries:
                 self._evict(now)
-            table[key] = e
+            table[key] = [rate - 1, now, 0, 0]
+            return OK
         age = now - e[1]
         if age > 0:
             # rrl.c: "Treat entries older than the window as if they were just created";
@@ -195,6 +196,9 @@ class RateLimiter:
         """Make room: the least-recently used entry that is idle and back in credit, as rrl.c
         get_entry ("Keep currently penalized and logged entries"), else the oldest."""
         table = self.table
+        if now - table[next(iter(table))][1] <= 1:
+            table.popitem(last=False)  # the oldest was used within a second: so were all others
+            return
         victim = None
         for probes, (key, e) in enumerate(table.items()):
             age = now - e[1]
