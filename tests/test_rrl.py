@@ -329,6 +329,9 @@ def test_live_valid_server_cookie_not_limited(server: Secondns) -> None:
     # Only a client cookie: slipped as BADCOOKIE with a fresh server cookie (BIND 9.18).
     out = burst(server.port, ["a5.example."] * N, options=[dns.edns.GenericOption(10, client)])
     assert out == [("BADCOOKIE" if v == "TC" else v) for v in EXPECTED]
+    with urllib.request.urlopen(server.http_url("/metrics"), timeout=5) as resp:
+        assert f'secondns_responses_total{{rcode="BADCOOKIE"}} {out.count("BADCOOKIE")}.0' \
+            in resp.read().decode()
 
 
 def test_live_two_workers(tmp_path: Path) -> None:

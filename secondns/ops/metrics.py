@@ -27,7 +27,8 @@ from secondns.serve.stats import INTERNAL_ERROR_PLACES, LATENCY_BUCKETS, Serving
 from secondns.transfer.refresh import STATES, TRANSFER_BUCKETS, ZoneStatus
 
 RCODE_NAMES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED",
-               6: "YXDOMAIN", 7: "YXRRSET", 8: "NXRRSET", 9: "NOTAUTH", 10: "NOTZONE", 16: "BADVERS"}
+               6: "YXDOMAIN", 7: "YXRRSET", 8: "NXRRSET", 9: "NOTAUTH", 10: "NOTZONE", 16: "BADVERS",
+               23: "BADCOOKIE"}
 
 
 def _bucket_pairs(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str, float]]:
