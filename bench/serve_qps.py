@@ -12,6 +12,13 @@ time (process start to the first SOA answer, i.e. zone load) and RSS after loadi
     python bench/serve_qps.py --peers nsd,knot --json out.json
     python bench/serve_qps.py --workers 2 --server-cpu '' --client-cpu ''   # 2 workers vs named -n 2
 
+``--rrl`` adds, right after plain secondns, secondns with response rate limiting on and no
+client over its limit (``secondns-rrl``: every rate 1000/s, BIND's maximum, except NXDOMAIN,
+whose one zone-wide account the single dnsperf source would exceed, at 0 = not accounted) and
+with every kind accounted in log-only mode (``secondns-rrl-log``: the NXDOMAIN account goes
+"over" but is still answered), and prints their QPS relative to plain secondns in the same run.
+The RRL counters each ended with are printed too (``secondns-rrl`` must end with none).
+
 ``--workers N`` runs secondns with ``server.workers: N`` and BIND with ``-n N``; the memory
 column is then the PSS summed over the server's processes (``tree_pss_kib``), which counts
 pages the workers share (the mapped zone images) once, not once per process.
@@ -39,7 +46,12 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 import genzone  # noqa: E402
 from peers import Bind, Knot, Nsd, Peer, PeerError, Secondns, ZoneSpec, find_binary  # noqa: E402
 
-SERVERS = ("secondns", "bind", "nsd", "knot")
+SERVERS = ("secondns", "bind", "nsd", "knot", "secondns-rrl", "secondns-rrl-log")
+# --rrl: server.rate-limit for the two RRL variants (see the module docstring).
+RRL_CONFIGS: dict[str, dict[str, Any]] = {
+    "secondns-rrl": {"responses-per-second": 1000, "nxdomains-per-second": 0},
+    "secondns-rrl-log": {"responses-per-second": 1000, "log-only": True},
+}
 # How much the rcode mix may differ from BIND's before the row is flagged (percentage points).
 _RCODE_TOLERANCE = 2.0
 
@@ -58,6 +70,7 @@ class Result:
     start_s: float | None = None
     rcodes: dict[str, float] = field(default_factory=dict)
     scrapes: int | None = None  # /metrics GETs served during the run (--scrape)
+    rrl: dict[str, int] | None = None  # secondns_rrl_responses_total by action after the run (--rrl)
     warning: str | None = None
     error: str | None = None
 
@@ -159,10 +172,12 @@ def make_server(name: str, workdir: Path, origin: str, zone_file: Path, args: ar
         return Knot(workdir, zones, workers=1, **common)
     if name == "nsd":
         return Nsd(workdir, zones, workers=1, **common)
-    if name == "secondns":
+    if name.startswith("secondns"):
         # The HTTP listener is on, as in a real deployment (and for --scrape).
-        return Secondns(workdir, zone_files={origin: zone_file}, http=True,
-                        server={"workers": args.workers}, **common)
+        server: dict[str, Any] = {"workers": args.workers}
+        if name in RRL_CONFIGS:
+            server["rate-limit"] = RRL_CONFIGS[name]
+        return Secondns(workdir, zone_files={origin: zone_file}, http=True, server=server, **common)
     raise ValueError(f"unknown server {name!r}; choose from {', '.join(SERVERS)}")
 
 
@@ -177,7 +192,7 @@ def bench_one(
             result.start_s = round(server.ready_seconds, 3)
             time.sleep(0.5)  # let post-load allocations settle before reading RSS
             result.rss_kib = server.rss_kib()
-            if name == "secondns" and args.workers > 1:
+            if name.startswith("secondns") and args.workers > 1:
                 # READY (first answer) comes once every worker serves; their stats settle after.
                 time.sleep(1.0)
             result.pss_kib = tree_pss_kib(server.pid)
@@ -188,6 +203,8 @@ def bench_one(
             text = run_dnsperf(server.port, queries, args)
             if scraper is not None:
                 result.scrapes = scraper.stop()
+            if name in RRL_CONFIGS:
+                result.rrl = rrl_counters(server)
             if not server.running():
                 raise PeerError(f"{name} died during the run\n{server.log_tail()}")
         if args.verbose:
@@ -199,6 +216,19 @@ def bench_one(
     except (PeerError, OSError, subprocess.SubprocessError, ValueError) as exc:
         result.error = str(exc)
     return result
+
+
+def rrl_counters(server: Peer) -> dict[str, int]:
+    """secondns_rrl_responses_total by action, from /metrics (after a second, so that
+    worker counters have been pushed to the main process)."""
+    import urllib.request
+
+    time.sleep(1.2)
+    with urllib.request.urlopen(f"http://127.0.0.1:{getattr(server, 'http_port', 0)}/metrics",
+                                timeout=5) as resp:
+        text = resp.read().decode()
+    return {m.group(1): int(float(m.group(2)))
+            for m in re.finditer(r'secondns_rrl_responses_total\{action="(\w+)"\} (\S+)', text)}
 
 
 class Scraper:
@@ -249,22 +279,22 @@ def flag_rcode_mismatch(results: list[Result]) -> None:
 
 
 def table(results: list[Result]) -> str:
-    head = (f"{'server':<10} {'QPS':>10} {'lost %':>7} {'lat ms':>7} {'start s':>8} {'RSS MiB':>8}"
+    head = (f"{'server':<16} {'QPS':>10} {'lost %':>7} {'lat ms':>7} {'start s':>8} {'RSS MiB':>8}"
             f" {'PSS MiB':>8}  rcodes")
     rows = [head, "-" * len(head)]
     for r in results:
         if r.error:
-            rows.append(f"{r.server:<10} ERROR: {r.error.splitlines()[0]}")
+            rows.append(f"{r.server:<16} ERROR: {r.error.splitlines()[0]}")
             continue
         rcodes = " ".join(f"{k}={v:g}%" for k, v in sorted(r.rcodes.items()))
         rss = f"{r.rss_kib / 1024:.1f}" if r.rss_kib else "?"
         pss = f"{r.pss_kib / 1024:.1f}" if r.pss_kib else "?"
         rows.append(
-            f"{r.server:<10} {r.qps or 0:>10.0f} {r.lost_pct or 0:>7.2f} {r.avg_latency_ms or 0:>7.3f}"
+            f"{r.server:<16} {r.qps or 0:>10.0f} {r.lost_pct or 0:>7.2f} {r.avg_latency_ms or 0:>7.3f}"
             f" {r.start_s or 0:>8.2f} {rss:>8} {pss:>8}  {rcodes}"
         )
         if r.warning:
-            rows.append(f"{'':<10} WARNING: {r.warning}")
+            rows.append(f"{'':<16} WARNING: {r.warning}")
     return "\n".join(rows)
 
 
@@ -293,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--startup-timeout", type=float, default=120.0, help="seconds to wait for a load")
     parser.add_argument("--workdir", type=Path, help="keep zone, configs and logs here")
     parser.add_argument("--json", type=Path, help="also write results as JSON to this file")
+    parser.add_argument("--rrl", action="store_true",
+                        help="also run secondns with response rate limiting (see above)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print dnsperf's full output")
     args = parser.parse_args(argv)
     args.server_cpu = args.server_cpu or None
@@ -303,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
 
     servers = args.only.split(",") if args.only else ["secondns", "bind"]
     servers += [p for p in args.peers.split(",") if p and p not in servers]
+    if args.rrl:
+        at = servers.index("secondns") + 1 if "secondns" in servers else 0
+        servers[at:at] = [s for s in RRL_CONFIGS if s not in servers]
     unknown = [s for s in servers if s not in SERVERS]
     if unknown:
         parser.error(f"unknown servers {unknown}; choose from {', '.join(SERVERS)}")
@@ -334,6 +369,12 @@ def main(argv: list[str] | None = None) -> int:
         ratio = sec.qps / bind.qps
         verdict = "meets" if ratio >= 0.9 else "below"
         print(f"\nsecondns/BIND QPS ratio: {ratio:.3f} ({verdict} the 0.9 target)")
+    rrl_ratios: dict[str, float] = {}
+    for variant in RRL_CONFIGS:
+        r = by_name.get(variant)
+        if sec and sec.qps and r and r.qps:
+            rrl_ratios[variant] = r.qps / sec.qps
+            print(f"{variant}/secondns QPS ratio: {rrl_ratios[variant]:.3f}; RRL counters {r.rrl}")
     if args.json:
         report = {
             "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -342,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
             "records": gen.records,
             "results": [asdict(r) for r in results],
             "ratio_secondns_bind": ratio,
+            "ratio_rrl_secondns": rrl_ratios,
         }
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 1 if any(r.error for r in results) else 0

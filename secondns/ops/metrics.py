@@ -33,7 +33,8 @@ from secondns.serve.stats import (
 from secondns.transfer.refresh import STATES, TRANSFER_BUCKETS, ZoneStatus
 
 RCODE_NAMES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED",
-               6: "YXDOMAIN", 7: "YXRRSET", 8: "NXRRSET", 9: "NOTAUTH", 10: "NOTZONE", 16: "BADVERS"}
+               6: "YXDOMAIN", 7: "YXRRSET", 8: "NXRRSET", 9: "NOTAUTH", 10: "NOTZONE", 16: "BADVERS",
+               23: "BADCOOKIE"}
 
 
 def _bucket_pairs(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str, float]]:
@@ -59,13 +60,15 @@ class SecondnsCollector(Collector):
 
     def __init__(self, stats: ServingStats, zones: Callable[[], Iterable[ZoneStatus]],
                  extra: Callable[[], dict[str, tuple[str, float]]] | None = None,
-                 unknown_notifies: Callable[[], int] | None = None, per_zone: bool = True) -> None:
+                 unknown_notifies: Callable[[], int] | None = None, per_zone: bool = True,
+                 rrl: bool = False) -> None:
         self.stats = stats
         self.zones = zones
         # Off: no zone label anywhere (counters summed over zones), for 10,000s of zones.
         self.per_zone = per_zone
         self.extra = extra
         self.unknown_notifies = unknown_notifies
+        self.rrl = rrl  # server.rate-limit set: its counters are exported, zero or not
 
     def collect(self) -> Iterator[Any]:
         yield from self._serving()
@@ -117,6 +120,15 @@ class SecondnsCollector(Collector):
         for where, count in zip(INTERNAL_ERROR_PLACES, st.internal_errors, strict=True):
             internal.add_metric([where], count)
         yield internal
+        if self.rrl:
+            limited = CounterMetricFamily(
+                "secondns_rrl_responses",
+                "UDP responses response rate limiting dropped or sent slipped (TC=1, or BADCOOKIE "
+                "to a client that sent a cookie); in log-only mode, those it would have.",
+                labels=["action"])
+            limited.add_metric(["dropped"], st.rrl_dropped)
+            limited.add_metric(["slipped"], st.rrl_slipped)
+            yield limited
         latency = HistogramMetricFamily(
             "secondns_query_duration_seconds",
             "Processing time of one query in every 256 (sampled; excludes kernel and queueing time).")

@@ -257,7 +257,8 @@ class WorkerPool:
         settings = {"udp_max_payload": srv.udp_max_payload, "identity": srv.identity,
                     "version": srv.version, "user": srv.user,
                     "answer_cache_size": srv.answer_cache_size,
-                    "cookie_secrets": list(self.app.cookie_secrets)}
+                    "cookie_secrets": list(self.app.cookie_secrets),
+                    "rate_limit": srv.rate_limit.to_plain() if srv.rate_limit else None}  # own table each
         # Each worker's TCP limits (server.tcp_limits: the total divided among the workers).
         limits = tcp_limits(srv, self.count)
         settings.update({"tcp_idle_timeout": limits.idle_timeout,
