@@ -173,7 +173,8 @@ class Application:
         self.cookie_secrets: tuple[bytes, ...] = srv.cookie_secrets or (os.urandom(16),)
         self.responder = Responder(self.registry, ServeSettings(
             udp_max_payload=srv.udp_max_payload, identity=srv.identity, version=srv.version,
-            cache_bytes=srv.answer_cache_size, cookie_secrets=self.cookie_secrets), self.stats)
+            cache_bytes=srv.answer_cache_size, cookie_secrets=self.cookie_secrets,
+            rate_limit=srv.rate_limit), self.stats)
         self.responder.notify_handler = self.on_notify
         self.responder.keys = tsig.keyring(config.keys)
         self.client = client or TwistedTransferClient(reactor)
@@ -436,7 +437,8 @@ class Application:
             stats = self.stats if self.workers is None else self.workers.total
             collector = SecondnsCollector(stats, self.zone_statuses, self._gauges,
                                           lambda: self.notifies_unknown_zone,
-                                          per_zone=srv.metrics.per_zone)
+                                          per_zone=srv.metrics.per_zone,
+                                          rrl=srv.rate_limit is not None)
             metrics = build_registry(collector)
             metrics.register(self.xfr_out.collector())
             metrics.register(self.notifier.collector())

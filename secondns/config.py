@@ -167,6 +167,45 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class RateLimitConfig:
+    """``server.rate-limit``: response rate limiting with BIND 9's option names and defaults
+    (secondns/serve/rrl.py; docs/configuration.md "Response rate limiting").
+
+    A rate of 0 does not limit that kind of response, as in BIND; the four per-kind rates
+    default to ``responses-per-second``.
+    """
+
+    responses_per_second: int = 0
+    nodata_per_second: int | None = None
+    nxdomains_per_second: int | None = None
+    referrals_per_second: int | None = None
+    errors_per_second: int | None = None
+    window: int = 15
+    slip: int = 2
+    ipv4_prefix_length: int = 24
+    ipv6_prefix_length: int = 56
+    exempt: tuple[Network, ...] = ()
+    log_only: bool = False
+    max_table_size: int = 20000
+
+    def rate(self, kind: str) -> int:
+        """The per-second credit of responses of *kind* (``nodata``, ``nxdomains``, ...)."""
+        value: int | None = getattr(self, f"{kind}_per_second")
+        return self.responses_per_second if value is None else value
+
+    def to_plain(self) -> dict[str, Any]:
+        """Plain data for the worker channel (marshal): prefixes as text."""
+        return {**{k: getattr(self, k) for k in self.__dataclass_fields__ if k != "exempt"},
+                "exempt": [str(n) for n in self.exempt]}
+
+    @classmethod
+    def from_plain(cls, plain: dict[str, Any] | None) -> RateLimitConfig | None:
+        if plain is None:
+            return None
+        return cls(**{**plain, "exempt": tuple(ipaddress.ip_network(n) for n in plain["exempt"])})
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     listen: tuple[Endpoint, ...] = (Endpoint("127.0.0.1", DNS_PORT),)
     http: Endpoint | None = Endpoint("127.0.0.1", HTTP_PORT)
@@ -195,6 +234,7 @@ class ServerConfig:
     transfers_out: int = 10
     transfers_out_per_client: int = 2
     transfer_out_idle_timeout: float = 30.0
+    rate_limit: RateLimitConfig | None = None  # server.rate-limit; None: no RRL
 
 
 @dataclass(frozen=True)
@@ -600,6 +640,54 @@ def _metrics(ck: _Checker, value: Any, line: int, path: str) -> Any:
     return MetricsConfig(per_zone=per_zone)
 
 
+# BIND rate-limit options secondns does not offer, and why (docs/configuration.md).
+_RRL_UNSUPPORTED = {
+    "all-per-second": "not supported (it limits every response to a prefix, legitimate ones "
+                      "included; BIND's ARM advises against it)",
+    "qps-scale": "not supported",
+    "min-table-size": "not needed (the table grows as used, up to max-table-size)",
+}
+_RRL_RATE = _int(0, 1000)  # BIND's DNS_RRL_MAX_RATE
+
+
+def _rate_limit(ck: _Checker, value: Any, line: int, path: str) -> Any:
+    """``rate-limit:`` with BIND's option names and ranges (bin/named/server.c configure_rrl)."""
+    parsers: dict[str, _Parser] = {
+        "responses-per-second": _RRL_RATE,
+        "nodata-per-second": _RRL_RATE,
+        "nxdomains-per-second": _RRL_RATE,
+        "referrals-per-second": _RRL_RATE,
+        "errors-per-second": _RRL_RATE,
+        "window": _int(1, 3600),
+        "slip": _int(0, 10),
+        "ipv4-prefix-length": _int(8, 32),
+        "ipv6-prefix-length": _int(16, 128),
+        "exempt": _list(_network),
+        "exempt-clients": _list(_network),
+        "log-only": _bool,
+        "max-table-size": _int(1, 10_000_000),
+    }
+    m = ck.section(value, line, path, (*parsers, *_RRL_UNSUPPORTED))
+    if m is None:
+        return BAD
+    bad = False
+    for key, why in _RRL_UNSUPPORTED.items():
+        if key in m:
+            ck.report(m.lines[key], _join(path, key), why)
+            bad = True
+    if "exempt" in m and "exempt-clients" in m:
+        ck.report(m.lines["exempt-clients"], _join(path, "exempt-clients"),
+                  "set either exempt or exempt-clients (its BIND name), not both")
+        bad = True
+    before = len(ck.problems)
+    settings = ck.read(m, path, parsers)
+    if "exempt_clients" in settings:
+        settings["exempt"] = settings.pop("exempt_clients")
+    if bad or len(ck.problems) != before:
+        return BAD
+    return RateLimitConfig(**settings)
+
+
 def _network(ck: _Checker, value: Any, line: int, path: str) -> Any:
     if not isinstance(value, str):
         return ck.report(line, path, f"expected an address or prefix string, got {_describe(value)}")
@@ -780,6 +868,7 @@ _SERVER: dict[str, _Parser] = {
     "transfers-out": _int(1),
     "transfers-out-per-client": _int(1),
     "transfer-out-idle-timeout": _seconds,
+    "rate-limit": _rate_limit,
 }
 
 _KEY: dict[str, _Parser] = {

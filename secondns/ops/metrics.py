@@ -53,13 +53,15 @@ class SecondnsCollector(Collector):
 
     def __init__(self, stats: ServingStats, zones: Callable[[], Iterable[ZoneStatus]],
                  extra: Callable[[], dict[str, tuple[str, float]]] | None = None,
-                 unknown_notifies: Callable[[], int] | None = None, per_zone: bool = True) -> None:
+                 unknown_notifies: Callable[[], int] | None = None, per_zone: bool = True,
+                 rrl: bool = False) -> None:
         self.stats = stats
         self.zones = zones
         # Off: no zone label anywhere (counters summed over zones), for 10,000s of zones.
         self.per_zone = per_zone
         self.extra = extra
         self.unknown_notifies = unknown_notifies
+        self.rrl = rrl  # server.rate-limit set: its counters are exported, zero or not
 
     def collect(self) -> Iterator[Any]:
         yield from self._serving()
@@ -99,6 +101,15 @@ class SecondnsCollector(Collector):
         for where, count in zip(INTERNAL_ERROR_PLACES, st.internal_errors, strict=True):
             internal.add_metric([where], count)
         yield internal
+        if self.rrl:
+            limited = CounterMetricFamily(
+                "secondns_rrl_responses",
+                "UDP responses response rate limiting dropped or sent slipped (TC=1, or BADCOOKIE "
+                "to a client that sent a cookie); in log-only mode, those it would have.",
+                labels=["action"])
+            limited.add_metric(["dropped"], st.rrl_dropped)
+            limited.add_metric(["slipped"], st.rrl_slipped)
+            yield limited
         latency = HistogramMetricFamily(
             "secondns_query_duration_seconds",
             "Processing time of one query in every 256 (sampled; excludes kernel and queueing time).")

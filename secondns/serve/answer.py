@@ -34,7 +34,7 @@ class Answer:
     """
 
     __slots__ = ("aa", "additional", "answer", "authority", "deps", "glue", "proofs", "rcode", "required",
-                 "signed")
+                 "signed", "wildcard")
 
     def __init__(self, signed: bool = False) -> None:
         self.rcode = NOERROR
@@ -47,6 +47,9 @@ class Answer:
         self.signed = signed  # DO set and the zone is signed: add RRSIGs and proofs
         self.proofs: list[dnssec.Proof] = []
         self.deps: Collection[bytes] = ()  # zone names this answer read
+        # The wildcard's parent when the qname itself was answered from a wildcard: response
+        # rate limiting accounts such answers by it (BIND rrl.c make_key), see serve/rrl.py.
+        self.wildcard: bytes | None = None
 
 
 def _put(ans: Answer, section: list[RRsetOut], owner: bytes, rtype: int,
@@ -192,6 +195,8 @@ def _step(zone: ZoneView, ans: Answer, name: bytes, qtype: int, minimal_any: boo
             return None
         blob = wild
         wildcard = True
+        if not ans.answer:
+            ans.wildcard = closest  # the first name of the chain
     rrsets = decode_node(blob)
     if qtype == rrtypes.ANY:
         _any(zone, ans, name, rrsets, minimal_any, wildcard, closest)

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from secondns import rrtypes
-from secondns.config import TsigKey
+from secondns.config import RateLimitConfig, TsigKey
 from secondns.names import from_text
 from secondns.registry import Registry
-from secondns.serve import cookies
+from secondns.serve import cookies, rrl
 from secondns.serve.answer import Answer, answer_query
 from secondns.serve.stats import IN_NOTIFY, IN_QUERY, IN_TSIG, INTERNAL_ERROR_PLACES, ServingStats
 from secondns.transfer import tsig
@@ -39,6 +39,7 @@ from secondns.wire import (
     NOERROR,
     NOTAUTH,
     NOTIMP,
+    NXDOMAIN,
     OPCODE_NOTIFY,
     OPCODE_QUERY,
     OPCODE_UPDATE,
@@ -86,6 +87,7 @@ class ServeSettings:
     cache_bytes: int = 64 << 20  # server.answer-cache-size, per serving process
     # RFC 9018 server-cookie secrets, current first; empty: COOKIE options are ignored.
     cookie_secrets: tuple[bytes, ...] = ()
+    rate_limit: RateLimitConfig | None = None  # server.rate-limit (serve/rrl.py)
 
 
 _ENTRY_OVERHEAD = 350  # octets of Python objects per entry (key, tuple, dict slot), measured with
@@ -94,15 +96,16 @@ _COOKIE_MEMO_MAX = 65536  # (client, COOKIE option) pairs remembered; cleared wh
 _COOKIE_ANSWER_LEN = cookies.CLIENT_COOKIE_LEN + cookies.SERVER_COOKIE_LEN
 _DEP_OVERHEAD = 150  # per name in the dependency index (a dict slot; a set for names shared)
 
-Entry = tuple[bytes, bytes, bytes | None, tuple[bytes, ...], int]
+Entry = tuple[bytes, bytes, bytes | None, tuple[bytes, ...], int, bytes]
 """An answer-cache entry, see AnswerCache."""
 
 
 class AnswerCache:
     """Responses by question (``wire.cache_key``), bounded in octets, forgettable by name.
 
-    An entry is ``(head, tail, zone, deps, size)``: the response's header after the ID
-    (``head``) and everything after the question (``tail``).  A hit sends the client's ID
+    An entry is ``(head, tail, zone, deps, size, account)``: the response's header after the
+    ID (``head``), everything after the question (``tail``) and its response-rate-limiting
+    account (``rrl.account``).  A hit sends the client's ID
     and question between them, so the client sees its own qname case in the question and
     in every owner compressed to it (0xC00C), as BIND answers a 0x20-randomised resolver.
 
@@ -121,8 +124,8 @@ class AnswerCache:
                  "size")
 
     def __init__(self, max_bytes: int) -> None:
-        self.protected: dict[bytes, tuple[bytes, bytes, bytes | None, tuple[bytes, ...], int]] = {}
-        self.probation: dict[bytes, tuple[bytes, bytes, bytes | None, tuple[bytes, ...], int]] = {}
+        self.protected: dict[bytes, Entry] = {}
+        self.probation: dict[bytes, Entry] = {}
         # zone -> name -> the key reading it, or a set of them when several do (most names are
         # read by one answer: a bare key saves the set)
         self._deps: dict[bytes | None, dict[bytes, bytes | set[bytes]]] = {}
@@ -131,7 +134,7 @@ class AnswerCache:
         self._protected_size = 0
         self.size = 0  # octets accounted: key, head, tail and the fixed overheads
 
-    def get(self, key: bytes) -> tuple[bytes, bytes, bytes | None, tuple[bytes, ...], int] | None:
+    def get(self, key: bytes) -> Entry | None:
         """The entry for *key*; a probation entry asked again is promoted."""
         entry = self.protected.get(key)
         if entry is not None:
@@ -149,20 +152,20 @@ class AnswerCache:
         return entry
 
     def put(self, key: bytes, response: bytes, qend: int, zone: bytes | None,
-            deps: Iterable[bytes] = ()) -> None:
+            deps: Iterable[bytes] = (), account: bytes = rrl.UNLIMITED_ACCOUNT) -> None:
         """Remember *response* (question ends at *qend*) from *zone* (None: no zone), that read
         the names *deps*."""
         if key in self.protected or key in self.probation:
             return
         names = tuple(deps) or (b"",)
-        size = len(key) + len(response) + _ENTRY_OVERHEAD + _DEP_OVERHEAD * len(names)
+        size = len(key) + len(response) + len(account) + _ENTRY_OVERHEAD + _DEP_OVERHEAD * len(names)
         if size > self._max // 8:
             return  # one answer must not push out a good part of the cache
         self.size += size
         while self.size > self._max:
             victim = next(iter(self.probation or self.protected))
             self._drop(victim)
-        self.probation[key] = (response[2:12], response[qend:], zone, names, size)
+        self.probation[key] = (response[2:12], response[qend:], zone, names, size, account)
         by_name = self._deps.setdefault(zone, {})
         for name in names:
             keys = by_name.get(name)
@@ -239,7 +242,7 @@ class Responder:
         self.wall: Callable[[], float] = time.time  # server-cookie timestamps (RFC 9018 4.3)
         # (client address, COOKIE option) -> (the option to answer with, wall time it is good
         # until): a known client costs a dict probe, not a SipHash (see cookie_answer).
-        self._cookie_memo: dict[tuple[str, bytes], tuple[bytes, float]] = {}
+        self._cookie_memo: dict[tuple[str, bytes], tuple[bytes, float, bool]] = {}
         self.cookies_on = bool(settings.cookie_secrets)
         self.notify_handler: NotifyHandler | None = None
         self.xfr_out: Any = None  # xfrout.TransferOut, for IXFR over UDP (RFC 1995 2)
@@ -253,6 +256,14 @@ class Responder:
         self._error_logged_at = -1e9
         self._errors_unlogged = 0
         self._version_txt = _txt(settings.version) if settings.version else None
+        # Response rate limiting (serve/rrl.py), None when off or when it limits nothing.
+        self.rrl: rrl.RateLimiter | None = None
+        if settings.rate_limit is not None:
+            limiter = rrl.RateLimiter(settings.rate_limit, stats)
+            if limiter.limits_anything:
+                self.rrl = limiter
+        self._account = rrl.UNLIMITED_ACCOUNT  # the last answer's RRL account (RRL on only)
+        self._query_seen: Query | None = None  # the last query parsed (RRL on only)
 
     def _forget(self, origin: bytes | None, names: frozenset[bytes] | None) -> None:
         for cache in self.caches:
@@ -270,9 +281,12 @@ class Responder:
         query: Query | None = None
         where = IN_QUERY
         self._cookie = None
+        self._query_seen = None
         try:  # free on the no-exception path (CPython 3.11 zero-cost try)
             try:
                 query = parse_query(data)
+                if self.rrl is not None:
+                    self._query_seen = query
                 if query.cookie is not None and self.cookies_on:
                     self._cookie = self.cookie_answer(query.cookie, addr[0])
             except FormatError as exc:
@@ -303,6 +317,52 @@ class Responder:
             return self._count(error_response(data, NOTIMP, None, self._opt_for(query)))
         except Exception:
             return self.internal_error(data, where, query)
+
+    def respond_limited(self, data: bytes, transport: int, addr: tuple[str, int]) -> bytes | None:
+        """``respond`` for a UDP listener with response rate limiting on (serve/rrl.py): the
+        response, None when it is dropped, or the slipped (truncated) form of it."""
+        limiter = self.rrl
+        assert limiter is not None
+        self._account = rrl.UNLIMITED_ACCOUNT
+        response = self.respond(data, transport, addr)  # sets _query_seen
+        if response is None:
+            return None
+        acct = self._account
+        q = self._query_seen
+        if acct == rrl.UNLIMITED_ACCOUNT:
+            rcode = response[3] & 0xF
+            if rcode in (NOERROR, NXDOMAIN):
+                return response
+            if q is not None and q.opcode == OPCODE_QUERY and q.qclass != rrtypes.CLASS_IN:
+                return response  # CHAOS and the like: BIND's _bind view has no rate-limit
+            acct = rrl.ERROR_ACCOUNT  # ns/client.c ns_client_error: errors are limited too
+        if q is not None and q.cookie is not None and self.cookies_on:
+            state = self._cookie_memo.get((addr[0], q.cookie))
+            if state is not None and state[2]:
+                return response  # query.c: a valid server cookie is never limited
+        verdict = limiter.check(addr[0], acct)
+        if verdict == rrl.OK:
+            return response
+        self.stats.rcodes[response[3] & 0xF] -= 1  # counted as sent by respond
+        if response[2] & 0x02:
+            self.stats.truncated -= 1
+        if verdict == rrl.DROP or q is None:
+            return None
+        return self.slip(data[:4], q.question, acct[0] == rrl.NXDOMAIN_KIND, q.edns, q.do, self._cookie)
+
+    def slip(self, header: bytes, question: bytes, nxdomain: bool, edns: bool, do: bool,
+             cookie: bytes | None) -> bytes:
+        """The slipped form of a limited response (counted): TC, or BADCOOKIE with *cookie*
+        (the COOKIE option to answer with) when the client sent one (rrl.badcookie_response)."""
+        udp_max = self.settings.udp_max_payload
+        if cookie is not None and self.cookies_on:
+            response = rrl.badcookie_response(
+                header, question, opt_record(udp_max, rrl.BADCOOKIE_EXT, do, [(EDNS_COOKIE, cookie)]))
+            self.stats.rcodes[rrl.BADCOOKIE] += 1
+            return response
+        self.stats.rcodes[NXDOMAIN if nxdomain else NOERROR] += 1
+        self.stats.truncated += 1
+        return rrl.slip_response(header, question, nxdomain, opt_record(udp_max, 0, do) if edns else None)
 
     def internal_error(self, data: bytes, where: int, query: Query | None = None) -> bytes | None:
         """Count, log (rate-limited) and answer SERVFAIL for an exception raised answering *data*.
@@ -353,24 +413,35 @@ class Responder:
         it and is checked afresh.  So a resolver sending its cookie on every query costs one
         dict probe, not a SipHash, per query.
         """
+        hit = self._cookie_memo.get((host, option))
+        if hit is not None and self.wall() < hit[1]:
+            return hit[0]
+        state = self.cookie_state(option, host)
+        return None if state is None else state[0]
+
+    def cookie_state(self, option: bytes, host: str) -> tuple[bytes, float, bool] | None:
+        """``cookie_answer``'s memo entry: the option to answer with, the wall time it is good
+        until, and whether *option* holds a valid server cookie (which exempts the query from
+        rate limiting, serve/rrl.py); None when *host* is not an IP address."""
         now = self.wall()
         memo = self._cookie_memo
         hit = memo.get((host, option))
         if hit is not None and now < hit[1]:
-            return hit[0]
+            return hit
         try:
             ip = cookies.client_ip(host)
         except ValueError:
             return None
-        answer, until = self._server_cookie(option, ip, int(now))
+        state = self._server_cookie(option, ip, int(now))
         if len(memo) >= _COOKIE_MEMO_MAX:
             memo.clear()
-        memo[(host, option)] = (answer, until)
-        return answer
+        memo[(host, option)] = state
+        return state
 
-    def _server_cookie(self, option: bytes, ip: bytes, now: int) -> tuple[bytes, float]:
-        """The COOKIE option to answer with and until when: the client's own when its server
-        cookie is ours and fresh, else its client cookie with a new server cookie.
+    def _server_cookie(self, option: bytes, ip: bytes, now: int) -> tuple[bytes, float, bool]:
+        """The COOKIE option to answer with, until when, and whether the client's server cookie
+        is valid: the client's own when its server cookie is ours and fresh, else its client
+        cookie with a new server cookie.
 
         A missing or invalid server cookie gets a normal answer with a new one (5.2.3-5.2.4,
         as BIND does without require-server-cookie), so BADCOOKIE is never sent.
@@ -382,8 +453,13 @@ class Responder:
             age = (now - int.from_bytes(server[4:8], "big")) & 0xFFFFFFFF
             if age < cookies.REFRESH_AGE and cookies.valid(secrets[:1], client, server, ip, now):
                 # RFC 9018 4.3: ours, current secret, under half an hour old: echoed
-                return option, now - age + cookies.REFRESH_AGE
-        return client + cookies.server_cookie(secrets[0], client, ip, now), now + cookies.REFRESH_AGE
+                return option, now - age + cookies.REFRESH_AGE, True
+            if cookies.valid(secrets, client, server, ip, now):
+                # valid (an older secret, or over half an hour old): replaced, and valid until
+                # it is an hour old (RFC 9018 4.3)
+                until = min(now + cookies.REFRESH_AGE, now - age + cookies.MAX_AGE)
+                return client + cookies.server_cookie(secrets[0], client, ip, now), until, True
+        return client + cookies.server_cookie(secrets[0], client, ip, now), now + cookies.REFRESH_AGE, False
 
     def _signed_query(self, q: Query, transport: int) -> bytes | None:
         """RFC 8945 5.2-5.3: verify a signed query and sign its answer, or answer the TSIG error.
@@ -412,6 +488,7 @@ class Responder:
         opt = opt_record(self.settings.udp_max_payload, BADVERS >> 4, q.do)
         response = error_response(q.raw, NOERROR, q if q.opcode in _ECHO_QUESTION else None, opt)
         self.stats.rcodes[BADVERS] += 1
+        self._account = rrl.ERROR_ACCOUNT  # ns_client_error limits BADVERS as an error
         return response
 
     def _update_rcode(self, q: Query) -> int:
@@ -454,16 +531,19 @@ class Responder:
         else:
             ans = _refused()
         response = self._render(q, ans, transport, reserve, zone_key)
+        account = rrl.UNLIMITED_ACCOUNT
+        if self.rrl is not None and qclass == rrtypes.CLASS_IN:
+            account = self._account = _rrl_account(q, ans, zone_key)
         rcode = response[3] & 0xF
         self.stats.rcodes[rcode] += 1
         if response[2] & 0x02:
             self.stats.truncated += 1
         elif q.tsig_offset < 0 and not q.expire:  # an EXPIRE answer holds a clock reading
-            self._store(q, response, transport, zone_key, ans.deps)
+            self._store(q, response, transport, zone_key, ans.deps, account)
         return response
 
     def _store(self, q: Query, response: bytes, transport: int, zone: bytes | None,
-               deps: Iterable[bytes]) -> None:
+               deps: Iterable[bytes], account: bytes = rrl.UNLIMITED_ACCOUNT) -> None:
         """Cache *response* when every query with its key gets these very octets."""
         umax = self.settings.udp_max_payload
         key = cache_key(q.raw, transport == TCP, umax)
@@ -484,7 +564,7 @@ class Responder:
             if cookie is None or len(cookie) != _COOKIE_ANSWER_LEN or not response.endswith(cookie):
                 return
             response = response[:-_COOKIE_ANSWER_LEN]
-        self.cache.put(key, response, 12 + len(q.question), zone, deps)
+        self.cache.put(key, response, 12 + len(q.question), zone, deps, account)
 
     def _render(self, q: Query, ans: Answer, transport: int, reserve: int = 0,
                 zone: bytes | None = None) -> bytes:
@@ -568,6 +648,25 @@ def _meta_rcode(qtype: int, qclass: int, transport: int) -> int:
     if qtype in (rrtypes.MAILA, rrtypes.MAILB):
         return NOTIMP
     return FORMERR
+
+
+def _rrl_account(q: Query, ans: Answer, zone: bytes | None) -> bytes:
+    """The RRL account of an IN-class answer, as BIND's query.c query_checkrrl chooses its
+    name: the first step of a CNAME chain decides the kind (so a chain ending in NXDOMAIN is
+    a positive answer for the qname); NXDOMAIN counts by the zone ("Use the database origin
+    name to rate limit NXDOMAIN"), a referral by the delegation."""
+    rcode = ans.rcode
+    if ans.answer:
+        if rcode in (NOERROR, NXDOMAIN):
+            return rrl.account(rrl.RESPONSE, ans.wildcard or q.qname_lower, q.qtype)
+        return rrl.ERROR_ACCOUNT
+    if rcode == NXDOMAIN:
+        return rrl.account(rrl.NXDOMAIN_KIND, zone or b"\x00")
+    if rcode != NOERROR:
+        return rrl.ERROR_ACCOUNT
+    if not ans.aa and ans.authority and ans.authority[0][1] == rrtypes.NS:
+        return rrl.account(rrl.REFERRAL, ans.authority[0][0])
+    return rrl.account(rrl.NODATA, ans.wildcard or q.qname_lower)
 
 
 def _refused() -> Answer:

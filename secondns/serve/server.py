@@ -18,10 +18,11 @@ from twisted.internet import protocol
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer  # type: ignore[import-untyped]
 
+from secondns.serve import rrl
 from secondns.serve.responder import TCP, UDP, Entry, Responder
 from secondns.serve.stats import IN_TCP, IN_UDP, SAMPLE_EVERY
 from secondns.transfer.xfrout import is_transfer
-from secondns.wire import KEY_FLAGS, cache_key, cookie_option
+from secondns.wire import KEY_DO, KEY_EDNS, KEY_FLAGS, cache_key, cookie_option
 
 _SAMPLE_MASK = SAMPLE_EVERY - 1
 _QEND = 12 - KEY_FLAGS  # the question ends at len(key) + _QEND
@@ -41,6 +42,7 @@ class UDPServer(protocol.DatagramProtocol):
         self.udp_max = responder.settings.udp_max_payload
         self.cookies_on = responder.cookies_on
         self._cookie_answer = responder.cookie_answer
+        self.rrl = responder.rrl  # response rate limiting (serve/rrl.py); None: off
         # Recent hits: the octets after the ID -> their cache key.  Never wrong (the key is a
         # function of those octets), so when full it is left as it is until the sampled path
         # renews it: clearing it whenever it filled cost more than it saved (bench/cache_hit.py).
@@ -76,6 +78,9 @@ class UDPServer(protocol.DatagramProtocol):
             else:
                 entry = self.protected.get(key) or self.cache.get(key)
             if entry is not None and key is not None:
+                if self.rrl is not None:
+                    self._hit_limited(datagram, key, entry, addr)
+                    return
                 # The client's ID and question between the cached header and tail.
                 qend = len(key) + _QEND
                 if not (key[-2] and self.cookies_on):
@@ -88,12 +93,42 @@ class UDPServer(protocol.DatagramProtocol):
                     stats.rcodes[entry[0][1] & 0xF] += 1
                     self._send(datagram[:2] + entry[0] + datagram[12:qend] + entry[1] + cookie, addr)
                     return
-            response = self.responder.respond(datagram, UDP, addr)
+            if self.rrl is None:
+                response = self.responder.respond(datagram, UDP, addr)
+            else:
+                response = self.responder.respond_limited(datagram, UDP, addr)
             if response is not None:
                 self._send(response, addr)
         except Exception:
             # Twisted would log and swallow it, leaving the client without an answer.
             self._internal_error(datagram, addr)
+
+    def _hit_limited(self, datagram: bytes, key: bytes, entry: Entry, addr: Any) -> None:
+        """A cache hit with response rate limiting on: sent, dropped or slipped as its account
+        allows (serve/rrl.py); a query with a valid server cookie is never limited."""
+        qend = len(key) + _QEND
+        host = addr[0]
+        limiter: Any = self.rrl
+        responder = self.responder
+        cookie = b""
+        if key[-2] and self.cookies_on:
+            state = responder.cookie_state(cookie_option(datagram, qend), host)
+            if state is None:  # not an IP address: the responder decides
+                response = responder.respond_limited(datagram, UDP, addr)
+                if response is not None:
+                    self._send(response, addr)
+                return
+            cookie = state[0]
+            verdict = rrl.OK if state[2] else limiter.check(host, entry[5])
+        else:
+            verdict = limiter.check(host, entry[5])
+        if verdict == rrl.OK:
+            self.stats.rcodes[entry[0][1] & 0xF] += 1
+            self._send(datagram[:2] + entry[0] + datagram[12:qend] + entry[1] + cookie, addr)
+        elif verdict == rrl.SLIP:
+            flags = key[-1]
+            self._send(responder.slip(datagram[:4], datagram[12:qend], entry[5][0] == rrl.NXDOMAIN_KIND,
+                                      bool(flags & KEY_EDNS), bool(flags & KEY_DO), cookie or None), addr)
 
     def _internal_error(self, datagram: bytes, addr: Any) -> None:
         response = self.responder.internal_error(datagram, IN_UDP)
@@ -108,6 +143,15 @@ class UDPServer(protocol.DatagramProtocol):
             self.recent.clear()  # make room for what is asked now
         key = cache_key(datagram, False, self.udp_max)
         entry = self.cache.get(key) if key is not None else None
+        if self.rrl is not None:
+            if entry is not None and key is not None:
+                self._hit_limited(datagram, key, entry, addr)
+            else:
+                response = self.responder.respond_limited(datagram, UDP, addr)
+                if response is not None:
+                    self._send(response, addr)
+            self.stats.observe_latency(time.perf_counter() - start)
+            return
         response = hit(self.responder, datagram, key, entry, addr[0]) if entry is not None else None
         if response is None:
             response = self.responder.respond(datagram, UDP, addr)

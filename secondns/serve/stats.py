@@ -23,7 +23,7 @@ class ServingStats:
     """Counters the network and answer layers bump; read by the metrics collector."""
 
     __slots__ = ("dropped", "internal_errors", "latency_buckets", "latency_count", "latency_sum",
-                 "rcodes", "send_errors", "tcp_connections", "tcp_queries",
+                 "rcodes", "rrl_dropped", "rrl_slipped", "send_errors", "tcp_connections", "tcp_queries",
                  "truncated", "udp_queries")
 
     def __init__(self) -> None:
@@ -34,6 +34,10 @@ class ServingStats:
         self.truncated = 0
         self.dropped = 0  # messages too short or responses: no answer sent
         self.send_errors = 0
+        # Response rate limiting (serve/rrl.py): UDP responses dropped and sent slipped (TC or
+        # BADCOOKIE); in log-only mode, those that would have been.
+        self.rrl_dropped = 0
+        self.rrl_slipped = 0
         self.internal_errors = [0] * len(INTERNAL_ERROR_PLACES)  # by IN_* place
         self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_count = 0

@@ -21,7 +21,7 @@ from typing import Any
 
 from twisted.internet import protocol, task
 
-from secondns.config import TsigKey
+from secondns.config import RateLimitConfig, TsigKey
 from secondns.registry import Registry
 from secondns.serve.channel import Decoder, encode
 from secondns.serve.handoff import Message, WorkerZones
@@ -57,6 +57,9 @@ class _Forwarding:
         self.settings = responder.settings
         self.cookies_on = responder.cookies_on
         self.cookie_answer = responder.cookie_answer  # cache hits of cookie queries
+        self.cookie_state = responder.cookie_state
+        self.rrl = responder.rrl  # this worker's own rate-limit table (serve/rrl.py)
+        self.slip = responder.slip
         self._forward = forward
 
     def respond(self, data: bytes, transport: int, addr: tuple[str, int]) -> bytes | None:
@@ -64,6 +67,12 @@ class _Forwarding:
             self._forward(data, transport, addr)
             return None
         return self.inner.respond(data, transport, addr)
+
+    def respond_limited(self, data: bytes, transport: int, addr: tuple[str, int]) -> bytes | None:
+        if len(data) >= 12 and not data[2] & 0x80 and data[2] & _OPCODE_MASK == _NOTIFY_BITS:
+            self._forward(data, transport, addr)
+            return None
+        return self.inner.respond_limited(data, transport, addr)
 
 
 class WorkerUDPServer(UDPServer):
@@ -171,7 +180,8 @@ class Worker(protocol.Protocol):
         self.responder = Responder(self.registry, ServeSettings(
             udp_max_payload=settings["udp_max_payload"], identity=settings["identity"],
             version=settings["version"], cache_bytes=settings["answer_cache_size"],
-            cookie_secrets=tuple(settings["cookie_secrets"])), self.stats)
+            cookie_secrets=tuple(settings["cookie_secrets"]),
+            rate_limit=RateLimitConfig.from_plain(settings.get("rate_limit"))), self.stats)
         self.responder.keys = _keyring(keys)
         # AXFR/IXFR connections go to the main process (serve.xfrhandoff)
         handoff = worker_side(settings.get("xfr_fd"))

@@ -253,7 +253,8 @@ class WorkerPool:
                     "version": srv.version, "tcp_idle_timeout": srv.tcp_idle_timeout,
                     "tcp_max_connections": srv.tcp_max_connections, "user": srv.user,
                     "answer_cache_size": srv.answer_cache_size,
-                    "cookie_secrets": list(self.app.cookie_secrets)}
+                    "cookie_secrets": list(self.app.cookie_secrets),
+                    "rate_limit": srv.rate_limit.to_plain() if srv.rate_limit else None}  # own table each
         if getattr(self.app, "xfr_handoff", None) is not None:
             settings["xfr_fd"] = 3 + len(proc.slot.sockets)
         listen = [(ep.host, ep.port) for ep in srv.listen]
