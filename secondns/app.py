@@ -29,7 +29,7 @@ from secondns.ops.metrics import SecondnsCollector, build_registry
 from secondns.provision import membership
 from secondns.registry import Registry
 from secondns.serve.responder import Finaliser, Responder, ServeSettings
-from secondns.serve.server import TCPFactory, UDPServer
+from secondns.serve.server import TCPFactory, UDPServer, tcp_limits
 from secondns.serve.stats import ServingStats
 from secondns.store import journal, storage
 from secondns.store.storage import CopyMeta
@@ -203,7 +203,8 @@ class Application:
             from secondns.serve.xfrhandoff import MainSide
 
             self.xfr_handoff = MainSide(reactor, (self.responder, reactor, srv.tcp_idle_timeout,
-                                                  srv.tcp_max_connections), self.xfr_out)
+                                                  srv.tcp_max_connections), self.xfr_out,
+                                        limits=tcp_limits(srv, 1))
 
     def expire_remaining(self, origin: bytes) -> int | None:
         """RFC 7314 2: seconds until our copy expires; a static zone (a primary, to its
@@ -423,10 +424,11 @@ class Application:
     def listen(self) -> None:
         """Bind UDP and TCP on every configured address."""
         srv = self.config.server
+        limits = tcp_limits(srv, 1)  # one count for every listen address
         for ep in srv.listen if self.workers is None else ():
             udp = self.reactor.listenUDP(ep.port, UDPServer(self.responder), interface=ep.host)
             factory = TCPFactory(self.responder, self.reactor, srv.tcp_idle_timeout,
-                                 srv.tcp_max_connections)
+                                 srv.tcp_max_connections, limits=limits)
             factory.xfr = self.xfr_out
             tcp = self.reactor.listenTCP(ep.port, factory, interface=ep.host, backlog=128)
             self.ports += [udp, tcp]

@@ -215,6 +215,10 @@ class ServerConfig:
     udp_max_payload: int = 1232
     tcp_idle_timeout: float = 10.0
     tcp_max_connections: int = 1000
+    # Per-client TCP limits (secondns/serve/server.py TCPLimits; docs/configuration.md).
+    tcp_initial_timeout: float = 5.0
+    tcp_max_connections_per_client: int = 100
+    tcp_max_connection_duration: float = 120.0
     answer_cache_size: int = 64 << 20  # octets, per serving process
     # RFC 9018 server-cookie secrets from server.cookies.secret-file, current first; empty: a
     # random secret at each start.
@@ -854,6 +858,9 @@ _SERVER: dict[str, _Parser] = {
     "udp-max-payload": _int(512, 65535),
     "tcp-idle-timeout": _seconds,
     "tcp-max-connections": _int(1),
+    "tcp-max-connections-per-client": _int(1),
+    "tcp-initial-timeout": _seconds,
+    "tcp-max-connection-duration": _seconds,
     "answer-cache-size": _size(64 << 10),
     "cookies": _cookies,
     "control-token": _string(nullable=True, secret=True),

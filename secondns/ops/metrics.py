@@ -23,7 +23,13 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from secondns import __version__
-from secondns.serve.stats import INTERNAL_ERROR_PLACES, LATENCY_BUCKETS, ServingStats
+from secondns.serve.stats import (
+    INTERNAL_ERROR_PLACES,
+    LATENCY_BUCKETS,
+    TCP_CLOSE_REASONS,
+    TCP_REFUSED_REASONS,
+    ServingStats,
+)
 from secondns.transfer.refresh import STATES, TRANSFER_BUCKETS, ZoneStatus
 
 RCODE_NAMES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED",
@@ -91,6 +97,18 @@ class SecondnsCollector(Collector):
                                   value=st.dropped)
         yield CounterMetricFamily("secondns_tcp_connections", "TCP connections accepted.",
                                   value=st.tcp_connections)
+        refused = CounterMetricFamily(
+            "secondns_tcp_refused", "New TCP connections closed at once: over the per-client or total limit.",
+            labels=["reason"])
+        for reason, count in zip(TCP_REFUSED_REASONS, st.tcp_refused, strict=True):
+            refused.add_metric([reason], count)
+        yield refused
+        closed = CounterMetricFamily(
+            "secondns_tcp_closed", "Accepted TCP connections the server closed, by which limit.",
+            labels=["reason"])
+        for reason, count in zip(TCP_CLOSE_REASONS, st.tcp_closed, strict=True):
+            closed.add_metric([reason], count)
+        yield closed
         yield CounterMetricFamily("secondns_send_errors",
                                   "UDP responses the kernel would not take (full buffer, ICMP error).",
                                   value=st.send_errors)

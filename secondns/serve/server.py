@@ -20,7 +20,17 @@ from zope.interface import implementer  # type: ignore[import-untyped]
 
 from secondns.serve import rrl
 from secondns.serve.responder import TCP, UDP, Entry, Responder
-from secondns.serve.stats import IN_TCP, IN_UDP, SAMPLE_EVERY
+from secondns.serve.stats import (
+    CLOSED_IDLE,
+    CLOSED_INITIAL,
+    CLOSED_LIFETIME,
+    CLOSED_SLOW_READER,
+    IN_TCP,
+    IN_UDP,
+    REFUSED_PER_CLIENT,
+    REFUSED_TOTAL,
+    SAMPLE_EVERY,
+)
 from secondns.transfer.xfrout import is_transfer
 from secondns.wire import KEY_DO, KEY_EDNS, KEY_FLAGS, cache_key, cookie_option
 
@@ -188,6 +198,58 @@ def hit(responder: Responder, message: bytes, key: bytes | None, entry: Entry, h
     return response
 
 
+class TCPLimits:
+    """One process's TCP connection limits and counts, shared by all its listeners.
+
+    Shared so that ``tcp-max-connections`` bounds the process, not each listen address, and
+    one client cannot get N connections per address.  In worker mode each worker has its own
+    (docs/configuration.md, "TCP limits": the total is divided among workers, the
+    per-client limit is not).
+    """
+
+    __slots__ = ("idle_timeout", "initial_timeout", "lifetime", "max_connections",
+                 "max_per_client", "open", "per_client")
+
+    def __init__(self, max_connections: int, idle_timeout: float, *, max_per_client: int | None = None,
+                 initial_timeout: float | None = None, lifetime: float | None = None) -> None:
+        self.max_connections = max_connections
+        self.max_per_client = max_connections if max_per_client is None else max_per_client
+        self.idle_timeout = idle_timeout
+        self.initial_timeout = idle_timeout if initial_timeout is None else initial_timeout
+        self.lifetime = lifetime  # None: connections may live as long as they are busy
+        self.open = 0
+        self.per_client: dict[str, int] = {}  # client address -> its open connections
+
+
+def per_process(limit: int, processes: int) -> int:
+    """A limit of the whole server as each of *processes* enforces it (rounded up, so the
+    sum never falls below *limit*)."""
+    return max(1, -(-limit // max(1, processes)))
+
+
+def tcp_limits(srv: Any, processes: int) -> TCPLimits:
+    """The limits one of *processes* serving processes enforces, from a config.ServerConfig.
+
+    The total bounds the machine's descriptors and buffers, so it is divided among the
+    processes (as Knot divides tcp-max-clients among its TCP workers).  The per-client limit
+    is not: SO_REUSEPORT spreads one client's connections by a hash of the 4-tuple, so a
+    divided limit would refuse a legitimate client well below its configured number when a
+    few of its connections land on one worker; the cost is that one address may hold up to
+    *processes* times the limit (docs/configuration.md, "TCP limits").
+    """
+    return TCPLimits(per_process(srv.tcp_max_connections, processes), srv.tcp_idle_timeout,
+                     max_per_client=srv.tcp_max_connections_per_client,
+                     initial_timeout=srv.tcp_initial_timeout, lifetime=srv.tcp_max_connection_duration)
+
+
+def client_key(host: str) -> str:
+    """The address a per-client limit counts: IPv4-mapped IPv6 (dual-stack sockets) as IPv4,
+    so one client is one client whichever socket it reached."""
+    if host.startswith("::ffff:") and "." in host:
+        return host[7:]
+    return host
+
+
 @implementer(IPushProducer)
 class TCPServer(protocol.Protocol):
     """RFC 7766: length-prefixed messages, several per connection, answered in order.
@@ -195,47 +257,103 @@ class TCPServer(protocol.Protocol):
     The connection is its own push producer: when the kernel and Twisted's
     write buffer fill (a client that sends queries but never reads answers),
     Twisted pauses it and it stops reading and answering, so memory stays
-    bounded.  The idle timer restarts only on complete messages, so a client
-    trickling bytes cannot hold a connection open for ever.
+    bounded; if it is still paused when the idle timer fires, the connection
+    is aborted (a graceful close would wait for the buffer to drain, for ever).
+    One timer serves the initial timeout (accept to the first complete message,
+    BIND's tcp-initial-timeout) and then the idle one; it restarts only on
+    complete messages, so a client trickling bytes cannot hold a connection
+    open.  A second timer ends the connection after the lifetime limit, except
+    during a transfer out, which finishes first (xfrout's own idle timeout cuts
+    a stalled downstream).
     """
 
     def __init__(self, factory: TCPFactory) -> None:
         self.factory = factory
         self._buf = bytearray()
         self._idle: Any = None  # IDelayedCall (zope interfaces do not type-check)
+        self._life: Any = None
         self._addr: tuple[str, int] = ("", 0)
+        self._client = ""  # the per-client key
+        self._counted = False  # counted in the limits (not refused)
         self._paused = False
         self._draining = False
+        self._answered = False  # a complete message arrived: the idle timeout applies
+        self._expired = False  # the lifetime ended during a transfer out
+        self._closing = False
         self._stream: Any = None  # a transfer out in progress (xfrout.TransferOut.tcp)
 
     def connectionMade(self) -> None:
         factory = self.factory
-        factory.open += 1
-        factory.responder.stats.tcp_connections += 1
+        limits = factory.limits
+        stats = factory.responder.stats
+        stats.tcp_connections += 1
         transport: Any = self.transport
         peer = transport.getPeer()
         self._addr = (getattr(peer, "host", ""), getattr(peer, "port", 0))
-        if factory.open > factory.max_connections:
-            transport.loseConnection()
+        client = client_key(self._addr[0])
+        # Refused connections are closed at once and never counted as open: a client over its
+        # limit costs an accept and nothing more, and cannot starve the others.
+        if limits.open >= limits.max_connections:
+            stats.tcp_refused[REFUSED_TOTAL] += 1
+            transport.abortConnection()
             return
+        held = limits.per_client.get(client, 0)
+        if held >= limits.max_per_client:
+            stats.tcp_refused[REFUSED_PER_CLIENT] += 1
+            transport.abortConnection()
+            return
+        limits.open += 1
+        limits.per_client[client] = held + 1
+        self._client = client
+        self._counted = True
         transport.registerProducer(self, True)
-        self._arm()
+        self._idle = factory.clock.callLater(limits.initial_timeout, self._timeout)
+        if limits.lifetime is not None:
+            self._life = factory.clock.callLater(limits.lifetime, self._lifetime_over)
 
     def _arm(self) -> None:
-        timeout = self.factory.idle_timeout if self._stream is None else self.factory.xfr.idle_timeout
+        if self._closing:
+            return
+        timeout = self.factory.limits.idle_timeout if self._stream is None else self.factory.xfr.idle_timeout
         if self._idle is not None and self._idle.active():
             self._idle.reset(timeout)
         else:
             self._idle = self.factory.clock.callLater(timeout, self._timeout)
 
     def _timeout(self) -> None:
-        transport: Any = self.transport
+        if self._stream is not None or self._paused:
+            # A client that stopped reading (answers or a transfer): loseConnection would wait
+            # for the write buffer to drain, which it never does, so the connection is cut.
+            self._close(CLOSED_SLOW_READER)
+        else:
+            self._close(CLOSED_IDLE if self._answered else CLOSED_INITIAL)
+
+    def _lifetime_over(self) -> None:
         if self._stream is not None:
-            # A downstream that stopped reading a transfer: loseConnection would wait for the
-            # write buffer to drain, which it never does, so the connection is cut.
+            self._expired = True  # closed when the transfer ends (_pump)
+            return
+        self._close(CLOSED_LIFETIME)
+
+    def _close(self, reason: int, grace: float | None = None) -> None:
+        """End the connection because of a limit, counted by *reason* (stats.CLOSED_*); a
+        graceful close still pending after *grace* seconds (default: the idle timeout) is cut."""
+        if self._closing:
+            return
+        self._closing = True
+        self.factory.responder.stats.tcp_closed[reason] += 1
+        transport: Any = self.transport
+        if reason == CLOSED_SLOW_READER:
             transport.abortConnection()
             return
+        # RFC 7766 6.2.3: the server may close; what is written is flushed first.  Without a
+        # producer, Twisted closes once the buffer drains (with one, it would resume it instead);
+        # a client that never reads those last answers is cut after one more idle period.
+        transport.unregisterProducer()
         transport.loseConnection()
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        grace = self.factory.limits.idle_timeout if grace is None else grace
+        self._idle = self.factory.clock.callLater(grace, transport.abortConnection)
 
     def dataReceived(self, data: bytes) -> None:
         self._buf += data
@@ -243,7 +361,7 @@ class TCPServer(protocol.Protocol):
 
     def _drain(self) -> None:
         """Answer every complete message buffered, unless the client stopped reading."""
-        if self._draining or self._stream is not None:
+        if self._draining or self._stream is not None or self._closing:
             return  # RFC 7766 6.2.1.1 allows pipelining, answered after the transfer in progress
         self._draining = True
         buf = self._buf
@@ -283,6 +401,7 @@ class TCPServer(protocol.Protocol):
             del buf[:pos]
             self._draining = False
         if answered:
+            self._answered = True
             self._arm()
 
     def _pump(self) -> None:
@@ -309,6 +428,11 @@ class TCPServer(protocol.Protocol):
             transport.loseConnection()
             return
         self._stream = None
+        if self._expired:
+            # The downstream reads the transfer's last messages at its own pace: it gets as long
+            # as a transfer may stall before the close turns into an abort.
+            self._close(CLOSED_LIFETIME, self.factory.xfr.idle_timeout)
+            return
         self._arm()
         self._drain()
 
@@ -330,25 +454,34 @@ class TCPServer(protocol.Protocol):
         self._paused = True
 
     def connectionLost(self, reason: Any = None) -> None:
-        self.factory.open -= 1
+        if self._counted:
+            self._counted = False
+            limits = self.factory.limits
+            limits.open -= 1
+            held = limits.per_client.pop(self._client, 1) - 1
+            if held > 0:
+                limits.per_client[self._client] = held
         if self._stream is not None:
             self._stream.close()  # frees its transfer slot (xfrout.TransferOut._stream)
             self._stream = None
-        if self._idle is not None and self._idle.active():
-            self._idle.cancel()
-        self._idle = None
+        for timer in (self._idle, self._life):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._idle = self._life = None
 
 
 class TCPFactory(protocol.Factory):
-    """Shares the responder and limits among a listener's connections."""
+    """Shares the responder and limits among a listener's connections.
+
+    Pass *limits* to share them with the process's other listeners; without it the factory
+    has its own, with the total as the only per-client bound and no lifetime limit.
+    """
 
     def __init__(self, responder: Responder, clock: Any, idle_timeout: float,
-                 max_connections: int) -> None:
+                 max_connections: int, *, limits: TCPLimits | None = None) -> None:
         self.responder = responder
         self.clock = clock
-        self.idle_timeout = idle_timeout
-        self.max_connections = max_connections
-        self.open = 0
+        self.limits = limits if limits is not None else TCPLimits(max_connections, idle_timeout)
         self.xfr: Any = None  # xfrout.TransferOut where transfers out are served on this listener
 
     def buildProtocol(self, addr: Any) -> TCPServer:

@@ -18,18 +18,29 @@ SAMPLE_EVERY = 256  # one query in this many is timed (must be a power of two)
 INTERNAL_ERROR_PLACES = ("udp", "tcp", "query", "notify", "tsig")
 IN_UDP, IN_TCP, IN_QUERY, IN_NOTIFY, IN_TSIG = range(len(INTERNAL_ERROR_PLACES))
 
+# Why a new TCP connection was closed at once (server.TCPLimits): the label of
+# secondns_tcp_refused_total, and the index into ServingStats.tcp_refused.
+TCP_REFUSED_REASONS = ("per-client", "total")
+REFUSED_PER_CLIENT, REFUSED_TOTAL = range(len(TCP_REFUSED_REASONS))
+# Why the server closed an accepted TCP connection: secondns_tcp_closed_total{reason},
+# ServingStats.tcp_closed.  "slow-reader": it stopped reading our answers (or a transfer).
+TCP_CLOSE_REASONS = ("initial-timeout", "idle-timeout", "lifetime", "slow-reader")
+CLOSED_INITIAL, CLOSED_IDLE, CLOSED_LIFETIME, CLOSED_SLOW_READER = range(len(TCP_CLOSE_REASONS))
+
 
 class ServingStats:
     """Counters the network and answer layers bump; read by the metrics collector."""
 
     __slots__ = ("dropped", "internal_errors", "latency_buckets", "latency_count", "latency_sum",
-                 "rcodes", "rrl_dropped", "rrl_slipped", "send_errors", "tcp_connections", "tcp_queries",
-                 "truncated", "udp_queries")
+                 "rcodes", "rrl_dropped", "rrl_slipped", "send_errors", "tcp_closed", "tcp_connections",
+                 "tcp_queries", "tcp_refused", "truncated", "udp_queries")
 
     def __init__(self) -> None:
         self.udp_queries = 0
         self.tcp_queries = 0
         self.tcp_connections = 0
+        self.tcp_refused = [0] * len(TCP_REFUSED_REASONS)  # by REFUSED_* reason
+        self.tcp_closed = [0] * len(TCP_CLOSE_REASONS)  # by CLOSED_* reason
         self.rcodes = [0] * 24  # indexed by the full (extended) rcode
         self.truncated = 0
         self.dropped = 0  # messages too short or responses: no answer sent

@@ -26,7 +26,7 @@ from secondns.registry import Registry
 from secondns.serve.channel import Decoder, encode
 from secondns.serve.handoff import Message, WorkerZones
 from secondns.serve.responder import Responder, ServeSettings
-from secondns.serve.server import TCPFactory, TCPServer, UDPServer
+from secondns.serve.server import TCPFactory, TCPLimits, TCPServer, UDPServer
 from secondns.serve.stats import ServingStats
 from secondns.serve.xfrhandoff import worker_side
 from secondns.transfer import tsig
@@ -97,8 +97,8 @@ class WorkerTCPServer(TCPServer):
 
 class WorkerTCPFactory(TCPFactory):
     def __init__(self, responder: Responder, worker: Worker, clock: Any, idle_timeout: float,
-                 max_connections: int) -> None:
-        super().__init__(responder, clock, idle_timeout, max_connections)
+                 max_connections: int, *, limits: TCPLimits | None = None) -> None:
+        super().__init__(responder, clock, idle_timeout, max_connections, limits=limits)
         self.current: TCPServer | None = None
         self.responder = _Forwarding(  # type: ignore[assignment]
             responder, lambda data, kind, addr: worker.forward(data, kind, addr, self._reply()))
@@ -186,11 +186,16 @@ class Worker(protocol.Protocol):
         # AXFR/IXFR connections go to the main process (serve.xfrhandoff)
         handoff = worker_side(settings.get("xfr_fd"))
         fd = 3
+        # One count for all listen addresses; the main process divided the total (tcp_limits).
+        limits = TCPLimits(settings["tcp_max_connections"], settings["tcp_idle_timeout"],
+                           max_per_client=settings.get("tcp_max_connections_per_client"),
+                           initial_timeout=settings.get("tcp_initial_timeout"),
+                           lifetime=settings.get("tcp_max_connection_duration"))
         for host, _port in listen:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             udp = self.reactor.adoptDatagramPort(fd, family, WorkerUDPServer(self.responder, self))
             factory = WorkerTCPFactory(self.responder, self, self.reactor, settings["tcp_idle_timeout"],
-                                       settings["tcp_max_connections"])
+                                       settings["tcp_max_connections"], limits=limits)
             factory.xfr = handoff
             tcp = self.reactor.adoptStreamPort(fd + 1, family, factory)
             os.close(fd)  # the reactor holds its own duplicates

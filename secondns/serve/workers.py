@@ -35,6 +35,7 @@ from twisted.internet.error import CannotListenError
 from secondns.config import Endpoint
 from secondns.serve.channel import Decoder, encode
 from secondns.serve.handoff import Message, Publisher, PublishingRegistry
+from secondns.serve.server import tcp_limits
 from secondns.serve.stats import ServingStats
 
 log = logging.getLogger("secondns.workers")
@@ -250,11 +251,17 @@ class WorkerPool:
         """Settings, keys and every zone's announced state, then ``sync`` (answered ``ready``)."""
         srv = self.app.config.server
         settings = {"udp_max_payload": srv.udp_max_payload, "identity": srv.identity,
-                    "version": srv.version, "tcp_idle_timeout": srv.tcp_idle_timeout,
-                    "tcp_max_connections": srv.tcp_max_connections, "user": srv.user,
+                    "version": srv.version, "user": srv.user,
                     "answer_cache_size": srv.answer_cache_size,
                     "cookie_secrets": list(self.app.cookie_secrets),
                     "rate_limit": srv.rate_limit.to_plain() if srv.rate_limit else None}  # own table each
+        # Each worker's TCP limits (server.tcp_limits: the total divided among the workers).
+        limits = tcp_limits(srv, self.count)
+        settings.update({"tcp_idle_timeout": limits.idle_timeout,
+                         "tcp_max_connections": limits.max_connections,
+                         "tcp_max_connections_per_client": limits.max_per_client,
+                         "tcp_initial_timeout": limits.initial_timeout,
+                         "tcp_max_connection_duration": limits.lifetime})
         if getattr(self.app, "xfr_handoff", None) is not None:
             settings["xfr_fd"] = 3 + len(proc.slot.sockets)
         listen = [(ep.host, ep.port) for ep in srv.listen]

@@ -21,7 +21,7 @@ from typing import Any
 from twisted.internet.interfaces import IReadDescriptor
 from zope.interface import implementer  # type: ignore[import-untyped]
 
-from secondns.serve.server import TCPFactory, TCPServer
+from secondns.serve.server import TCPFactory, TCPLimits, TCPServer
 
 log = logging.getLogger("secondns")
 
@@ -114,9 +114,11 @@ class _Receiver:
 class MainSide:
     """In the main process: socket pairs for the workers, adoption of what they pass."""
 
-    def __init__(self, reactor: Any, factory_args: tuple[Any, ...], xfr: Any) -> None:
+    def __init__(self, reactor: Any, factory_args: tuple[Any, ...], xfr: Any,
+                 limits: TCPLimits | None = None) -> None:
         self.reactor = reactor
-        self.factory = _AdoptingFactory(*factory_args)
+        # The main process's own limits: a worker's count ends with the hand-off.
+        self.factory = _AdoptingFactory(*factory_args, limits=limits)
         self.factory.xfr = xfr
         self.adopted = 0
 
