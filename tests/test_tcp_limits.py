@@ -272,24 +272,25 @@ def test_limits_with_two_workers(base: Path) -> None:
     with Secondns(base / "s", zone_files={"example.com": ZONE},
                   server={"workers": 2, "tcp-max-connections": 40, "tcp-max-connections-per-client": 10,
                           "tcp-idle-timeout": 30}) as sec, ExitStack() as stack:
+        # Sockets still in the accept queue look ESTABLISHED too: done when every one is
+        # either reset or accounted for by the (summed, once a second) refusal counter.
+        def settled(socks: list[socket.socket], reason: str) -> bool:
+            refused = metric(sec, "secondns_tcp_refused_total").get(reason)
+            return all(state(s) in (ESTABLISHED, CLOSE) for s in socks) \
+                and refused == len(socks) - established(socks)
+
         attacker = hold(stack, sec, ATTACKER, 200)
-        wait_for("every attacker connection judged",
-                 lambda: all(state(s) in (ESTABLISHED, CLOSE) for s in attacker)
-                 and established(attacker) <= 20, 10)
+        wait_for("every attacker connection accepted or refused",
+                 lambda: established(attacker) <= 20 and settled(attacker, "per-client"), 10)
         held = established(attacker)
         assert 10 <= held <= 20, held  # 10 per worker, never divided below it
-        assert wait_for("per-client refusals summed over workers",
-                        lambda: metric(sec, "secondns_tcp_refused_total").get("per-client") == 200 - held, 5)
         assert max(answered_from(sec, CLIENT) for _ in range(5)) < 1.0
         result = dig(sec.port, "www.example.com", "A", "+tcp", "-b", CLIENT)
         assert result.status == "NOERROR" and result.answer, result.text
         others = [s for i in range(7, 13) for s in hold(stack, sec, f"127.0.0.{i}", 10)]
-        wait_for("every connection judged", lambda: all(state(s) in (ESTABLISHED, CLOSE) for s in others), 10)
+        wait_for("every connection accepted or refused", lambda: settled(others, "total"), 10)
         total = held + established(others)
         assert 30 <= total <= 40, total
-        kept = established(others)
-        assert wait_for("total refusals summed over workers",
-                        lambda: metric(sec, "secondns_tcp_refused_total").get("total") == 60 - kept, 5)
 
 
 def test_one_client_is_one_count_over_every_listener_and_as_ipv4_mapped_ipv6(base: Path) -> None:
