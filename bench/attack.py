@@ -152,6 +152,11 @@ class Resolver:
         self.due: list[list[tuple[float, tuple[int, int]]]] = [[] for _ in range(len(self.RETRIES) + 1)]
         self.due_pos = [0] * len(self.due)
         self.latencies: list[float] = []
+        # Only queries first sent inside the window count (the attack's span, wall clock).
+        window = spec.get("window") or (0.0, float("inf"))
+        offset = time.time() - time.monotonic()
+        self.window = (window[0] - offset, window[1] - offset)
+        self.issued = 0  # every query, for the rate
         self.sent = self.answered = self.late = self.tc = self.tcp_answers = self.retries = 0
         self.tcp_failures = 0
         self.rcodes: dict[int, int] = {}
@@ -166,13 +171,15 @@ class Resolver:
         return qid.to_bytes(2, "big") + body + self.opt
 
     def send_new(self, now: float) -> None:
-        idx = self.sent % len(self.bodies)
-        s = self.sent % len(self.socks)
+        idx = self.issued % len(self.bodies)
+        s = self.issued % len(self.socks)
         qid = self.next_id[s] = (self.next_id[s] + 1) & 0xFFFF
         pkt = self.packet(idx, qid)
         key = (s, qid)
-        self.pending[key] = [now, idx, pkt, False]
-        self.sent += 1
+        counted = self.window[0] <= now < self.window[1]
+        self.pending[key] = [now, idx, pkt, False, counted]
+        self.issued += 1
+        self.sent += counted
         self._udp(s, pkt)
         self.due[0].append((now + self.RETRIES[0], key))
 
@@ -187,7 +194,7 @@ class Resolver:
         if entry is None:
             return
         if not via_tcp and resp[2] & 0x02:  # TC=1: RFC 7766 5, retry over TCP
-            self.tc += 1
+            self.tc += entry[4]
             if not entry[3]:
                 entry[3] = True
                 self.tcp_query(key, entry[2])
@@ -197,6 +204,8 @@ class Resolver:
             cookie = server_cookie(resp, self.client_cookie)
             if cookie is not None:
                 self.opt = opt_rr(cookie=self.client_cookie + cookie)
+        if not entry[4]:
+            return
         elapsed = now - entry[0]
         if elapsed > self.BUDGET:
             self.late += 1
@@ -255,7 +264,7 @@ class Resolver:
                     continue
                 if level < len(self.RETRIES):
                     if not entry[3]:  # a TCP retry in flight has its own budget
-                        self.retries += 1
+                        self.retries += entry[4]
                         self._udp(key[0], entry[2])
                     nxt = self.RETRIES[level + 1] if level + 1 < len(self.RETRIES) else self.BUDGET
                     self.due[level + 1].append((entry[0] + nxt, key))
@@ -278,7 +287,7 @@ class Resolver:
             if now < stop_sending:
                 target = int((now - start) * self.rate)
                 burst = 0
-                while self.sent < target and burst < 200:
+                while self.issued < target and burst < 200:
                     self.send_new(now)
                     burst += 1
             self.timeouts(now)
@@ -305,7 +314,7 @@ class Resolver:
             "sent": self.sent, "answered": self.answered, "late": self.late,
             "unanswered": self.sent - self.answered - self.late,
             "answer_rate": self.answered / self.sent if self.sent else None,
-            "achieved_qps": self.sent / self.seconds,
+            "achieved_qps": self.issued / self.seconds,
             "p50_ms": (percentile(lat, 50) or 0) * 1000, "p99_ms": (percentile(lat, 99) or 0) * 1000,
             "max_ms": max(lat) * 1000 if lat else None,
             "tc": self.tc, "tcp_answers": self.tcp_answers, "tcp_failures": self.tcp_failures,
@@ -356,6 +365,9 @@ def blast(spec: dict[str, Any]) -> dict[str, Any]:
                 if n > 2 and buf[2] & 0x02:
                     tc += 1
 
+    delay = float(spec.get("start_at", 0)) - time.time()
+    if delay > 0:
+        time.sleep(min(delay, 10.0))
     start = time.monotonic()
     stop = start + seconds
     nsock = len(socks)
@@ -552,18 +564,20 @@ def run_server(name: str, workdir: Path, zone_text: str, mix: list[tuple[str, st
         m0 = server_counters(server)
         secs = args.attack_seconds
         victims = [f"127.9.{i}.1" for i in range(args.victims)]
-        roles = {
-            "legit": Role("resolver", resolver_spec(port, LEGIT_ADDR, args.legit_qps, secs + 1, mix,
-                                                    False, args.cookies), cpu),
-            "x20": Role("resolver", resolver_spec(port, X20_ADDR, args.x20_qps, secs + 1, hot, True,
-                                                  True), cpu),
-        }
-        time.sleep(0.5)  # the resolvers are running before the attack starts
+        # The resolvers run from before the attack starts to after it ends; only their queries
+        # sent while the attackers send count.
+        start_at = time.time() + 1.5
+        window = (start_at, start_at + secs)
+        legit = resolver_spec(port, LEGIT_ADDR, args.legit_qps, secs + 2.5, mix, False, args.cookies)
+        x20 = resolver_spec(port, X20_ADDR, args.x20_qps, secs + 2.5, hot, True, True)
+        roles = {"legit": Role("resolver", {**legit, "window": window}, cpu),
+                 "x20": Role("resolver", {**x20, "window": window}, cpu)}
         roles["flood"] = Role("blast", {"server": SERVER_ADDR, "port": port, "seconds": secs,
                                         "sources": [FLOOD_ADDR], "kind": "random",
-                                        "qps": args.flood_qps}, cpu)
+                                        "qps": args.flood_qps, "start_at": start_at}, cpu)
         roles["amp"] = Role("blast", {"server": SERVER_ADDR, "port": port, "seconds": secs,
-                                      "sources": victims, "kind": "amp", "qps": args.amp_qps}, cpu)
+                                      "sources": victims, "kind": "amp", "qps": args.amp_qps,
+                                      "start_at": start_at}, cpu)
         attack = {k: r.result() for k, r in roles.items()}
         if not server.running():
             raise RuntimeError(f"{name} died during the attack\n{server.log_tail()}")
