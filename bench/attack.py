@@ -486,7 +486,7 @@ def server_counters(server: Any) -> dict[str, float]:
     """The counters that say what the server did with the attack, from /metrics or rndc stats."""
     if not hasattr(server, "http_url"):
         return bind_counters(server)
-    keep = ("rrl", "queries_total", "truncated", "dropped", "send_errors")
+    keep = ("rrl", "queries_total", "truncated", "dropped", "send_errors", "secondns_tcp_")
     return {k: v for k, v in metrics(server.http_url()).items() if any(w in k for w in keep)}
 
 
