@@ -3,7 +3,7 @@
 The reference is the same collector's ``collect()``, which still builds prometheus_client Metric
 objects, fed to prometheus_client's own encoders: the fast path must give the same bytes (and so
 the same sample set) in every format choose_encoder can pick, stay the same after zones change
-between scrapes (its per-zone cache), and pass ``promtool check metrics``.
+between scrapes, and pass ``promtool check metrics``.
 """
 
 from __future__ import annotations
