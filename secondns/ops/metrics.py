@@ -364,7 +364,7 @@ class ZoneSeries:
     values through floatToGoString), in the Prometheus and the OpenMetrics
     format alike: their sample lines are the same for gauges and counters.
     Nothing is kept between scrapes (keeping each zone's lines until it
-    changes saved 40% of a rendering but held 3.6 KiB per zone).
+    changes saved about a third of a rendering but held 3.6 KiB per zone).
     """
 
     zones: list[ZoneStatus]
