@@ -26,7 +26,7 @@ from twisted.internet import task
 
 from secondns.app import Application
 from secondns.config import parse_config
-from secondns.ops.metrics import SecondnsCollector, build_registry
+from secondns.ops.metrics import SecondnsCollector, build_registry, encode
 
 
 def rss_kib() -> int:
@@ -99,7 +99,7 @@ def main() -> int:
         collector = SecondnsCollector(app.stats, app.zone_statuses, per_zone=per_zone)
         registry = build_registry(collector)
         t = time.perf_counter()
-        text = generate_latest(registry)
+        text = encode(registry, generate_latest)
         took = time.perf_counter() - t
         print(f"/metrics per-zone {'on ' if per_zone else 'off'}: {took:.3f} s to render, "
               f"{len(text) / 1e6:.2f} MB, {text.count(bytes([10]))} lines")

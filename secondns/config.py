@@ -304,7 +304,7 @@ def parse_config(text: str, path: str = "<string>", base_dir: Path | None = None
     """
     ck = _Checker(path, (base_dir or Path(path).parent).resolve())
     try:
-        root = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader: no arbitrary objects
+        root = _load_yaml(text)
     except yaml.MarkedYAMLError as exc:
         # Only problem/context: str(exc) quotes the offending line, which may hold a secret.
         mark = exc.problem_mark or exc.context_mark
@@ -378,6 +378,27 @@ class _Loader(yaml.SafeLoader):
 
 _Loader.add_constructor("tag:yaml.org,2002:map", _Loader.map_with_lines)
 _Loader.add_constructor("tag:yaml.org,2002:seq", _Loader.seq_with_lines)
+
+# libyaml's parser with the same constructors: a 10,000-zone file parses in a fraction of the
+# time.  Only for files that parse; an error is reported by _Loader, whose messages we quote.
+_FastLoader: type[Any] | None = None
+if getattr(yaml, "__with_libyaml__", False):
+    class _CLoader(yaml.CSafeLoader):
+        map_with_lines = _Loader.map_with_lines
+        seq_with_lines = _Loader.seq_with_lines
+
+    _CLoader.add_constructor("tag:yaml.org,2002:map", _CLoader.map_with_lines)
+    _CLoader.add_constructor("tag:yaml.org,2002:seq", _CLoader.seq_with_lines)
+    _FastLoader = _CLoader
+
+
+def _load_yaml(text: str) -> Any:
+    if _FastLoader is not None:
+        try:
+            return yaml.load(text, Loader=_FastLoader)
+        except yaml.YAMLError:
+            pass  # parsed again below for the error as the pure-Python parser words it
+    return yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader: no arbitrary objects
 
 
 # --- checking ---------------------------------------------------------------

@@ -41,6 +41,9 @@ class Registry:
     def __init__(self) -> None:
         self._zones: dict[bytes, ZoneEntry] = {}
         self._listeners: list[Listener] = []
+        # Every proper ancestor of a registered origin, with how many origins lie below it:
+        # a zone that is not in here has no configured zone beneath it.
+        self._above: dict[bytes, int] = {}
 
     def subscribe(self, listener: Listener) -> None:
         """Register a callback told about every change to what is answered."""
@@ -56,12 +59,20 @@ class Registry:
         if entry is None:
             entry = ZoneEntry(origin)
             self._zones[origin] = entry
+            for ancestor in _ancestors(origin):
+                self._above[ancestor] = self._above.get(ancestor, 0) + 1
             self._changed(None)
         return entry
 
     def remove(self, origin: bytes) -> None:
         """Stop serving a zone: its names are REFUSED from now on."""
         if self._zones.pop(origin, None) is not None:
+            for ancestor in _ancestors(origin):
+                left = self._above[ancestor] - 1
+                if left:
+                    self._above[ancestor] = left
+                else:
+                    del self._above[ancestor]
             self._changed(None)
 
     def swap(self, origin: bytes, snapshot: Zone, changed: frozenset[bytes] | None = None) -> None:
@@ -77,16 +88,26 @@ class Registry:
         if was_serving:
             self._changed(origin, changed)
         else:
-            # A zone starting to serve changes other zones' answers too: a DS query at the
-            # apex of a child zone now belongs to this parent (RFC 4035 3.1.4.1).
-            self._changed(None)
+            self._serving_changed(origin)
 
     def set_expired(self, origin: bytes, expired: bool) -> None:
         """Mark a zone expired (SERVFAIL, RFC 1034 4.3.5) or alive again."""
         entry = self._zones[origin]
         if entry.expired != expired:
             entry.expired = expired
-            self._changed(None)  # as for swap: DS answers of child zones depend on it too
+            self._serving_changed(origin)
+
+    def _serving_changed(self, origin: bytes) -> None:
+        """A zone started or stopped serving: forget what depends on that.
+
+        Its own answers change (SERVFAIL or data), and so do the DS answers at
+        the apex of any configured zone below it, which the parent gives while
+        it serves (RFC 4035 3.1.4.1): then everything is forgotten, as the
+        cache knows answers by zone, not by parent.  A zone with no zone below
+        it (all of a provider's 10,000) forgets only its own: clearing the
+        whole cache each time one of them loads left start-up with no hits.
+        """
+        self._changed(None if origin in self._above else origin)
 
     def get(self, origin: bytes) -> ZoneEntry | None:
         """The entry for an exact origin."""
@@ -110,3 +131,11 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._zones)
+
+
+def _ancestors(origin: bytes) -> Iterator[bytes]:
+    """The proper ancestors of a wire-format name, root included (b"\\x00")."""
+    pos = 0
+    while origin[pos]:
+        pos += origin[pos] + 1
+        yield origin[pos:]

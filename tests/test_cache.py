@@ -14,6 +14,7 @@ import dns.edns
 import dns.flags
 import dns.message
 import dns.name
+import dns.rcode
 import dns.rdatatype
 import dns.rrset
 import pytest
@@ -171,6 +172,47 @@ def test_ds_answered_by_the_child_is_forgotten_when_the_parent_starts_serving() 
     assert not ask(r, "child.example.com.", "DS").answer  # only the child serves: NODATA
     registry.swap(parent.origin, parent)
     assert ask(r, "child.example.com.", "DS").answer  # RFC 4035 3.1.4.1: the parent's DS
+
+
+def test_a_zone_starting_to_serve_keeps_other_zones_cached_answers() -> None:
+    """10,000 zones loading one by one must not flush the cache 10,000 times (issue 14)."""
+    zones = [zone_from_text(BASE, f"z{i}.example.") for i in range(3)]
+    registry = Registry()
+    r = Responder(registry, ServeSettings(), ServingStats())
+    for z in zones:
+        registry.add(z.origin)
+    registry.swap(zones[0].origin, zones[0])
+    assert ask(r, "ns1.z0.example.").answer
+    assert ask(r, "ns1.z1.example.").rcode() == dns.rcode.SERVFAIL  # not loaded yet
+    assert ask(r, "ns1.z2.example.").rcode() == dns.rcode.SERVFAIL
+    registry.swap(zones[1].origin, zones[1])
+    assert is_cached(r, "ns1.z0.example.")  # an unrelated zone's answer stays
+    assert is_cached(r, "ns1.z2.example.")  # and so does another loading zone's SERVFAIL
+    assert not is_cached(r, "ns1.z1.example.")  # the zone's own SERVFAIL is gone
+    assert ask(r, "ns1.z1.example.").answer
+    registry.set_expired(zones[0].origin, True)
+    assert is_cached(r, "ns1.z2.example.") and not is_cached(r, "ns1.z0.example.")
+    assert ask(r, "ns1.z0.example.").rcode() == dns.rcode.SERVFAIL
+
+
+def test_ds_answered_by_the_parent_is_forgotten_when_the_parent_expires() -> None:
+    parent = zone_from_text(BASE + "child NS ns1.child\nchild DS 12345 8 2 " + "ab" * 32
+                            + "\nns1.child A 192.0.2.2\n", "example.com.")
+    child = zone_from_text(BASE, "child.example.com.")
+    registry = Registry()
+    r = Responder(registry, ServeSettings(), ServingStats())
+    registry.add(child.origin)  # the child first: the parent learns of it when added
+    registry.add(parent.origin)
+    registry.swap(child.origin, child)
+    registry.swap(parent.origin, parent)
+    assert ask(r, "child.example.com.", "DS").answer
+    registry.set_expired(parent.origin, True)
+    assert not ask(r, "child.example.com.", "DS").answer  # the child answers: NODATA
+    registry.remove(child.origin)
+    registry.add(child.origin)  # counts kept right across remove and add
+    registry.swap(child.origin, child)
+    registry.set_expired(parent.origin, False)
+    assert ask(r, "child.example.com.", "DS").answer
 
 
 def test_a_flood_of_random_names_does_not_grow_the_dependency_index() -> None:

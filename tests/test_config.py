@@ -503,3 +503,44 @@ def test_a_cookie_secret_that_is_not_16_hex_octets_is_refused(tmp_path: Path) ->
         parse_config("server:\n  cookies:\n    secret-file: c.secret\n", "w.yaml", base_dir=tmp_path)
     assert str(err.value) == ("w.yaml:3: server.cookies.secret-file: line 2 of the file is not a "
                               "secret of 32 hex digits")
+
+
+LINE_CHECKED = (
+    "defaults: &common\n  primaries: ['192.0.2.1']\n  transfer: axfr\n"
+    "server:\n  storage: /tmp\n  storage: /var\n"  # a duplicate key: both lines named
+    "zones:\n  example.com:\n    <<: *common\n    transfer: ixfr\n"
+    "  example.net:\n    primaries: ['192.0.2.1']\n    refresh-min: -5\n"  # a bad value on line 13
+    "  example.org:\n    - not a mapping\n"
+)
+
+
+def _problems(text: str) -> list[str]:
+    with pytest.raises(InvalidConfig) as info:
+        parse_config(text)
+    return list(info.value.problems)
+
+
+@pytest.mark.parametrize("text", [LINE_CHECKED, "zones:\n  a: [\n", "zones: {a: 1\n", "x:\n\t- 1\n"])
+def test_libyaml_parser_reports_what_the_python_parser_reports(
+        text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """libyaml parses large files (issue 14: 10,000 zones); lines and messages stay the same."""
+    import secondns.config
+
+    assert secondns.config._FastLoader is not None  # libyaml is there (Debian's python3-yaml has it)
+    fast = _problems(text)
+    monkeypatch.setattr(secondns.config, "_FastLoader", None)
+    assert _problems(text) == fast
+    assert any(":" in p for p in fast)
+
+
+def test_libyaml_parser_gives_the_same_config() -> None:
+    import secondns.config
+
+    text = LINE_CHECKED.split("server:")[0] + "zones:\n  example.com:\n    <<: *common\n    transfer: ixfr\n"
+    fast = parse_config(text)
+    loader, secondns.config._FastLoader = secondns.config._FastLoader, None
+    try:
+        slow = parse_config(text)
+    finally:
+        secondns.config._FastLoader = loader
+    assert fast == slow

@@ -22,6 +22,7 @@ from prometheus_client.exposition import choose_encoder
 from twisted.internet import defer
 from twisted.web import resource, server
 
+from secondns.ops.metrics import encode
 from secondns.transfer.refresh import STATES, ZoneStatus
 
 # A scrape rendered less than this long ago is served again: Prometheus HA pairs and a person
@@ -256,8 +257,7 @@ class StatusSite:
         encoder, content_type = choose_encoder(accept)
         request.setHeader(b"content-type", content_type.encode())
         if self.renderer is None:
-            data: bytes = encoder(self.registry)
-            return data
+            return encode(self.registry, encoder)
         cached = self._cache.get(content_type)
         if cached is not None and time.monotonic() - cached[0] < METRICS_CACHE_SECONDS:
             return cached[1]
@@ -267,7 +267,7 @@ class StatusSite:
             return server.NOT_DONE_YET
         self._rendering[content_type] = [request]  # before the renderer, which may finish at once
         self._started[content_type] = time.monotonic()
-        d = self.renderer(lambda: encoder(self.registry))
+        d = self.renderer(lambda: encode(self.registry, encoder))
         d.addBoth(self._rendered, content_type)
         return server.NOT_DONE_YET
 
