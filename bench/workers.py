@@ -140,6 +140,37 @@ def _cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, in clock ticks (USER_HZ)
 
 
+def _sched(pid: int | None) -> dict[str, tuple[float, float]]:
+    """(CPU s, run-queue wait s) of the main process and each worker, over all their threads.
+
+    The wait is time runnable but not running (/proc/PID/task/TID/schedstat): on a machine
+    with fewer cores than busy processes, a worker that waits there answers late.
+    """
+    procs = {"main": pid}
+    for t in Path(f"/proc/{pid}/task").glob("*"):
+        for i, c in enumerate((t / "children").read_text().split()):
+            procs[f"worker{i}"] = int(c)
+    out = {}
+    for name, p in procs.items():
+        cpu = wait = 0
+        for t in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                fields = (t / "schedstat").read_text().split()
+            except OSError:
+                continue
+            cpu += int(fields[0])
+            wait += int(fields[1])
+        out[name] = (cpu / 1e9, wait / 1e9)
+    return out
+
+
+def _sched_delta(before: dict[str, tuple[float, float]],
+                 after: dict[str, tuple[float, float]]) -> dict[str, dict[str, float]]:
+    return {name: {"cpu_s": round(after[name][0] - before[name][0], 2),
+                   "runqueue_wait_s": round(after[name][1] - before[name][1], 3)}
+            for name in after if name in before}
+
+
 def _wait_quiet(pid: int | None, limit: float = 300) -> None:
     """Until the main process uses under 5% of a core over a second (its writes are done)."""
     deadline = time.monotonic() + limit
@@ -223,7 +254,10 @@ def bench_axfr_load(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         # takes about one pass per worker (plus one).
         passes = args.workers + 1
         _dnsperf_latencies(sec.port, queries, passes * 100_000 // args.qps + 2, args.qps)
+        sched0 = _sched(sec.pid)
         out["idle"] = _summary(*_dnsperf_latencies(sec.port, queries, 10, args.qps))
+        sched1 = _sched(sec.pid)
+        out["idle"]["sched"] = _sched_delta(sched0, sched1)
         before = zone_status(sec, ORIGIN)["last_transfer"]["started"]
         result: dict[str, Any] = {}
 
@@ -239,6 +273,7 @@ def bench_axfr_load(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         out["axfr_seconds"] = round(time.monotonic() - started, 1)
         t.join()
         out["during_axfr"] = _summary(*result["lat"])
+        out["during_axfr"]["sched"] = _sched_delta(sched1, _sched(sec.pid))
         out["during_axfr"]["slow_spells"] = _slow_spells(result["lat"][0], args.qps)
         out["axfr_asked_at_s"] = 1.0
         idle_p99 = out["idle"].get("p99_ms")
