@@ -253,8 +253,13 @@ def test_a_zone_replaced_whole_is_forgotten_without_dropping_entry_by_entry() ->
         assert cache.get(b"a%d" % i) is not None  # some promoted to protected
         assert cache.get(b"b%d" % i) is not None
     b_size = sum(e[4] for e in cache.protected.values() if e[2] == b"\x01b\x00")
+    segments = (cache.protected, cache.probation)
     cache.forget(b"\x01a\x00")
     assert dropped == []
+    # filtered in place: UDPServer's hit path holds ``protected`` (a rebound dict kept serving
+    # a loading zone's SERVFAIL after it loaded, found when merging with the registry change)
+    assert (cache.protected, cache.probation) == segments
+    assert cache.protected is segments[0] and cache.probation is segments[1]
     assert len(cache) == 300 and all(b"b%d" % i in cache for i in range(300))
     assert not any(b"a%d" % i in cache for i in range(300))
     assert b"\x01a\x00" not in cache._deps

@@ -226,8 +226,11 @@ class AnswerCache:
         if len(self._deps) == 0:
             self.clear()
             return
-        self.protected = {k: e for k, e in self.protected.items() if e[2] != zone}
-        self.probation = {k: e for k, e in self.probation.items() if e[2] != zone}
+        # In place: the UDP listener's hit path holds a reference to ``protected``.
+        for segment in (self.protected, self.probation):
+            kept = [(k, e) for k, e in segment.items() if e[2] != zone]
+            segment.clear()
+            segment.update(kept)
         self._protected_size = sum(e[4] for e in self.protected.values())
         self.size = self._protected_size + sum(e[4] for e in self.probation.values())
 
