@@ -278,18 +278,26 @@ class _TcpExchange(protocol.Protocol):
         self._idle = self.clock.callLater(self.idle_timeout, self._abort,
                                           f"no data from {self.peer} for {self.idle_timeout:g} s")
 
-    def dataReceived(self, data: bytes) -> None:
-        if self._done:
-            return
+    def _messages(self, data: bytes) -> list[bytes]:
+        """The complete messages *data* finishes (RFC 1035 4.2.2 length prefixes); the rest is
+        kept for the next read.  Any data counts as activity for the idle timeout."""
         if self._idle is not None and self._idle.active():
             self._idle.reset(self.idle_timeout)
         buf = self._buf + data
-        while len(buf) >= 2 and not self._done:
+        messages = []
+        while len(buf) >= 2:
             length = (buf[0] << 8) | buf[1]
             if len(buf) < 2 + length:
                 break
-            message = buf[2:2 + length]
+            messages.append(buf[2:2 + length])
             buf = buf[2 + length:]
+        self._buf = buf
+        return messages
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._done:
+            return
+        for message in self._messages(data):
             try:
                 complete = self.handle(message)
             except Exception as exc:
@@ -298,7 +306,6 @@ class _TcpExchange(protocol.Protocol):
             if complete:
                 self._finish(None)
                 return
-        self._buf = buf
 
     def _abort(self, reason: str) -> None:
         if self.tls_config is not None and not self._handshake_done:
@@ -360,16 +367,7 @@ class _ThreadedExchange(_TcpExchange):
     def dataReceived(self, data: bytes) -> None:
         if self._done:
             return
-        if self._idle is not None and self._idle.active():
-            self._idle.reset(self.idle_timeout)
-        buf = self._buf + data
-        while len(buf) >= 2:
-            length = (buf[0] << 8) | buf[1]
-            if len(buf) < 2 + length:
-                break
-            self._queue.append(buf[2:2 + length])
-            buf = buf[2 + length:]
-        self._buf = buf
+        self._queue += self._messages(data)
         if len(self._queue) >= self.MAX_QUEUED and not self._paused:
             self._paused = True
             transport: Any = self.transport
