@@ -19,7 +19,7 @@ unit:
 	$(PYTHON) -m pytest -q -m "not integration"
 
 test: deps lint typecheck
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -n 2 --dist loadfile
 
 bench:
 	$(PYTHON) bench/serve_qps.py
