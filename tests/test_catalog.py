@@ -11,10 +11,23 @@ from __future__ import annotations
 import urllib.request
 from pathlib import Path
 
+import dns.name
 import dns.rcode
 import dns.rdatatype
 import pytest
-from peers import Bind, Knot, Secondns, TsigKey, ZoneSpec, free_port, query, wait_for, zone_status
+from peers import (
+    Bind,
+    Knot,
+    Secondns,
+    TsigKey,
+    ZoneSpec,
+    free_port,
+    query,
+    soa_serial,
+    transfer,
+    wait_for,
+    zone_status,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -207,3 +220,91 @@ def test_knot_generated_catalog(tmp_path: Path) -> None:
             knot.knotc("reload")
             wait_for("example.org regrouped",
                      lambda: zone_status(sec, "example.org")["timers"]["refresh"] == 77, WAIT)
+
+
+def knot_catalog_serial(knot: Knot) -> int | None:
+    """Serial of the catalog Knot generates (it answers only over TCP, signed: see CatalogClient)."""
+    reply = query(knot.port, CATZ, "SOA", tcp=True, key=KEY)
+    return next((int(rrset[0].serial) for rrset in reply.answer if rrset.rdtype == dns.rdatatype.SOA),
+                None)
+
+
+def knot_member_ids(knot: Knot) -> dict[str, str]:
+    """Member zone -> the unique-N label (RFC 9432 4.1) of the catalog Knot generates now."""
+    origin = dns.name.from_text(CATZ)
+    zones = dns.name.from_text("zones", origin)
+    ids = {}
+    for message in transfer(knot.port, CATZ, key=KEY):  # dnspython relativizes the names
+        for rrset in message.answer:
+            owner = rrset.name.derelativize(origin)
+            if rrset.rdtype == dns.rdatatype.PTR and owner.parent() == zones:
+                ids[rrset[0].target.derelativize(origin).to_text().rstrip(".")] = owner.labels[0].decode()
+    return ids
+
+
+def knot_consumer(workdir: Path, knot: Knot, port: int, ready: list[str]) -> Secondns:
+    """secondns consuming the catalog Knot generates, signed with KEY (see CatalogClient)."""
+    sec = Secondns(workdir, {f"{CATZ}.": {"catalog": True, "primaries": [f"127.0.0.1:{knot.port}"],
+                                          "key": KEY.name}}, port=port, ready_zones=ready)
+    sec.config["keys"] = {KEY.name: {"algorithm": KEY.algorithm, "secret": KEY.secret}}
+    return sec
+
+
+def test_knot_member_reset_while_the_consumer_was_down(tmp_path: Path) -> None:
+    """Knot 3.2 salts the unique ids it generates: a member removed from its configuration and
+    added back while secondns was stopped comes back under a new unique-N.  secondns starts from
+    its copies (the catalog's and the member's), then sees the new id in the catalog's transfer:
+    that is a reset (RFC 9432 5.4), the member's data dropped and transferred anew.  Knot's copy
+    of the member changed meanwhile under the same serial, so only a reset serves the new record;
+    the other member keeps its id and is left alone."""
+    sec_port = free_port()
+    catalog = ZoneSpec(CATZ, catalog_text(1, ""), options=["catalog-role: generate"], notify=[sec_port],
+                       key=KEY.name)
+    com, net = knot_member("example.com", None, sec_port), knot_member("example.net", None, sec_port)
+    with CatalogKnot(tmp_path / "knot", [catalog, com, net], keys=[KEY]) as knot:
+        with knot_consumer(tmp_path / "sec", knot, sec_port, []) as sec:
+            wait_for("members served",
+                     lambda: serves(sec_port, "example.com") and serves(sec_port, "example.net"), WAIT)
+            wait_for("member copies saved",
+                     lambda: sec.zone_path("example.com").exists() and sec.zone_path("example.net").exists(),
+                     WAIT)
+            before = knot_member_ids(knot)
+            assert set(before) == {"example.com", "example.net"}
+            assert zone_status(sec, "example.com")["last_transfer"]["type"] == "axfr"
+
+        # secondns is down: example.com leaves Knot's configuration, then comes back with new data
+        # under the same serial.
+        serial = knot_catalog_serial(knot)
+        knot.zones[:] = [catalog, net]
+        knot._write_config()
+        knot.knotc("reload")
+        wait_for("example.com out of Knot's catalog", lambda: "example.com" not in knot_member_ids(knot),
+                 WAIT)
+        assert knot_catalog_serial(knot) != serial
+        knot.zones[:] = [catalog, com, net]
+        knot.zone_path("example.com").write_text(member_text("example.com", 1, "new IN A 192.0.2.99"))
+        knot._write_config()
+        knot.knotc("reload")
+        wait_for("example.com back in Knot's catalog", lambda: "example.com" in knot_member_ids(knot), WAIT)
+        after = knot_member_ids(knot)
+        assert after["example.com"] != before["example.com"]  # Knot's salt: a new unique-N
+        assert after["example.net"] == before["example.net"]
+        wait_for("Knot serves the new data",
+                 lambda: a_records(knot.port, "new.example.com") == {"192.0.2.99"}, WAIT)
+        assert soa_serial(knot.port, "example.com") == 1  # the same serial: no refresh would see it
+
+        # secondns again, from its copies first, then the catalog's new version: a reset.
+        with knot_consumer(tmp_path / "sec", knot, sec_port, ["example.com", "example.net"]) as sec:
+            port = sec.port
+            wait_for("example.com reset and re-transferred",
+                     lambda: a_records(port, "new.example.com") == {"192.0.2.99"}, WAIT)
+            assert zone_status(sec, "example.com")["last_transfer"]["type"] == "axfr"
+            assert zone_status(sec, "example.com")["catalog"] == f"{CATZ}."
+            wait_for("catalog at Knot's serial",
+                     lambda: zone_status(sec, CATZ)["serial"] == knot_catalog_serial(knot), WAIT)
+            log = sec.log_text()
+            ids = f"{before['example.com']} -> {after['example.com']}"
+            assert f"member example.com. reset (unique id {ids})" in log
+            assert "member example.net. reset" not in log
+            assert serves(port, "example.net")
+            assert zone_status(sec, CATZ)["catalog_zone"]["members"] == 2

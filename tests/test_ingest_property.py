@@ -13,9 +13,12 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+import dns.exception
 import dns.flags
 import dns.message
 import dns.query
+import dns.rdata
+import dns.rdataclass
 import dns.rdatatype
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -38,7 +41,7 @@ SOA = names.from_text("ns1.prop.test.") + names.from_text("h.prop.test.") + stru
 APEX_NS = names.from_text("ns1.prop.test.")
 NONEXISTENT = ["nothing.prop.test.", "deep.below.a.prop.test.", "x.*.prop.test.", "prop.test."]
 # Unknown types (RFC 3597) and every type whose layout secondns knows but meta types.
-UNKNOWN = [65280, 65534, 262]
+UNKNOWN = [65280, 65534, 4000]  # not 262: dnspython 2.9 parses it as WALLET (TXT-like)
 KNOWN = sorted(t for t in rrtypes.RDATA_CHECKS if rrtypes.RDATA_CHECKS[t](b"") !=
                "a meta type, never zone data (RFC 6895 3.1)" and t != rrtypes.TLSA)
 # TLSA is left out: BIND and secondns serve data of any length for any matching type
@@ -142,16 +145,39 @@ def _questions(zone: Zone) -> list[tuple[str, int]]:
     return sorted(asked)
 
 
+def _dnspython_refuses_some_rdata(zone: Zone) -> bool:
+    """Whether the zone holds rdata that BIND (and so secondns, see rrtypes) takes but dnspython
+    will not parse even alone: DS digest type 0, ZONEMD scheme 0, SVCB parameters in AliasMode..."""
+    for _owner, rtype, _ttl, rdata in zone.records():
+        try:
+            dns.rdata.from_wire(dns.rdataclass.IN, rtype, rdata, 0, len(rdata))
+        except dns.exception.FormError:
+            return True
+    return False
+
+
 def _ask_all(responder: Responder, zone: Zone) -> int:
-    """Every question over UDP (no EDNS, and EDNS with DO) and TCP; each response parses."""
+    """Every question over UDP (no EDNS, and EDNS with DO) and TCP; each response parses.
+
+    Unless the zone holds rdata dnspython refuses by itself: then a response that dnspython does
+    not parse is still an answer to the query, its header checked.
+    """
     asked = 0
+    lenient = _dnspython_refuses_some_rdata(zone)
     for name, qtype in _questions(zone):
         for transport, edns, do in ((UDP, -1, False), (UDP, 0, True), (TCP, 0, False)):
             query = dns.message.make_query(name, qtype, use_edns=edns, want_dnssec=do, payload=1232)
             query.flags &= ~dns.flags.RD
             wire = responder.respond(query.to_wire(), transport, ("127.0.0.1", 5300))
             assert wire is not None, (name, qtype)
-            reply = dns.message.from_wire(wire)
+            try:
+                reply = dns.message.from_wire(wire)
+            except dns.exception.FormError:
+                if not lenient:
+                    raise
+                assert struct.unpack_from("!H", wire)[0] == query.id and wire[2] & 0x80, (name, qtype)
+                asked += 1
+                continue
             assert reply.id == query.id
             asked += 1
     return asked

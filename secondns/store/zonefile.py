@@ -1122,7 +1122,7 @@ def _to_zonemd(rdata: bytes) -> str:
 
 
 def _to_uri(rdata: bytes) -> str:
-    if len(rdata) < 5:  # RFC 7553 4.5: the target is not empty
+    if len(rdata) < 4:  # RFC 7553 4.5 wants a target; BIND takes an empty one (rrtypes)
         raise _Malformed
     prio, weight = struct.unpack_from("!2H", rdata)
     return f"{prio} {weight} {_quote(rdata[4:])}"
