@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import faulthandler
 import gc
 import json
 import sys
@@ -130,14 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", action="store_true",
                         help="sample the reactor thread's stack from a second thread while a turn "
                              "is late (the sampler competes for the GIL: diagnosis, not the figure)")
-    parser.add_argument("--watchdog", type=Path,
-                        help="append every thread's stack to this file whenever the probe is 40 ms "
-                             "late (faulthandler's C watchdog thread: it needs no GIL, so it also "
-                             "catches a C call holding it; re-armed at each tick)")
     parser.add_argument("--schedstat", action="store_true",
                         help="for each turn over 30 ms, every thread's CPU and run-queue wait "
                              "inside it (/proc/self/task/*/schedstat): descheduled, or waiting "
-                             "for the GIL while another thread ran")
+                             "for the GIL while another thread ran.  Diagnosis only: each file "
+                             "read in the probe gives up the GIL and waits up to 5 ms to get it "
+                             "back from a busy thread, so it lengthens the turns it measures")
     args = parser.parse_args(argv)
     from twisted.internet import reactor as _reactor
     from twisted.internet import task
@@ -180,11 +177,6 @@ def main(argv: list[str] | None = None) -> int:
                                    round((w - sched_prev[0].get(name, (0, 0))[1]) / 1e6, 1))
                             for name, (c, w) in snap.items()}))
                     sched_prev[:] = [snap]
-                if watch is not None:
-                    if lags[-1][1] > 0.035:
-                        watch.write(f"=== tick at {now - start:.3f} s, {lags[-1][1] * 1000:.1f} ms late\n")
-                        watch.flush()
-                    faulthandler.dump_traceback_later(0.04 + TICK, file=watch)
                 entry = app.registry.get(app.config.zones[ORIGIN].origin)
                 snapshot = entry.snapshot if entry is not None else None
                 if snapshot is not None and (not versions or snapshot is not versions[-1]):
@@ -197,7 +189,6 @@ def main(argv: list[str] | None = None) -> int:
                 if now - start > 900:
                     reactor.stop()
 
-            watch = args.watchdog.open("w") if args.watchdog else None
             sched_prev: list[dict[str, tuple[int, int]]] = []
             probe = task.LoopingCall(tick)
             gc_log = _watch_gc(start)
@@ -219,9 +210,6 @@ def main(argv: list[str] | None = None) -> int:
             reactor.callWhenRunning(probe.start, TICK)
             reactor.run()
             stop_sampler.set()
-            if watch is not None:
-                faulthandler.cancel_dump_traceback_later()
-                watch.close()
     worst = sorted(lags, key=lambda x: -x[1])[:10]
     phases = {}
     if args.retransfer and len(served_at) > 1:
