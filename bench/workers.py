@@ -169,6 +169,10 @@ def _sched(pid: int | None) -> dict[str, tuple[float, float]]:
                 c, w = out.get(key, (0.0, 0.0))
                 out[key] = (c + int(fields[0]) / 1e9, w + int(fields[1]) / 1e9)
         out[name] = (cpu / 1e9, wait / 1e9)
+    # The whole machine's busy CPU time (all cores, USER_HZ ticks of /proc/stat): what is not
+    # ours in it is other jobs (and the primary, and dnsperf) competing for the same cores.
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    out["machine_busy"] = ((f[0] + f[1] + f[2] + f[5] + f[6] + f[7]) / 100, 0.0)
     return out
 
 

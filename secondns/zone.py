@@ -7,6 +7,8 @@ for a dict-probe lookup:
   the node's records concatenated as ``type(2) ttl(4) rdlength(2) rdata``,
   RRsets contiguous, record order within an RRset as received.  Rdata is kept
   byte for byte, names in it uncompressed, so unknown types (RFC 3597) survive.
+* A zone of more than ``SHARD_ABOVE`` names holds them in ``ShardedNames`` (64 dicts by
+  hash), so no single dict of it ever needs a long resize (issue 11).
 * Empty non-terminals are present with an empty blob, so "does this name
   exist" (RFC 4592 2.2.2) is a plain membership test.
 * ``cuts`` and ``dnames`` hold the owners of delegation NS RRsets and DNAME
