@@ -159,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             (work / "storage").mkdir()
             app = Application(parse_config(conf, str(work / "c.yaml")), reactor)
             lags: list[tuple[float, float]] = []
+            cpus: list[tuple[float, float]] = []
+            last_cpu = [time.thread_time(), time.process_time()]
             last = [time.perf_counter()]
             start = time.perf_counter()
             served_at: list[float] = []
@@ -169,6 +171,13 @@ def main(argv: list[str] | None = None) -> int:
                 now = time.perf_counter()
                 lags.append((now - start, now - last[0] - TICK))
                 last[0] = now
+                # CPU of the reactor thread and of the whole process since the last tick
+                # (clock_gettime: no system call that gives up the GIL, so it perturbs nothing):
+                # a late turn with little of either was the process off the CPU, one with
+                # process CPU but little reactor CPU was another thread holding the GIL.
+                thread_cpu, proc_cpu = time.thread_time(), time.process_time()
+                cpus.append((thread_cpu - last_cpu[0], proc_cpu - last_cpu[1]))
+                last_cpu[:] = [thread_cpu, proc_cpu]
                 if args.schedstat:
                     snap = _threads_sched()
                     if lags[-1][1] > 0.03 and sched_prev:
@@ -210,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             reactor.callWhenRunning(probe.start, TICK)
             reactor.run()
             stop_sampler.set()
+    cpu_at = {t: c for (t, _lag), c in zip(lags, cpus, strict=True)}
     worst = sorted(lags, key=lambda x: -x[1])[:10]
     phases = {}
     if args.retransfer and len(served_at) > 1:
@@ -220,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     out = {"records": records, "served_after_s": [round(t, 2) for t in served_at], **phases,
            "ticks": len(lags), "longest_turn_ms": round(worst[0][1] * 1000, 1) if worst else None,
            "turns_over_50ms": sum(1 for _t, lag in lags if lag > 0.05),
-           "worst": [_explain(t, lag, gc_log, samples) for t, lag in worst],
+           "worst": [{**_explain(t, lag, gc_log, samples),
+                      "reactor_cpu_ms": round(cpu_at[t][0] * 1000, 1),
+                      "process_cpu_ms": round(cpu_at[t][1] * 1000, 1)} for t, lag in worst],
            "gc_pauses_over_10ms": [(round(t, 2), gen, round(d * 1000, 1), thread)
                                    for t, gen, d, thread in gc_log if d > 0.01]}
     if sched_log:
