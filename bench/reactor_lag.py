@@ -37,6 +37,28 @@ from peers import Bind, ZoneSpec, free_port  # noqa: E402
 ORIGIN = "bench.test."
 TICK = 0.005
 DIAG: list[Any] = []
+sched_log: list[Any] = []
+
+
+def _threads_sched() -> dict[str, tuple[int, int]]:
+    """{thread name: (CPU ns, run-queue wait ns)} of this process's threads."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out = {}
+    for task_dir in Path("/proc/self/task").iterdir():
+        try:
+            cpu, wait, _n = (int(x) for x in (task_dir / "schedstat").read_text().split())
+        except (OSError, ValueError):
+            continue
+        tid = int(task_dir.name)
+        out[names.get(tid, f"tid{tid}")] = (cpu, wait)
+    # The machine's CPU time since boot (ns as /proc/stat's USER_HZ ticks x 1e7): user+nice,
+    # system+irq+softirq, idle+iowait, steal; whether the cores ran something else, nothing,
+    # or were taken by the hypervisor while the turn was late.
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    for key, value in (("cpu:user", f[0] + f[1]), ("cpu:sys", f[2] + f[5] + f[6]),
+                       ("cpu:idle", f[3] + f[4]), ("cpu:steal", f[7])):
+        out[key] = (value * 10_000_000, 0)
+    return out
 
 
 def _watch_gc(start: float) -> list[tuple[float, int, float, str]]:
@@ -74,12 +96,15 @@ def _sample(main_ident: int, last: list[float], start: float, samples: list[tupl
         now = time.perf_counter()
         if now - last[0] < TICK + 0.015:
             continue
-        frame = sys._current_frames().get(main_ident)
-        if frame is None:
-            continue
-        stack = traceback.extract_stack(frame)[-6:]
-        where = " < ".join(f"{Path(f.filename).name}:{f.lineno}:{f.name}" for f in reversed(stack))
-        samples.append((now - start, where))
+        me = threading.get_ident()
+        for ident, frame in sys._current_frames().items():
+            if ident == me:
+                continue
+            stack = traceback.extract_stack(frame)[-6:]
+            if ident != main_ident and stack and stack[-1].name in ("wait", "get"):
+                continue  # an idle pool thread
+            where = " < ".join(f"{Path(f.filename).name}:{f.lineno}:{f.name}" for f in reversed(stack))
+            samples.append((now - start, ("" if ident == main_ident else "[pool] ") + where))
 
 
 def _explain(t: float, lag: float, gc_log: list[tuple[float, int, float, str]],
@@ -104,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", action="store_true",
                         help="sample the reactor thread's stack from a second thread while a turn "
                              "is late (the sampler competes for the GIL: diagnosis, not the figure)")
+    parser.add_argument("--schedstat", action="store_true",
+                        help="for each turn over 30 ms, every thread's CPU and run-queue wait "
+                             "inside it (/proc/self/task/*/schedstat): descheduled, or waiting "
+                             "for the GIL while another thread ran.  Diagnosis only: each file "
+                             "read in the probe gives up the GIL and waits up to 5 ms to get it "
+                             "back from a busy thread, so it lengthens the turns it measures")
     args = parser.parse_args(argv)
     from twisted.internet import reactor as _reactor
     from twisted.internet import task
@@ -128,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             (work / "storage").mkdir()
             app = Application(parse_config(conf, str(work / "c.yaml")), reactor)
             lags: list[tuple[float, float]] = []
+            cpus: list[tuple[float, float]] = []
+            last_cpu = [time.thread_time(), time.process_time()]
             last = [time.perf_counter()]
             start = time.perf_counter()
             served_at: list[float] = []
@@ -138,6 +171,21 @@ def main(argv: list[str] | None = None) -> int:
                 now = time.perf_counter()
                 lags.append((now - start, now - last[0] - TICK))
                 last[0] = now
+                # CPU of the reactor thread and of the whole process since the last tick
+                # (clock_gettime: no system call that gives up the GIL, so it perturbs nothing):
+                # a late turn with little of either was the process off the CPU, one with
+                # process CPU but little reactor CPU was another thread holding the GIL.
+                thread_cpu, proc_cpu = time.thread_time(), time.process_time()
+                cpus.append((thread_cpu - last_cpu[0], proc_cpu - last_cpu[1]))
+                last_cpu[:] = [thread_cpu, proc_cpu]
+                if args.schedstat:
+                    snap = _threads_sched()
+                    if lags[-1][1] > 0.03 and sched_prev:
+                        sched_log.append((round(now - start, 3), round(lags[-1][1] * 1000, 1), {
+                            name: (round((c - sched_prev[0].get(name, (0, 0))[0]) / 1e6, 1),
+                                   round((w - sched_prev[0].get(name, (0, 0))[1]) / 1e6, 1))
+                            for name, (c, w) in snap.items()}))
+                    sched_prev[:] = [snap]
                 entry = app.registry.get(app.config.zones[ORIGIN].origin)
                 snapshot = entry.snapshot if entry is not None else None
                 if snapshot is not None and (not versions or snapshot is not versions[-1]):
@@ -150,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                 if now - start > 900:
                     reactor.stop()
 
+            sched_prev: list[dict[str, tuple[int, int]]] = []
             probe = task.LoopingCall(tick)
             gc_log = _watch_gc(start)
             samples: list[tuple[float, str]] = []
@@ -170,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             reactor.callWhenRunning(probe.start, TICK)
             reactor.run()
             stop_sampler.set()
+    cpu_at = {t: c for (t, _lag), c in zip(lags, cpus, strict=True)}
     worst = sorted(lags, key=lambda x: -x[1])[:10]
     phases = {}
     if args.retransfer and len(served_at) > 1:
@@ -180,9 +230,13 @@ def main(argv: list[str] | None = None) -> int:
     out = {"records": records, "served_after_s": [round(t, 2) for t in served_at], **phases,
            "ticks": len(lags), "longest_turn_ms": round(worst[0][1] * 1000, 1) if worst else None,
            "turns_over_50ms": sum(1 for _t, lag in lags if lag > 0.05),
-           "worst": [_explain(t, lag, gc_log, samples) for t, lag in worst],
+           "worst": [{**_explain(t, lag, gc_log, samples),
+                      "reactor_cpu_ms": round(cpu_at[t][0] * 1000, 1),
+                      "process_cpu_ms": round(cpu_at[t][1] * 1000, 1)} for t, lag in worst],
            "gc_pauses_over_10ms": [(round(t, 2), gen, round(d * 1000, 1), thread)
                                    for t, gen, d, thread in gc_log if d > 0.01]}
+    if sched_log:
+        out["sched_over_30ms"] = sched_log
     if DIAG:
         out["gen0_diag"] = [d for d in DIAG[1:] if d[3] > 10_000]
     print(json.dumps(out, indent=2))

@@ -27,6 +27,7 @@ from secondns.ops import sdnotify
 from secondns.ops.httpapi import StatusSite
 from secondns.ops.metrics import SecondnsCollector, build_registry
 from secondns.provision import membership
+from secondns.reaper import Reaper
 from secondns.registry import Registry
 from secondns.serve.responder import Finaliser, Responder, ServeSettings
 from secondns.serve.server import TCPFactory, UDPServer, tcp_limits
@@ -166,6 +167,9 @@ class Application:
             self.registry: Registry = PublishingRegistry()
         else:
             self.registry = Registry()
+        # Replaced versions are freed in slices on the reactor, not in one long decref (issue 11).
+        self.reaper = Reaper(reactor)
+        self.registry.retire = self.reaper.retire
         self.stats = ServingStats()
         srv = config.server
         # RFC 9018 server-cookie secrets (current first), shared with every worker; random at

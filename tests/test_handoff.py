@@ -180,10 +180,10 @@ def test_channel_frames_survive_any_split() -> None:
         assert got == messages
 
 
-def test_main_process_pool_threads_run_niced_and_the_reactor_thread_does_not(tmp_path: Path) -> None:
-    # Issue 11: with workers, the main process's building and writing must not take CPU from
-    # the workers; only its pool threads are niced (workers are spawned from the reactor
-    # thread and inherit its value, which they could never lower again).
+def test_main_process_pool_threads_run_idle_and_the_reactor_thread_does_not(tmp_path: Path) -> None:
+    # Issue 11: with workers, the main process's parsing, building and writing must not take
+    # CPU from the workers; only its pool threads are SCHED_IDLE (workers are spawned from the
+    # reactor thread and inherit its policy, which they could never leave again).
     import os
     import threading
     from types import SimpleNamespace
@@ -200,7 +200,7 @@ def test_main_process_pool_threads_run_niced_and_the_reactor_thread_does_not(tmp
     done = threading.Event()
 
     def probe() -> None:
-        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        seen.append(os.sched_getscheduler(0))
         done.set()
     pool.start()
     try:
@@ -208,5 +208,4 @@ def test_main_process_pool_threads_run_niced_and_the_reactor_thread_does_not(tmp
         assert done.wait(10)
     finally:
         pool.stop()
-    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    assert seen == [min(19, base + workers.TRANSFER_THREAD_NICE)] != [base]
+    assert seen == [os.SCHED_IDLE] != [os.sched_getscheduler(0)]

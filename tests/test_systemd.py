@@ -227,14 +227,29 @@ def _expand(names: list[str], groups: dict[str, list[str]]) -> set[str]:
 
 
 def allowed_syscalls() -> set[str]:
-    """What the unit's SystemCallFilter= lines leave allowed: allow lists minus ``~`` deny lists."""
+    """What the unit's SystemCallFilter= lines leave allowed, applied in order as systemd does.
+
+    The first line is an allow list; then a ``~`` line takes its calls away and a plain line
+    adds its calls back (systemd.exec(5)).
+    """
     groups = _syscall_groups()
     allow: set[str] = set()
-    deny: set[str] = set()
     for value in unit_settings()["SystemCallFilter"]:
-        target = deny if value.startswith("~") else allow
-        target |= _expand(value.lstrip("~").split(), groups)
-    return allow - deny
+        calls = _expand(value.lstrip("~").split(), groups)
+        if value.startswith("~"):
+            allow -= calls
+        else:
+            allow |= calls
+    return allow
+
+
+def test_the_unit_lets_transfer_threads_go_idle_but_not_realtime() -> None:
+    # Issue 11: with workers the main process's transfer threads run at SCHED_IDLE
+    # (serve.workers.lower_thread_priority); ~@resources alone refused it with EPERM.
+    allowed = allowed_syscalls()
+    assert "sched_setscheduler" in allowed
+    assert not {"setpriority", "sched_setattr", "setrlimit"} & allowed  # the rest stays denied
+    assert unit_settings()["RestrictRealtime"] == ["yes"]
 
 
 @dataclass

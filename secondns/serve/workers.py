@@ -46,24 +46,38 @@ STABLE_AFTER = 10.0  # a worker up this long has its back-off reset
 SERVED_TIMEOUT = 2.0  # seconds served() waits for workers' pongs at most
 STOP_GRACE = 5.0  # seconds a worker gets to exit at shutdown before SIGKILL
 _SLOTS = ServingStats.__slots__
-# Nice value of the main process's pool threads (building versions, zone images, copies on
-# disk): on a machine with as many cores as workers, that work would otherwise take CPU
-# from the workers while a large AXFR is built (issue 11).  Per thread (Linux nice is a
-# thread's): the reactor thread keeps nice 0, since the workers it spawns inherit its value
-# and an unprivileged process can never lower it again.
-TRANSFER_THREAD_NICE = 10  # added to the process's own value
+# The main process's pool threads (parsing AXFR/IXFR, building versions, zone images, ZONEMD,
+# the copies on disk) run at SCHED_IDLE: on a machine with as many cores as workers, that work
+# took CPU from the workers while a large AXFR was built (issue 11), and nice +10 still left
+# it ~1/10 of a contended core (CFS weights 110 vs 1024); SCHED_IDLE threads get a core only
+# when nothing else wants it.  Per thread (Linux scheduling attributes are a thread's): the
+# reactor thread keeps the process's policy, since the workers it spawns inherit it and an
+# unprivileged process can never leave SCHED_IDLE again.  Where sched_setscheduler is refused
+# (not Linux, or a seccomp filter without it) the thread falls back to nice +10.
+TRANSFER_THREAD_NICE = 10  # the fallback, added to the process's own value
+
+
+def lower_thread_priority() -> str:
+    """Put the calling thread at SCHED_IDLE (else nice +10); says which ("idle", "nice", "")."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        return "idle"
+    except (OSError, AttributeError):
+        pass
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid,
+                       min(19, os.getpriority(os.PRIO_PROCESS, tid) + TRANSFER_THREAD_NICE))
+        return "nice"
+    except (OSError, AttributeError):
+        return ""  # not permitted: the thread runs at the process's priority
 
 
 class _NicedThread(threading.Thread):
     """A pool thread that lowers its own CPU priority before it runs anything."""
 
     def run(self) -> None:
-        try:
-            tid = threading.get_native_id()
-            os.setpriority(os.PRIO_PROCESS, tid,
-                           min(19, os.getpriority(os.PRIO_PROCESS, tid) + TRANSFER_THREAD_NICE))
-        except (OSError, AttributeError):
-            pass  # not Linux, or not permitted: the thread runs at the process's priority
+        lower_thread_priority()
         super().run()
 
 

@@ -41,7 +41,7 @@ from typing import Any
 from secondns.errors import StorageError, ZoneError
 from secondns.names import to_text as name_to_text
 from secondns.store.zonefile import load_zone_text, zone_text_chunks
-from secondns.zone import Zone
+from secondns.zone import SHARD_ABOVE, SHARDS, ShardedNames, Zone
 
 log = logging.getLogger("secondns.storage")
 
@@ -53,8 +53,9 @@ _SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-_.")
 _META_VERSION = 1
 _SNAP_MAGIC = "secondns-snapshot-v2"
 # Names per marshal call in a snapshot: marshal holds the GIL for a whole call, so one call
-# over a 1M-name dict stalled the reactor thread ~200 ms (issue 11); 20k names take ~5-15 ms.
-_SNAP_CHUNK = 20_000
+# over a 1M-name dict stalled the reactor thread ~200 ms (issue 11); 20k names took 17 ms
+# (1M-record zone, quiet machine), so 5k: ~4 ms.  Readers accept any slice size.
+_SNAP_CHUNK = 5_000
 
 
 @dataclass
@@ -268,13 +269,23 @@ def _snapshot_state(payload: bytes) -> tuple[Any, ...]:
     head = marshal.load(stream)
     if type(head) is not tuple or len(head) < 3 or type(head[2]) is not int:
         raise ValueError("snapshot header is not a state")
-    names: dict[bytes, bytes] = {}
-    for _ in range(0, head[2], _SNAP_CHUNK):
+    # Slices are read until the count is reached, whatever slice size wrote them.  A large
+    # zone is loaded sharded (zone.ShardedNames), so no dict of it ever needs a long resize.
+    total: int = head[2]
+    shards: list[dict[bytes, bytes]] = [{} for _ in range(SHARDS)]
+    loaded = 0
+    while loaded < total:
         part = marshal.load(stream)
-        if type(part) is not dict:
+        if type(part) is not dict or not part:
             raise ValueError("snapshot slice is not a dict")
-        names.update(part)
-    if len(names) != head[2] or stream.read(1):
+        loaded += len(part)
+        if total > SHARD_ABOVE:
+            for name, blob in part.items():
+                shards[hash(name) & (SHARDS - 1)][name] = blob
+        else:
+            shards[0].update(part)
+    names: Any = ShardedNames(shards) if total > SHARD_ABOVE else shards[0]
+    if loaded != total or len(names) != total or stream.read(1):
         raise ValueError("snapshot names do not add up")
     return (*head[:2], names, *head[3:])
 

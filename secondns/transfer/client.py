@@ -349,7 +349,7 @@ class _ThreadedExchange(_TcpExchange):
     With serving workers (``server.workers`` > 1) the main process answers no queries, and a
     large AXFR parsed on its reactor thread is a nice-0 CPU hog beside the workers on a
     machine with few cores: they waited in the run queue and the p99 latency during a 1M
-    AXFR rose 40x (issue 11).  The pool threads run at TRANSFER_THREAD_NICE, so the kernel
+    AXFR rose 40x (issue 11).  The pool threads run at SCHED_IDLE (serve.workers), so the kernel
     gives the workers the CPU first.  One batch at a time keeps the messages in order; past
     ``MAX_QUEUED`` waiting messages the socket is paused (TCP flow control to the primary).
     In single-process mode the reactor thread parses, as a thread would only add GIL waits.
