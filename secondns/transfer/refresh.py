@@ -30,7 +30,7 @@ from twisted.internet.error import CannotListenError
 
 from secondns import dnssec
 from secondns.config import Endpoint, ZoneConfig
-from secondns.diff import VersionStep, invalidated_names
+from secondns.diff import VersionStep, invalidated_names, replaced_names
 from secondns.dnssec import earliest_expiry
 from secondns.errors import SecondnsError, StorageError, TransientError
 from secondns.registry import Registry
@@ -518,8 +518,12 @@ class Refresher:
             # Up to date after all (IXFR answered with our own SOA, or the same version again).
             self._succeeded(primary, expire_option)
             return
-        # An IXFR names what changed, so cached answers for the rest of the zone survive.
-        changed = invalidated_names(current, zone, outcome.steps) if outcome.steps and current else None
+        # An IXFR names what changed, so cached answers for the rest of the zone survive; so
+        # does a small zone's AXFR, compared node by node.
+        changed: frozenset[bytes] | None = None
+        if current is not None:
+            changed = (invalidated_names(current, zone, outcome.steps) if outcome.steps
+                       else replaced_names(current, zone))
         self.registry.swap(self.zc.origin, zone, changed)
         self._mark_loaded(zone)
         self._record_transfer(TransferRecord(outcome.kind, "success", str(primary), self._wall(started),
