@@ -82,8 +82,10 @@ class DiskStore:
 
         return self._serialised(zc, write)
 
-    def save_meta(self, zc: ZoneConfig, meta: CopyMeta) -> None:
-        storage.save_meta(self.directory, zc.name, meta)
+    def save_meta(self, zc: ZoneConfig, meta: CopyMeta) -> defer.Deferred[Any]:
+        # In the thread too: two fsyncs per unchanged-serial check blocked the reactor.
+        directory = self.directory
+        return self._serialised(zc, lambda: storage.save_meta(directory, zc.name, meta))
 
     def save_diff(self, zc: ZoneConfig, steps: list[VersionStep], zone: Zone,
                   meta: CopyMeta) -> defer.Deferred[Any]:

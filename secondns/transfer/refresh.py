@@ -218,8 +218,8 @@ class ZoneStore(Protocol):
     def save_zone(self, zc: ZoneConfig, zone: Zone, meta: CopyMeta) -> Any:
         """Deferred (or None) firing once the copy is durable."""
 
-    def save_meta(self, zc: ZoneConfig, meta: CopyMeta) -> None:
-        """Persist timestamps only."""
+    def save_meta(self, zc: ZoneConfig, meta: CopyMeta) -> Any:
+        """Persist timestamps only; a Deferred (or None) firing once written."""
 
     def save_diff(self, zc: ZoneConfig, steps: list[VersionStep], zone: Zone, meta: CopyMeta) -> Any:
         """Persist an IXFR as journal entries (folding into a full copy when due)."""
@@ -616,7 +616,9 @@ class Refresher:
                 else:
                     self._saved(None)
             else:
-                self.store.save_meta(self.zc, meta)
+                d = self.store.save_meta(self.zc, meta)
+                if d is not None:
+                    d.addErrback(self._save_failed)
         except (StorageError, OSError) as exc:
             self._save_failed(exc)
 
