@@ -127,6 +127,10 @@ class DiskStore:
         directory = self.directory
         return self._serialised_name(name, lambda: membership.delete_copies(directory, name))
 
+    def in_order(self, key: str, work: Any) -> defer.Deferred[Any]:
+        """Run *work* in the writer thread behind what was queued under *key* (catalogs' lists)."""
+        return self._serialised_name(key, work)
+
     def after(self, name: str) -> defer.Deferred[Any]:
         """Fires once the writes (and deletions) of *name* queued so far are done."""
         lock = self._locks.setdefault(name, defer.DeferredLock())
