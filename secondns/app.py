@@ -83,8 +83,10 @@ class DiskStore:
 
         return self._serialised(zc, write)
 
-    def save_meta(self, zc: ZoneConfig, meta: CopyMeta) -> None:
-        storage.save_meta(self.directory, zc.name, meta)
+    def save_meta(self, zc: ZoneConfig, meta: CopyMeta) -> defer.Deferred[Any]:
+        # In the thread too: two fsyncs per unchanged-serial check blocked the reactor.
+        directory = self.directory
+        return self._serialised(zc, lambda: storage.save_meta(directory, zc.name, meta))
 
     def save_diff(self, zc: ZoneConfig, steps: list[VersionStep], zone: Zone,
                   meta: CopyMeta) -> defer.Deferred[Any]:
@@ -125,6 +127,10 @@ class DiskStore:
         """Remove every file of a zone (a catalog member removed or reset), behind its writes."""
         directory = self.directory
         return self._serialised_name(name, lambda: membership.delete_copies(directory, name))
+
+    def in_order(self, key: str, work: Any) -> defer.Deferred[Any]:
+        """Run *work* in the writer thread behind what was queued under *key* (catalogs' lists)."""
+        return self._serialised_name(key, work)
 
     def after(self, name: str) -> defer.Deferred[Any]:
         """Fires once the writes (and deletions) of *name* queued so far are done."""

@@ -20,7 +20,7 @@ import dns.rrset
 import pytest
 from zonetools import responder_for, zone_from_text
 
-from secondns.diff import VersionStep, apply_steps, invalidated_names
+from secondns.diff import VersionStep, apply_steps, invalidated_names, replaced_names
 from secondns.registry import Registry
 from secondns.serve.responder import TCP, UDP, AnswerCache, Responder, ServeSettings
 from secondns.serve.stats import ServingStats
@@ -84,6 +84,32 @@ def test_changed_name_is_answered_afresh_and_others_stay_cached() -> None:
          [SOA.format(2), "www.example.com. 300 IN A 192.0.2.99"])
     assert ask(r, "www.example.com.").answer[0][0].to_text() == "192.0.2.99"
     assert is_cached(r, "mail.example.com.")  # untouched by the change: still cached
+
+
+def test_a_small_zones_axfr_forgets_only_what_it_changed() -> None:
+    """A whole new version (AXFR) of a small zone is compared node by node (issue 14: 10,000
+    zones changing at once each paid a pass over the whole cache); what changed is answered
+    afresh, a name it added is no longer NXDOMAIN, the rest stays cached."""
+    old = zone_from_text(BASE + "www A 192.0.2.2\nmail A 192.0.2.3\nold.sub A 192.0.2.4\n",
+                         "example.com.")
+    r = responder_for(old)
+    for name in ("www", "mail", "new.sub", "old.sub", "sub", "gone"):
+        ask(r, f"{name}.example.com.")
+    new = zone_from_text(BASE.replace(" 1 3600", " 2 3600") + "www A 192.0.2.99\nmail A 192.0.2.3\n"
+                         "new.sub A 192.0.2.5\n", "example.com.")
+    changed = replaced_names(old, new)
+    assert changed is not None
+    r.registry.swap(old.origin, new, changed)
+    assert is_cached(r, "mail.example.com.")  # the same records: still cached
+    assert ask(r, "www.example.com.").answer[0][0].to_text() == "192.0.2.99"
+    assert ask(r, "new.sub.example.com.").answer[0][0].to_text() == "192.0.2.5"
+    assert ask(r, "old.sub.example.com.").rcode() == dns.rcode.NXDOMAIN
+    gone = ask(r, "gone.example.com.")  # NXDOMAIN before and after, with the new SOA
+    assert gone.rcode() == dns.rcode.NXDOMAIN and gone.authority[0][0].serial == 2
+    # A large zone is not compared on the reactor, nor one that gains its first delegation.
+    assert replaced_names(old, new, max_records=3) is None
+    cut = zone_from_text(BASE + "www A 192.0.2.2\nkid NS ns1.kid\nns1.kid A 192.0.2.7\n", "example.com.")
+    assert replaced_names(old, cut) is None
 
 
 def test_a_repeated_request_skips_the_key_and_still_sees_changes(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -193,6 +219,10 @@ def test_a_zone_starting_to_serve_keeps_other_zones_cached_answers() -> None:
     registry.set_expired(zones[0].origin, True)
     assert is_cached(r, "ns1.z2.example.") and not is_cached(r, "ns1.z0.example.")
     assert ask(r, "ns1.z0.example.").rcode() == dns.rcode.SERVFAIL
+    # Alive again (a check succeeded): its SERVFAIL goes, the others' answers stay.
+    registry.set_expired(zones[0].origin, False)
+    assert not is_cached(r, "ns1.z0.example.") and is_cached(r, "ns1.z2.example.")
+    assert ask(r, "ns1.z0.example.").answer
 
 
 def test_ds_answered_by_the_parent_is_forgotten_when_the_parent_expires() -> None:

@@ -40,6 +40,9 @@ class FakeStore:
     def after(self, name: str) -> defer.Deferred[Any]:
         return defer.succeed(None)
 
+    def in_order(self, key: str, work: Any) -> defer.Deferred[Any]:
+        return defer.maybeDeferred(work)
+
     def save_zone(self, *args: Any) -> None:
         return None
 
@@ -171,3 +174,55 @@ def test_a_catalog_gaining_primaries_keeps_its_members(tmp_path: Path) -> None:
     assert code == 200 and _served(app, "m.example") and store.deleted == []
     m = from_text("m.example.", ROOT)
     assert [str(p) for p in app.refreshers[m].zc.primaries] == ["192.0.2.1:53"]  # inherited anew
+
+
+def _ixfr(app: Application, name: str, text: str) -> None:
+    """Swap in a new catalog version as an IXFR would: with the names it changed."""
+    from secondns.diff import replaced_names
+
+    origin = from_text(name + ".", ROOT)
+    entry = app.catalogs.registry.get(origin)
+    assert entry is not None and entry.snapshot is not None
+    new = load_zone_text(text, origin)
+    changed = replaced_names(entry.snapshot, new)
+    assert changed is not None
+    app.catalogs.registry.swap(origin, new, changed)
+
+
+def test_catalog_ixfrs_act_on_the_members_they_touch(tmp_path: Path, monkeypatch: Any) -> None:
+    """Issue 14 leftover: an IXFR of a catalog re-reads only the member nodes it touched (never
+    the whole catalog), and members are added, removed, regrouped and reset as with a whole
+    parse; a member another catalog let go is taken at this one's next version."""
+    from secondns.provision import catalog as catalog_module
+
+    groups = "catalog-groups: {gold: {refresh-max: 300}}\n"
+    app, store = _app(tmp_path, "  cat1.invalid: {catalog: true}\n  cat2.invalid: {catalog: true}\n"
+                      + groups, {
+        "cat1.invalid": catalog("cat1.invalid", 1,
+                                "a.zones 0 IN PTR m.example.\nb.zones 0 IN PTR n.example."),
+        "cat2.invalid": catalog("cat2.invalid", 1, "c.zones 0 IN PTR n.example."),
+        **{f"{z}.example": MEMBER for z in "mnpq"}})
+    cat1, cat2 = from_text("cat1.invalid.", ROOT), from_text("cat2.invalid.", ROOT)
+    m, n = from_text("m.example.", ROOT), from_text("n.example.", ROOT)
+    assert app.catalogs.owner[n] == cat1 and "no coo" in (app.refreshers[cat2].status.catalog_error or "")
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("an IXFR re-read the whole catalog")
+
+    monkeypatch.setattr(catalog_module, "_parse_whole", refuse)
+    # n leaves cat1, p joins, m gets a group.
+    _ixfr(app, "cat1.invalid", catalog("cat1.invalid", 2, "a.zones 0 IN PTR m.example.\n"
+                                       "group.a.zones 0 IN TXT gold\nd.zones 0 IN PTR p.example."))
+    assert not _served(app, "n.example") and _served(app, "p.example") and store.deleted == ["n.example."]
+    assert app.catalogs.owned[cat1][m].group == "gold" and app.refreshers[m].zc.refresh_max == 300
+    # cat2's next version (another member) picks up n, which it listed all along.
+    _ixfr(app, "cat2.invalid", catalog("cat2.invalid", 2, "c.zones 0 IN PTR n.example.\n"
+                                       "e.zones 0 IN PTR q.example."))
+    assert app.catalogs.owner[n] == cat2 and _served(app, "n.example") and _served(app, "q.example")
+    assert app.refreshers[cat2].status.catalog_error is None
+    # A new unique id for m is a reset (RFC 9432 5.4): its copy is deleted, then it is served anew.
+    _ixfr(app, "cat1.invalid", catalog("cat1.invalid", 3, "a2.zones 0 IN PTR m.example.\n"
+                                       "d.zones 0 IN PTR p.example."))
+    assert store.deleted == ["n.example.", "m.example."] and app.catalogs.owned[cat1][m].unique_id == "a2"
+    assert app.catalogs.owned[cat1][m].group is None and _served(app, "m.example")
+    assert app.refreshers[cat1].status.catalog_members == 2

@@ -96,3 +96,66 @@ def test_many_members_parse_in_bounded_time() -> None:
     cat = catalog.parse(zone)
     assert len(cat.members) == 20_000
     assert time.process_time() - started < 5.0  # generous: linear, ~0.1 s here
+
+
+def _ptr(owner: str, target: str) -> tuple[bytes, int, int, bytes]:
+    return from_text(owner, ROOT), 12, 0, from_text(target, ROOT)
+
+
+def _txt(owner: str, text: str) -> tuple[bytes, int, int, bytes]:
+    raw = text.encode()
+    return from_text(owner, ROOT), 16, 0, bytes([len(raw)]) + raw
+
+
+def test_an_ixfr_reparses_only_what_it_touched_and_agrees_with_a_whole_parse(monkeypatch) -> None:
+    """Random IXFRs on a catalog (members added, removed, re-pointed, regrouped, coo, clashes,
+    junk nodes): the incremental parse gives what a whole parse of each version gives, and
+    never walks the whole zone."""
+    import random
+
+    from secondns.diff import VersionStep, apply_steps, invalidated_names
+
+    rng = random.Random(14)
+    body = "".join(f"m{i}.zones 0 IN PTR z{i}.example.\n" for i in range(40))
+    zone = load_zone_text(HEAD + 'version 0 IN TXT "2"\n' + body, from_text(CATZ, ROOT))
+    cat = catalog.parse(zone)
+    whole = catalog._parse_whole
+    owners = [f"m{i}.zones.{CATZ}" for i in range(60)]
+    for serial in range(2, 60):
+        present = {(o, t, ttl, rd) for o, t, ttl, rd in zone.records() if t != 6}
+        deleted, added = [], []
+        for _ in range(rng.randint(1, 4)):
+            owner = rng.choice(owners)
+            kind = rng.choice(("ptr", "group", "coo", "junk", "delete"))
+            if kind == "delete":
+                mine = [r for r in present if r[0] == from_text(owner, ROOT) and r not in deleted]
+                deleted.extend(mine[:1])
+                continue
+            rec = {"ptr": _ptr(owner, f"z{rng.randrange(50)}.example."),
+                   "group": _txt("group." + owner, rng.choice(("gold", "silver"))),
+                   "coo": _ptr("coo." + owner, "other.invalid."),
+                   "junk": _txt(owner, "not a ptr")}[kind]
+            if rec not in present and rec not in added:
+                added.append(rec)
+        soa = zone.soa
+        old_soa = (zone.origin, 6, soa.ttl, soa.rdata)
+        new_rdata = soa.rdata[:-20] + serial.to_bytes(4, "big") + soa.rdata[-16:]
+        step = VersionStep(zone.serial, serial, [old_soa, *deleted], [(zone.origin, 6, soa.ttl, new_rdata),
+                                                                       *added])
+        new = apply_steps(zone, [step])
+        changed = invalidated_names(zone, new, [step])
+        assert changed is not None
+
+        def refuse(*args: object) -> None:
+            raise AssertionError("an IXFR walked the whole catalog")
+
+        monkeypatch.setattr(catalog, "_parse_whole", refuse)
+        got = catalog.parse(new, cat.members, cat, changed)
+        monkeypatch.setattr(catalog, "_parse_whole", whole)
+        want = catalog.parse(new, cat.members)
+        assert got.members == want.members, serial
+        assert sorted(got.errors) == sorted(want.errors) and got.error_count == want.error_count, serial
+        assert got.changed == frozenset(t for t in set(cat.members) | set(want.members)
+                                        if cat.members.get(t) != want.members.get(t)), serial
+        zone, cat = new, got
+    assert catalog.parse(zone, None, cat, frozenset({b"\x07version" + zone.origin})).changed is None

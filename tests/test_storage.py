@@ -306,6 +306,30 @@ def test_failed_fsync_leaves_the_old_copy(tmp_path: Path, monkeypatch: pytest.Mo
     assert loaded is not None and loaded[0].serial == 7
 
 
+def test_a_saved_copy_is_durable_with_one_directory_fsync(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The copy and its sidecar are fsynced before their renames, and the directory after the
+    last rename: one directory fsync for the three files (issue 14), the snapshot unsynced."""
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        events.append("fsync-dir" if os.path.isdir(target) else "fsync " + target.rsplit(".tmp-", 1)[0][-5:])
+        real_fsync(fd)
+
+    def replace(src: Any, dst: Any) -> None:
+        events.append("rename " + str(dst)[-5:])
+        real_replace(src, dst)
+
+    monkeypatch.setattr(storage.os, "fsync", fsync)
+    monkeypatch.setattr(storage.os, "replace", replace)
+    zone = make_zone(9)
+    save_zone(tmp_path, NAME, zone, meta_for(zone))
+    assert events == ["fsync .zone", "rename .zone", "rename .snap", "fsync .meta", "rename .meta",
+                      "fsync-dir"]
+
+
 _WRITER = """
 import sys
 from pathlib import Path

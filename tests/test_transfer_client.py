@@ -167,3 +167,57 @@ def test_concurrent_soa_probes_share_one_socket_and_get_their_own_answers() -> N
     proc = subprocess.run([sys.executable, "-c", SHARED_SCRIPT], capture_output=True, text=True,
                           timeout=30, cwd=ROOT, env={"PYTHONPATH": str(ROOT)})
     assert proc.stdout.split("\n")[:2] == ["sockets 1", "matched 200 of 200"], proc.stdout + proc.stderr
+
+
+PACED_SCRIPT = textwrap.dedent("""
+    import socket, threading
+    import dns.flags, dns.message, dns.rrset
+    from twisted.internet import defer, reactor, task
+    from secondns.config import Endpoint, ZoneConfig
+    from secondns.names import from_text
+    from secondns.transfer import client as client_module
+    from secondns.transfer.client import TwistedTransferClient
+
+    client_module._SoaSocket.LINGER = 0.5
+    srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    srv.bind(("127.0.0.1", 0))
+    ports = set()
+
+    def serve():
+        while True:
+            data, addr = srv.recvfrom(4096)
+            ports.add(addr[1])
+            q = dns.message.from_wire(data)
+            name = q.question[0].name.to_text()
+            r = dns.message.make_response(q)
+            r.flags |= dns.flags.AA
+            r.answer.append(dns.rrset.from_text(name, 300, "IN", "SOA", f"ns1.{name} h.{name} 1 1 1 1 1"))
+            srv.sendto(r.to_wire(), addr)
+
+    threading.Thread(target=serve, daemon=True).start()
+    primary = Endpoint("127.0.0.1", srv.getsockname()[1])
+    client = TwistedTransferClient(reactor, udp_timeout=2, udp_tries=1)
+    zc = ZoneConfig("z.test.", from_text("z.test."), primaries=(primary,))
+
+    @defer.inlineCallbacks
+    def go():
+        for _ in range(10):  # paced: each probe answered before the next, 50 ms apart
+            yield client.soa_query(primary, zc)
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        print("paced", client.udp.opened, len(ports))
+        yield task.deferLater(reactor, 1.0, lambda: None)  # idle past LINGER
+        yield client.soa_query(primary, zc)
+        print("after idle", client.udp.opened, len(ports))
+        reactor.stop()
+
+    reactor.callWhenRunning(go)
+    reactor.run()
+""")
+
+
+def test_paced_soa_probes_reuse_the_socket_until_it_idles() -> None:
+    # Issue 14: at 20 checks a second each probe found the socket idle and bound a new one
+    # (~0.8 ms of socket calls each); the source port still changes after LINGER idle.
+    proc = subprocess.run([sys.executable, "-c", PACED_SCRIPT], capture_output=True, text=True,
+                          timeout=30, cwd=ROOT, env={"PYTHONPATH": str(ROOT)})
+    assert proc.stdout.split("\n")[:2] == ["paced 1 1", "after idle 2 2"], proc.stdout + proc.stderr

@@ -30,7 +30,7 @@ from twisted.internet.error import CannotListenError
 
 from secondns import dnssec
 from secondns.config import Endpoint, ZoneConfig
-from secondns.diff import VersionStep, invalidated_names
+from secondns.diff import VersionStep, invalidated_names, replaced_names
 from secondns.dnssec import earliest_expiry
 from secondns.errors import SecondnsError, StorageError, TransientError
 from secondns.registry import Registry
@@ -218,8 +218,8 @@ class ZoneStore(Protocol):
     def save_zone(self, zc: ZoneConfig, zone: Zone, meta: CopyMeta) -> Any:
         """Deferred (or None) firing once the copy is durable."""
 
-    def save_meta(self, zc: ZoneConfig, meta: CopyMeta) -> None:
-        """Persist timestamps only."""
+    def save_meta(self, zc: ZoneConfig, meta: CopyMeta) -> Any:
+        """Persist timestamps only; a Deferred (or None) firing once written."""
 
     def save_diff(self, zc: ZoneConfig, steps: list[VersionStep], zone: Zone, meta: CopyMeta) -> Any:
         """Persist an IXFR as journal entries (folding into a full copy when due)."""
@@ -518,8 +518,12 @@ class Refresher:
             # Up to date after all (IXFR answered with our own SOA, or the same version again).
             self._succeeded(primary, expire_option)
             return
-        # An IXFR names what changed, so cached answers for the rest of the zone survive.
-        changed = invalidated_names(current, zone, outcome.steps) if outcome.steps and current else None
+        # An IXFR names what changed, so cached answers for the rest of the zone survive; so
+        # does a small zone's AXFR, compared node by node.
+        changed: frozenset[bytes] | None = None
+        if current is not None:
+            changed = (invalidated_names(current, zone, outcome.steps) if outcome.steps
+                       else replaced_names(current, zone))
         self.registry.swap(self.zc.origin, zone, changed)
         self._mark_loaded(zone)
         self._record_transfer(TransferRecord(outcome.kind, "success", str(primary), self._wall(started),
@@ -612,7 +616,9 @@ class Refresher:
                 else:
                     self._saved(None)
             else:
-                self.store.save_meta(self.zc, meta)
+                d = self.store.save_meta(self.zc, meta)
+                if d is not None:
+                    d.addErrback(self._save_failed)
         except (StorageError, OSError) as exc:
             self._save_failed(exc)
 
