@@ -105,6 +105,9 @@ class UDPServer(protocol.DatagramProtocol):
                     return
             if self.rrl is None:
                 response = self.responder.respond(datagram, UDP, addr)
+            elif key is not None and not (key[-2] and self.cookies_on):
+                self._miss_limited(datagram, key, addr)
+                return
             else:
                 response = self.responder.respond_limited(datagram, UDP, addr)
             if response is not None:
@@ -112,6 +115,33 @@ class UDPServer(protocol.DatagramProtocol):
         except Exception:
             # Twisted would log and swallow it, leaving the client without an answer.
             self._internal_error(datagram, addr)
+
+    def _miss_limited(self, datagram: bytes, key: bytes, addr: Any) -> None:
+        """A cache miss without a server cookie, response rate limiting on.
+
+        A question whose answer is certainly NXDOMAIN (``Responder.nxdomain_account``: a
+        random-subdomain flood) is decided from its zone's account before anything is parsed
+        or answered: a dropped one costs the key, a few dict probes and the RRL check, a
+        slipped one also the truncated response (bench/README.md, "An attack in a bottle").
+        Only when it may be sent is it answered in full (``respond``: no second debit).
+        """
+        responder = self.responder
+        acct = responder.nxdomain_account(key)
+        if acct is None:
+            response = responder.respond_limited(datagram, UDP, addr)
+        else:
+            limiter: Any = self.rrl
+            verdict = limiter.check(addr[0], acct)
+            if verdict == rrl.OK:
+                response = responder.respond(datagram, UDP, addr)
+            elif verdict == rrl.SLIP:
+                flags = key[-1]
+                response = responder.slip(datagram[:4], datagram[12:len(key) + _QEND], True,
+                                          bool(flags & KEY_EDNS), bool(flags & KEY_DO), None)
+            else:
+                return
+        if response is not None:
+            self._send(response, addr)
 
     def _hit_limited(self, datagram: bytes, key: bytes, entry: Entry, addr: Any) -> None:
         """A cache hit with response rate limiting on: sent, dropped or slipped as its account
