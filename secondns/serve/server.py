@@ -60,6 +60,8 @@ class UDPServer(protocol.DatagramProtocol):
         self.cookies_on = responder.cookies_on
         self._cookie_answer = responder.cookie_answer
         self.rrl = responder.rrl  # response rate limiting (serve/rrl.py); None: off
+        # NXDOMAIN responses are limited: a miss may be decided from its zone's account.
+        self._nx_limited = self.rrl is not None and self.rrl.rates[rrl.NXDOMAIN_KIND] > 0
         # Recent hits: the octets after the ID -> their cache key.  Never wrong (the key is a
         # function of those octets), so when full it is left as it is until the sampled path
         # renews it: clearing it whenever it filled cost more than it saved (bench/cache_hit.py).
@@ -142,7 +144,7 @@ class UDPServer(protocol.DatagramProtocol):
                     return
             if self.rrl is None:
                 response = self.responder.respond(datagram, UDP, addr)
-            elif key is not None and not (key[-2] and self.cookies_on):
+            elif self._nx_limited and key is not None and not (key[-2] and self.cookies_on):
                 self._miss_limited(datagram, key, addr)
                 return
             else:
