@@ -162,6 +162,41 @@ def answer_query(snapshot: Zone, qname: bytes, qtype: int, *, minimal_any: bool,
     return ans
 
 
+def plain_nxdomain(snapshot: Zone, qname: bytes) -> bool:
+    """True when ``answer_query(snapshot, qname, ...)`` is certainly an NXDOMAIN with no
+    answer, whatever the (data) qtype: no DNAME or cut on the way down, no wildcard at the
+    closest encloser (RFC 1034 4.3.2, RFC 4592 3.3.1).  False means "do the full lookup",
+    not "exists".
+
+    Response rate limiting knows a random-subdomain query's account (the zone) from this
+    alone, so a response it drops costs no answer (serve/server.py ``UDPServer``).  Signed
+    zones and zones with DNAMEs always take the full path (NSEC3 owners do not exist for
+    clients, DNAMEs redirect); *qname* (lowercased, strictly below the origin, its labels
+    checked by the caller) is walked top-down as ``find_cut`` walks it.
+    """
+    if snapshot.denial is not None or snapshot.n_dnames:
+        return False
+    cuts = snapshot.n_cuts
+    stop = len(qname) - len(snapshot.origin)
+    get = snapshot.get
+    # The ancestors strictly below the origin, top-down: start offsets of each suffix.
+    starts = []
+    pos = 0
+    while pos < stop:
+        starts.append(pos)
+        pos += qname[pos] + 1
+    closest = snapshot.origin
+    for pos in reversed(starts):
+        name = qname[pos:]
+        blob = get(name)
+        if blob is None:
+            return get(WILDCARD_LABEL + closest) is None
+        if cuts and blob and blob_has_type(blob, rrtypes.NS):
+            return False  # a referral (or a DS query at the cut)
+        closest = name
+    return False  # the name exists
+
+
 def _closest_encloser(zone: ZoneView, name: bytes) -> bytes:
     closest = parent(name)
     while not _exists(zone, closest):

@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from secondns import rrtypes
 from secondns.config import RateLimitConfig, TsigKey
-from secondns.names import from_text
+from secondns.names import MAX_NAME, from_text
 from secondns.registry import Registry
 from secondns.serve import cookies, rrl
-from secondns.serve.answer import Answer, answer_query
+from secondns.serve.answer import Answer, answer_query, plain_nxdomain
 from secondns.serve.stats import IN_NOTIFY, IN_QUERY, IN_TSIG, INTERNAL_ERROR_PLACES, ServingStats
 from secondns.transfer import tsig
 from secondns.wire import (
@@ -94,6 +95,8 @@ _ENTRY_OVERHEAD = 350  # octets of Python objects per entry (key, tuple, dict sl
 # tracemalloc by tests/test_cache.py
 _COOKIE_MEMO_MAX = 65536  # (client, COOKIE option) pairs remembered; cleared when full
 _COOKIE_ANSWER_LEN = cookies.CLIENT_COOKIE_LEN + cookies.SERVER_COOKIE_LEN
+_UNDECIDED = -1  # Responder._verdict before an RRL verdict is taken
+_NX_ACCOUNTS_MAX = 4096  # zones whose NXDOMAIN account is remembered; cleared when full
 _DEP_OVERHEAD = 150  # per name in the dependency index (a dict slot; a set for names shared)
 
 Entry = tuple[bytes, bytes, bytes | None, tuple[bytes, ...], int, bytes]
@@ -113,7 +116,11 @@ class AnswerCache:
     one to ``protected`` (at most 80% of the octets), whose oldest entries fall back to
     probation when it is full and return on their next hit.  A flood of one-off names
     (a random-subdomain attack) only churns probation, so what is asked repeatedly stays.
-    A hit in protected costs one dict probe and no bookkeeping.
+    A hit in protected costs one dict probe and no bookkeeping.  Both segments are
+    OrderedDicts: taking the oldest entry of a plain dict that entries keep leaving from the
+    front (``next(iter(d))``) scans the deleted slots before it, up to the whole table until the
+    next resize; under a random-subdomain flood through a full cache that was ~35 us per
+    answer stored (bench/README.md, "An attack in a bottle").
 
     Each entry remembers the zone names its answer read (``Answer.deps``), so an IXFR
     forgets only the responses that depend on a name it changed; the index is pruned as
@@ -124,8 +131,8 @@ class AnswerCache:
                  "size")
 
     def __init__(self, max_bytes: int) -> None:
-        self.protected: dict[bytes, Entry] = {}
-        self.probation: dict[bytes, Entry] = {}
+        self.protected: OrderedDict[bytes, Entry] = OrderedDict()
+        self.probation: OrderedDict[bytes, Entry] = OrderedDict()
         # zone -> name -> the key reading it, or a set of them when several do (most names are
         # read by one answer: a bare key saves the set)
         self._deps: dict[bytes | None, dict[bytes, bytes | set[bytes]]] = {}
@@ -145,8 +152,7 @@ class AnswerCache:
         self.protected[key] = entry
         self._protected_size += entry[4]
         while self._protected_size > self._max_protected:
-            old = next(iter(self.protected))
-            demoted = self.protected.pop(old)
+            old, demoted = self.protected.popitem(last=False)
             self._protected_size -= demoted[4]
             self.probation[old] = demoted
         return entry
@@ -286,6 +292,12 @@ class Responder:
                 self.rrl = limiter
         self._account = rrl.UNLIMITED_ACCOUNT  # the last answer's RRL account (RRL on only)
         self._query_seen: Query | None = None  # the last query parsed (RRL on only)
+        self._limit_host: str | None = None  # the client of the query respond_limited is answering
+        self._verdict = _UNDECIDED  # its RRL verdict, once _query has taken it
+        self._nx_accounts: dict[bytes, bytes] = {}  # zone origin -> its NXDOMAIN account
+        # The OPT record of a slipped response, without and with DO (RFC 6891 6.1.2).
+        self._slip_opts = (opt_record(settings.udp_max_payload, 0, False),
+                           opt_record(settings.udp_max_payload, 0, True))
 
     def _forget(self, origin: bytes | None, names: frozenset[bytes] | None) -> None:
         for cache in self.caches:
@@ -342,15 +354,35 @@ class Responder:
 
     def respond_limited(self, data: bytes, transport: int, addr: tuple[str, int]) -> bytes | None:
         """``respond`` for a UDP listener with response rate limiting on (serve/rrl.py): the
-        response, None when it is dropped, or the slipped (truncated) form of it."""
+        response, None when it is dropped, or the slipped (truncated) form of it.
+
+        An IN-class query is decided in ``_query`` as soon as its answer's kind and account
+        are known, before the response is rendered or cached: under a flood nearly every
+        response is dropped or slipped, and rendering (and caching) what is never sent was
+        most of the cost of a random-subdomain query (bench/README.md, "An attack in a
+        bottle").  The rest (errors, CHAOS, NOTIFY, IXFR) is decided on the rendered response.
+        """
         limiter = self.rrl
         assert limiter is not None
         self._account = rrl.UNLIMITED_ACCOUNT
-        response = self.respond(data, transport, addr)  # sets _query_seen
+        self._verdict = _UNDECIDED
+        self._limit_host = addr[0]
+        try:
+            response = self.respond(data, transport, addr)  # sets _query_seen
+        finally:
+            self._limit_host = None
+        verdict = self._verdict
+        q = self._query_seen
+        if verdict != _UNDECIDED:  # decided by _query, before rendering
+            if verdict == rrl.OK:
+                return response
+            if verdict == rrl.DROP or q is None:
+                return None
+            return self.slip(data[:4], q.question, self._account[0] == rrl.NXDOMAIN_KIND, q.edns, q.do,
+                             self._cookie)
         if response is None:
             return None
         acct = self._account
-        q = self._query_seen
         if acct == rrl.UNLIMITED_ACCOUNT:
             rcode = response[3] & 0xF
             if rcode in (NOERROR, NXDOMAIN):
@@ -358,10 +390,8 @@ class Responder:
             if q is not None and q.opcode == OPCODE_QUERY and q.qclass != rrtypes.CLASS_IN:
                 return response  # CHAOS and the like: BIND's _bind view has no rate-limit
             acct = rrl.ERROR_ACCOUNT  # ns/client.c ns_client_error: errors are limited too
-        if q is not None and q.cookie is not None and self.cookies_on:
-            state = self._cookie_memo.get((addr[0], q.cookie))
-            if state is not None and state[2]:
-                return response  # query.c: a valid server cookie is never limited
+        if self._cookie_exempt(q, addr[0]):
+            return response
         verdict = limiter.check(addr[0], acct)
         if verdict == rrl.OK:
             return response
@@ -371,6 +401,51 @@ class Responder:
         if verdict == rrl.DROP or q is None:
             return None
         return self.slip(data[:4], q.question, acct[0] == rrl.NXDOMAIN_KIND, q.edns, q.do, self._cookie)
+
+    def nxdomain_account(self, key: bytes) -> bytes | None:
+        """The RRL account of the question in cache key *key* (``wire.cache_key``) when its
+        answer is certainly a plain NXDOMAIN (``answer.plain_nxdomain``), else None.
+
+        The account of an NXDOMAIN is its zone (rrl.c make_key), so the UDP listener can take
+        the verdict on a random-subdomain query from this alone and drop or slip it without
+        parsing or answering it; a question this says nothing about takes ``respond_limited``.
+        The qname's labels are checked here as ``parse_query`` would (cache_key only finds the
+        first zero octet): a name it would reject is left to it.
+        """
+        qname = key[:-6]
+        if key[-4:-2] != b"\x00\x01" or len(qname) > MAX_NAME:
+            return None  # RFC 1035 2.3.4; only class IN is rate limited by zone
+        qtype = key[-6] << 8 | key[-5]
+        if 128 <= qtype < 255 or qtype == rrtypes.OPT:
+            return None  # meta types: FORMERR, NOTIMP, REFUSED (_meta_rcode)
+        pos = 0
+        end = len(qname) - 1
+        while pos < end:
+            length = qname[pos]
+            if not 0 < length < 64:
+                return None
+            pos += length + 1
+        if pos != end:
+            return None
+        entry = self.registry.find(qname)
+        if entry is None or entry.expired or entry.snapshot is None or entry.origin == qname:
+            return None
+        if not plain_nxdomain(entry.snapshot, qname):
+            return None
+        acct = self._nx_accounts.get(entry.origin)
+        if acct is None:
+            if len(self._nx_accounts) >= _NX_ACCOUNTS_MAX:
+                self._nx_accounts.clear()
+            acct = self._nx_accounts[entry.origin] = rrl.account(rrl.NXDOMAIN_KIND, entry.origin)
+        return acct
+
+    def _cookie_exempt(self, q: Query | None, host: str) -> bool:
+        """query.c: a query with a valid server cookie is never limited (the memo entry was
+        made by ``respond`` when it parsed the query)."""
+        if q is None or q.cookie is None or not self.cookies_on:
+            return False
+        state = self._cookie_memo.get((host, q.cookie))
+        return state is not None and state[2]
 
     def slip(self, header: bytes, question: bytes, nxdomain: bool, edns: bool, do: bool,
              cookie: bytes | None) -> bytes:
@@ -384,7 +459,7 @@ class Responder:
             return response
         self.stats.rcodes[NXDOMAIN if nxdomain else NOERROR] += 1
         self.stats.truncated += 1
-        return rrl.slip_response(header, question, nxdomain, opt_record(udp_max, 0, do) if edns else None)
+        return rrl.slip_response(header, question, nxdomain, self._slip_opts[do] if edns else None)
 
     def internal_error(self, data: bytes, where: int, query: Query | None = None) -> bytes | None:
         """Count, log (rate-limited) and answer SERVFAIL for an exception raised answering *data*.
@@ -552,10 +627,17 @@ class Responder:
             ans = self._chaos(q)
         else:
             ans = _refused()
-        response = self._render(q, ans, transport, reserve, zone_key)
         account = rrl.UNLIMITED_ACCOUNT
         if self.rrl is not None and qclass == rrtypes.CLASS_IN:
             account = self._account = _rrl_account(q, ans, zone_key)
+            host = self._limit_host
+            if host is not None:  # a UDP query through respond_limited: decide before rendering
+                self._limit_host = None
+                verdict = rrl.OK if self._cookie_exempt(q, host) else self.rrl.check(host, account)
+                self._verdict = verdict
+                if verdict != rrl.OK:
+                    return None  # dropped or slipped by respond_limited: nothing rendered or cached
+        response = self._render(q, ans, transport, reserve, zone_key)
         rcode = response[3] & 0xF
         self.stats.rcodes[rcode] += 1
         if response[2] & 0x02:

@@ -67,6 +67,7 @@ class _Forwarding:
         self.cookie_state = responder.cookie_state
         self.rrl = responder.rrl  # this worker's own rate-limit table (serve/rrl.py)
         self.slip = responder.slip
+        self.nxdomain_account = responder.nxdomain_account  # NXDOMAIN only: nothing to forward
         self._forward = forward
 
     def respond(self, data: bytes, transport: int, addr: tuple[str, int]) -> bytes | None:
