@@ -16,6 +16,7 @@ import atexit
 import base64
 import contextlib
 import os
+import random
 import re
 import secrets
 import shutil
@@ -64,19 +65,50 @@ class PeerError(RuntimeError):
 # ports and binaries
 
 
+def _port_pool() -> range | None:
+    """The ports this process picks servers' ports from, or None to let the kernel pick.
+
+    A port the kernel hands out (bind to 0) lies in the ephemeral range, where every outgoing
+    query and transfer of every test process also takes its source port: with two pytest-xdist
+    processes a port picked and released here was now and then taken by such a socket before
+    the server bound it ("Address already in use").  Below the ephemeral range nobody else
+    takes ports, and each xdist process (``PYTEST_XDIST_WORKER`` = gwN) gets its own slice, so
+    two processes never pick the same one.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker[2:]) + 1 if worker.startswith("gw") and worker[2:].isdigit() else 0
+    first = 10000 + 2000 * index
+    if first + 2000 > low:
+        return None
+    return range(first, first + 2000)
+
+
+_PORTS = _port_pool()
+_rng = random.Random(secrets.randbits(64))  # not the global one: hypothesis seeds that
+
+
 def free_port(host: str = LOOPBACK, attempts: int = 50) -> int:
     """Return a port free for both UDP and TCP on ``host``.
 
     DNS servers bind both transports on one port, so a port free for TCP only is not enough.
-    The kernel picks a TCP port and we check UDP on it; a few retries cover the rare collision.
-    Another process may still grab the port before the server binds it, which the start-up wait
-    reports as a failed start rather than hanging.
+    The port comes from this process's slice below the ephemeral range (``_port_pool``), else
+    from the kernel; a few retries cover a port in use.  Another process may still grab the port
+    before the server binds it, which the start-up wait reports as a failed start rather than
+    hanging.
     """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     for _ in range(attempts):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((host, 0))
+        with socket.socket(family, socket.SOCK_STREAM) as tcp:
+            try:
+                tcp.bind((host, _rng.choice(_PORTS) if _PORTS is not None else 0))
+            except OSError:
+                continue
             port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            with socket.socket(family, socket.SOCK_DGRAM) as udp:
                 try:
                     udp.bind((host, port))
                 except OSError:
