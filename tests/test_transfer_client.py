@@ -43,10 +43,15 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+def run_script(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run a client script in a fresh interpreter (a reactor of its own), output captured."""
+    return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
+                          timeout=30, cwd=ROOT, env={"PYTHONPATH": str(ROOT)})
+
+
 def run(what: str) -> str:
     port = free_port()  # nothing listens there
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(port), what], capture_output=True,
-                          text=True, timeout=30, cwd=ROOT, env={"PYTHONPATH": str(ROOT)})
+    proc = run_script(SCRIPT, str(port), what)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -107,8 +112,7 @@ SPOOF_SCRIPT = textwrap.dedent("""
 def test_stray_datagram_with_another_id_does_not_fail_a_signed_probe() -> None:
     # Review finding: with TSIG, the stray reply was TSIG-checked before its ID, failing the
     # probe (TSIG UNSIGNED) instead of being ignored as RFC 5452 9.1 wants.
-    proc = subprocess.run([sys.executable, "-c", SPOOF_SCRIPT], capture_output=True, text=True,
-                          timeout=30, cwd=ROOT, env={"PYTHONPATH": str(ROOT)})
+    proc = run_script(SPOOF_SCRIPT)
     assert proc.stdout.strip() == "SoaProbeResult 7", proc.stdout + proc.stderr
 
 
@@ -164,8 +168,7 @@ SHARED_SCRIPT = textwrap.dedent("""
 
 def test_concurrent_soa_probes_share_one_socket_and_get_their_own_answers() -> None:
     # Issue 14: one socket per probe ran 10,000 zones out of file descriptors.
-    proc = subprocess.run([sys.executable, "-c", SHARED_SCRIPT], capture_output=True, text=True,
-                          timeout=30, cwd=ROOT, env={"PYTHONPATH": str(ROOT)})
+    proc = run_script(SHARED_SCRIPT)
     assert proc.stdout.split("\n")[:2] == ["sockets 1", "matched 200 of 200"], proc.stdout + proc.stderr
 
 
@@ -218,6 +221,5 @@ PACED_SCRIPT = textwrap.dedent("""
 def test_paced_soa_probes_reuse_the_socket_until_it_idles() -> None:
     # Issue 14: at 20 checks a second each probe found the socket idle and bound a new one
     # (~0.8 ms of socket calls each); the source port still changes after LINGER idle.
-    proc = subprocess.run([sys.executable, "-c", PACED_SCRIPT], capture_output=True, text=True,
-                          timeout=30, cwd=ROOT, env={"PYTHONPATH": str(ROOT)})
+    proc = run_script(PACED_SCRIPT)
     assert proc.stdout.split("\n")[:2] == ["paced 1 1", "after idle 2 2"], proc.stdout + proc.stderr
