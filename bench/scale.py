@@ -119,6 +119,19 @@ def change_all(primary: Bind, zones: list[str], serial: int) -> float:
     return t
 
 
+def secondaries(workdir: Path, zones: list[str], primary: Bind, sec_port: int, bind_port: int,
+                per_zone: bool) -> tuple[Secondns, Bind]:
+    """secondns and BIND as secondaries of ``primary`` for every zone, not started."""
+    sec = Secondns(workdir / "secondns", {z: {"primaries": [f"127.0.0.1:{primary.port}"]} for z in zones},
+                   port=sec_port, ready_zones=[], startup_timeout=120,
+                   server={"log-level": "warning", "metrics": {"per-zone": per_zone}})
+    bind = Bind(workdir / "bind-secondary",
+                [ZoneSpec(z, type="secondary", primaries=[primary.port]) for z in zones],
+                port=bind_port, startup_timeout=600)
+    bind._ready_zones = lambda: []  # type: ignore[method-assign]
+    return sec, bind
+
+
 def run(n: int, workdir: Path, per_zone: bool, change: bool = True, notify_rate: int | None = None
         ) -> dict[str, Any]:
     zones = names(n)
@@ -135,13 +148,7 @@ def run(n: int, workdir: Path, per_zone: bool, change: bool = True, notify_rate:
     primary.start()
     results["primary_start_seconds"] = round(time.monotonic() - t, 1)
     try:
-        sec = Secondns(workdir / "secondns", {z: {"primaries": [f"127.0.0.1:{primary.port}"]} for z in zones},
-                       port=sec_port, ready_zones=[], startup_timeout=120,
-                       server={"log-level": "warning", "metrics": {"per-zone": per_zone}})
-        bind = Bind(workdir / "bind-secondary",
-                    [ZoneSpec(z, type="secondary", primaries=[primary.port]) for z in zones],
-                    port=bind_port, startup_timeout=600)
-        bind._ready_zones = lambda: []  # type: ignore[method-assign]
+        sec, bind = secondaries(workdir, zones, primary, sec_port, bind_port, per_zone)
         for label, peer in (("secondns", sec), ("bind", bind)):
             row: dict[str, Any] = {}
             t = time.monotonic()
@@ -184,9 +191,8 @@ def restart_only(n: int, workdir: Path, per_zone: bool) -> dict[str, Any]:
     """
     zones = names(n)
     sec_port, bind_port = free_port(), free_port()
-    serial = SERIAL + 1 if (workdir / "primary" / "zones").exists() and any(
-        str(SERIAL + 1) in f.read_text() for f in list((workdir / "primary" / "zones").iterdir())[:1]
-    ) else SERIAL
+    first = workdir / "primary" / "zones" / ZoneSpec(zones[0]).filename  # as the primary wrote it
+    serial = SERIAL + 1 if first.exists() and f" {SERIAL + 1} " in first.read_text() else SERIAL
     primary = Bind(workdir / "primary", [ZoneSpec(z, soa_zone_text(z.rstrip("."), serial)) for z in zones],
                    startup_timeout=600)
     primary._ready_zones = lambda: [zones[-1]]  # type: ignore[method-assign]
@@ -194,13 +200,7 @@ def restart_only(n: int, workdir: Path, per_zone: bool) -> dict[str, Any]:
                                "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
     primary.start()
     try:
-        sec = Secondns(workdir / "secondns", {z: {"primaries": [f"127.0.0.1:{primary.port}"]} for z in zones},
-                       port=sec_port, ready_zones=[], startup_timeout=120,
-                       server={"log-level": "warning", "metrics": {"per-zone": per_zone}})
-        bind = Bind(workdir / "bind-secondary",
-                    [ZoneSpec(z, type="secondary", primaries=[primary.port]) for z in zones],
-                    port=bind_port, startup_timeout=600)
-        bind._ready_zones = lambda: []  # type: ignore[method-assign]
+        sec, bind = secondaries(workdir, zones, primary, sec_port, bind_port, per_zone)
         for label, peer in (("secondns", sec), ("bind", bind)):
             t = time.monotonic()
             peer.start()
