@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from secondns import dnssec, rrtypes
-from secondns.names import MAX_NAME, WILDCARD_LABEL, is_subdomain, parent
+from secondns.names import MAX_NAME, WILDCARD_LABEL, is_subdomain, label_offsets, parent
 from secondns.wire import NOERROR, NXDOMAIN, YXDOMAIN, RRsetOut
 from secondns.zone import SOA, RRsetMap, Zone, ZoneView, blob_has_type, decode_node
 
@@ -179,14 +179,9 @@ def plain_nxdomain(snapshot: Zone, qname: bytes) -> bool:
     cuts = snapshot.n_cuts
     stop = len(qname) - len(snapshot.origin)
     get = snapshot.get
-    # The ancestors strictly below the origin, top-down: start offsets of each suffix.
-    starts = []
-    pos = 0
-    while pos < stop:
-        starts.append(pos)
-        pos += qname[pos] + 1
     closest = snapshot.origin
-    for pos in reversed(starts):
+    # The ancestors strictly below the origin, top-down: start offsets of each suffix.
+    for pos in reversed([p for p in label_offsets(qname) if p < stop]):
         name = qname[pos:]
         blob = get(name)
         if blob is None:
