@@ -163,6 +163,16 @@ class ShardedNames:
     def pop(self, name: bytes, default: Any = None) -> Any:
         return self.shards[hash(name) & _SHARD_MASK].pop(name, default)
 
+    @classmethod
+    def empty(cls) -> ShardedNames:
+        return cls([{} for _ in range(SHARDS)])
+
+    def update(self, names: dict[bytes, bytes]) -> None:
+        """Each name into its shard (a snapshot slice read back)."""
+        shards = self.shards
+        for name, blob in names.items():
+            shards[hash(name) & _SHARD_MASK][name] = blob
+
     def __len__(self) -> int:
         return sum(map(len, self.shards))
 

@@ -43,7 +43,7 @@ from typing import Any
 from secondns.errors import StorageError, ZoneError
 from secondns.names import to_text as name_to_text
 from secondns.store.zonefile import load_zone_text, zone_text_chunks
-from secondns.zone import SHARD_ABOVE, SHARDS, ShardedNames, Zone
+from secondns.zone import SHARD_ABOVE, ShardedNames, Zone
 
 log = logging.getLogger("secondns.storage")
 
@@ -292,19 +292,14 @@ def _snapshot_state(payload: bytes) -> tuple[Any, ...]:
     # Slices are read until the count is reached, whatever slice size wrote them.  A large
     # zone is loaded sharded (zone.ShardedNames), so no dict of it ever needs a long resize.
     total: int = head[2]
-    shards: list[dict[bytes, bytes]] = [{} for _ in range(SHARDS)]
+    names: Any = ShardedNames.empty() if total > SHARD_ABOVE else {}
     loaded = 0
     while loaded < total:
         part = marshal.load(stream)
         if type(part) is not dict or not part:
             raise ValueError("snapshot slice is not a dict")
         loaded += len(part)
-        if total > SHARD_ABOVE:
-            for name, blob in part.items():
-                shards[hash(name) & (SHARDS - 1)][name] = blob
-        else:
-            shards[0].update(part)
-    names: Any = ShardedNames(shards) if total > SHARD_ABOVE else shards[0]
+        names.update(part)
     if loaded != total or len(names) != total or stream.read(1):
         raise ValueError("snapshot names do not add up")
     return (*head[:2], names, *head[3:])
