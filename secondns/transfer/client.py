@@ -174,10 +174,7 @@ class _SoaSocket(protocol.DatagramProtocol):
     def add(self, probe: _Probe) -> None:
         self.pending[(probe.msg_id, probe.question)] = probe
         self.sent += 1
-        if self._linger is not None:
-            if self._linger.active():
-                self._linger.cancel()
-            self._linger = None
+        self._cancel_linger()
 
     def in_use(self, msg_id: int, question: bytes) -> bool:
         return (msg_id, question) in self.pending
@@ -198,6 +195,12 @@ class _SoaSocket(protocol.DatagramProtocol):
             elif self._linger is None:
                 self._linger = self.pool.reactor.callLater(self.LINGER, self._lingered)
 
+    def _cancel_linger(self) -> None:
+        if self._linger is not None:
+            if self._linger.active():
+                self._linger.cancel()
+            self._linger = None
+
     def _lingered(self) -> None:
         self._linger = None
         if not self.pending:
@@ -207,10 +210,7 @@ class _SoaSocket(protocol.DatagramProtocol):
         if self.closing:
             return
         self.closing = True
-        if self._linger is not None:
-            if self._linger.active():
-                self._linger.cancel()
-            self._linger = None
+        self._cancel_linger()
         self.pool.discard(self)
         transport: Any = self.transport
         if transport is not None:
