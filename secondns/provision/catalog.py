@@ -110,6 +110,31 @@ def _single_name(rdata: bytes) -> bytes | None:
     return None
 
 
+def _member_part(owner: bytes, zones_node: bytes) -> tuple[bytes, bytes | None] | None:
+    """(unique-N, None) for a member node <unique-N>.zones.$CATZ, (unique-N, property) for
+    <property>.<unique-N>.zones.$CATZ, None for any other name.
+
+    Deeper names are properties this implementation does not know (RFC 9432 4.3: consumers
+    ignore what they do not support).
+    """
+    cut = len(zones_node)
+    if len(owner) <= cut or not owner.endswith(zones_node):
+        return None
+    stem_end = len(owner) - cut
+    first = owner[0] + 1
+    if first == stem_end:
+        return owner[1:first], None
+    if first + owner[first] + 1 == stem_end:
+        return owner[first + 1:stem_end], owner[1:first]
+    return None
+
+
+def _add_node(cat: Catalog, unique: bytes, member: Member) -> None:
+    """A well-formed member node; a zone listed under several is resolved by _resolve."""
+    cat.nodes[unique] = member
+    cat.listing[member.origin] = (*cat.listing.get(member.origin, ()), unique)
+
+
 def parse(zone: Zone, previous: dict[bytes, Member] | None = None, before: Catalog | None = None,
           changed: frozenset[bytes] | None = None) -> Catalog:
     """Members of the catalog *zone*, with a reason for every entry skipped.
@@ -132,18 +157,11 @@ def parse(zone: Zone, previous: dict[bytes, Member] | None = None, before: Catal
             or b"\x07version" + origin in changed):
         return _parse_whole(zone, previous)
     zones_node = b"\x05zones" + origin
-    cut = len(zones_node)
     uniques: set[bytes] = set()
     for name in changed:
-        if len(name) <= cut or not name.endswith(zones_node):
-            continue
-        stem_end = len(name) - cut
-        first = name[0] + 1
-        if first == stem_end:
-            uniques.add(name[1:first])
-        elif first + name[first] + 1 == stem_end:
-            uniques.add(name[first + 1:stem_end])
-        # Deeper names: properties nobody reads; their ancestors are in *changed* too.
+        part = _member_part(name, zones_node)
+        if part is not None:  # deeper names: their ancestors are in *changed* too
+            uniques.add(part[0])
     cat = Catalog(zone.serial, valid=True, members=dict(before.members), nodes=dict(before.nodes),
                   listing=dict(before.listing), node_errors=dict(before.node_errors),
                   tie_errors=dict(before.tie_errors))
@@ -165,8 +183,7 @@ def parse(zone: Zone, previous: dict[bytes, Member] | None = None, before: Catal
         member = _member_node(cat, origin, unique, blob, zone.get(b"\x05group" + node),
                               zone.get(b"\x03coo" + node))
         if member is not None:
-            cat.nodes[unique] = member
-            cat.listing[member.origin] = (*cat.listing.get(member.origin, ()), unique)
+            _add_node(cat, unique, member)
             touched.add(member.origin)
     for target in touched:
         _resolve(cat, target, previous or {})
@@ -198,26 +215,21 @@ def _parse_whole(zone: Zone, previous: dict[bytes, Member] | None) -> Catalog:
     # records by their member node <unique-N>.zones.$CATZ (RFC 9432 4.1, 4.3).
     blobs: dict[bytes, bytes] = {}
     props: dict[bytes, dict[bytes, bytes]] = {}  # raw node blobs, decoded only when used
-    cut = len(zones_node)
     for owner, blob in zone.nodes():
-        if not owner.endswith(zones_node) or len(owner) == cut:
+        part = _member_part(owner, zones_node)
+        if part is None:
             continue
-        # The stem before zones.$CATZ is a run of labels: the last is <unique-N>, one before it
-        # a property name; deeper names are properties this implementation does not know
-        # (RFC 9432 4.3: consumers ignore what they do not support).
-        stem_end = len(owner) - cut
-        first = owner[0] + 1
-        if first == stem_end:
-            blobs[owner[1:first]] = blob
-        elif first + owner[first] + 1 == stem_end:
-            props.setdefault(owner[first + 1:stem_end], {})[owner[1:first].lower()] = blob
+        unique, prop = part
+        if prop is None:
+            blobs[unique] = blob
+        else:
+            props.setdefault(unique, {})[prop.lower()] = blob
     for unique, blob in blobs.items():
         member_props = props.get(unique, {})
         member = _member_node(cat, origin, unique, blob, member_props.get(b"group"),
                               member_props.get(b"coo"))
         if member is not None:
-            cat.nodes[unique] = member
-            cat.listing[member.origin] = (*cat.listing.get(member.origin, ()), unique)
+            _add_node(cat, unique, member)
     prev = previous or {}
     for target in cat.listing:
         _resolve(cat, target, prev)
