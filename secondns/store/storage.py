@@ -53,10 +53,14 @@ _HEADER_LINES = 4
 _TRAILER_RE = re.compile(rb"; end records=([0-9]+) sha256=([0-9a-f]{64})\n")
 _SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-_.")
 _META_VERSION = 1
-_SNAP_MAGIC = "secondns-snapshot-v2"
-# Names per marshal call in a snapshot: marshal holds the GIL for a whole call, so one call
-# over a 1M-name dict stalled the reactor thread ~200 ms (issue 11); 20k names took 17 ms
-# (1M-record zone, quiet machine), so 5k: ~4 ms.  Readers accept any slice size.
+_SNAP_MAGIC = "secondns-snapshot-v3"
+# Formats read: 3 is written; 2 (names in slices, the rest in the head) is still read, so a
+# restart after an upgrade uses the snapshot the previous version wrote.
+_SNAP_FORMATS = {"secondns-snapshot-v2": 2, _SNAP_MAGIC: 3}
+# Entries (names, child counts, index owners) per marshal call in a snapshot: marshal holds
+# the GIL for a whole call, so one call over a 1M-name dict stalled the reactor thread ~200 ms
+# (issue 11); 20k names took 17 ms (1M-record zone, quiet machine), so 5k: ~4 ms.  Readers
+# accept any slice size.
 _SNAP_CHUNK = 5_000
 
 
@@ -260,7 +264,14 @@ def _save_snapshot(path: Path, zone: Zone, text_digest: str, sync_dir: bool = Tr
     exactly that copy; a failure to write it is logged, never fatal, since
     the text copy alone is complete.
     """
-    payload = b"".join(_snapshot_chunks(zone.to_state()))
+    folded = zone.folded()
+    payload = b"".join(_snapshot_chunks(folded.to_state()))
+    if folded is not zone:
+        # A zone with an IXFR's delta (a journal fold) is marshalled from a folded copy made
+        # for it alone: let it go a shard at a time, not in one decref holding the GIL for
+        # ~86 ms per 1M names in this thread, which stalls the reactor thread too (issue 11).
+        folded.release()
+    del folded
     header = f"{_SNAP_MAGIC} {text_digest} {hashlib.sha256(payload).hexdigest()}\n".encode("ascii")
     try:
         # Not fsynced: its digest rejects a copy a crash tore, and the text copy is parsed.
@@ -270,39 +281,92 @@ def _save_snapshot(path: Path, zone: Zone, text_digest: str, sync_dir: bool = Tr
         _unlink_quietly(path)
 
 
-def _snapshot_chunks(state: tuple[Any, ...]) -> Iterator[bytes]:
-    """The state with its names dict replaced by their count, then the names in slices.
-
-    Each slice is its own marshal call, so the thread writing a large zone lets the reactor
-    thread run between slices.
-    """
-    names = state[2]
-    yield marshal.dumps((*state[:2], len(names), *state[3:]))
-    items = iter(names.items())
-    for _ in range(0, len(names), _SNAP_CHUNK):
+def _dict_slices(mapping: Any) -> Iterator[bytes]:
+    """*mapping*'s items as marshalled dicts of at most ``_SNAP_CHUNK`` entries each."""
+    items = iter(mapping.items())
+    for _ in range(0, len(mapping), _SNAP_CHUNK):
         yield marshal.dumps(dict(itertools.islice(items, _SNAP_CHUNK)))
 
 
-def _snapshot_state(payload: bytes) -> tuple[Any, ...]:
-    """The inverse of ``_snapshot_chunks``; ValueError when the slices do not add up."""
-    stream = io.BytesIO(payload)
-    head = marshal.load(stream)
-    if type(head) is not tuple or len(head) < 3 or type(head[2]) is not int:
-        raise ValueError("snapshot header is not a state")
-    # Slices are read until the count is reached, whatever slice size wrote them.  A large
-    # zone is loaded sharded (zone.ShardedNames), so no dict of it ever needs a long resize.
-    total: int = head[2]
-    names: Any = ShardedNames.empty() if total > SHARD_ABOVE else {}
+def _snapshot_chunks(state: tuple[Any, ...]) -> Iterator[bytes]:
+    """Format 3: a head with every large part replaced by its size, then the parts in slices.
+
+    marshal holds the GIL for a whole call, so each slice is its own call and the thread
+    writing a large zone lets the reactor thread run between them.  Format 2 sliced only the
+    names; its head still marshalled the child counts (30k interior names in a 1M-record
+    zone: ~10 ms in one call) and a signed zone's NSEC/NSEC3 index (two lists of every
+    owner) whole.  Here the names, the child counts and the index's (key, owner) lists go in
+    slices, in that order.
+    """
+    names, children, index = state[2], state[8], state[9]
+    head_index = None if index is None else (index[0], len(index[1]), index[3])
+    yield marshal.dumps((*state[:2], len(names), *state[3:8], len(children), head_index,
+                         *state[10:]))
+    yield from _dict_slices(names)
+    yield from _dict_slices(children)
+    if index is not None:
+        keys, owners = index[1], index[2]
+        for i in range(0, len(keys), _SNAP_CHUNK):
+            yield marshal.dumps((keys[i:i + _SNAP_CHUNK], owners[i:i + _SNAP_CHUNK]))
+
+
+def _read_dict(stream: io.BytesIO, total: int, into: Any) -> Any:
+    """Dict slices from *stream* into *into* until *total* entries, whatever slice size."""
     loaded = 0
     while loaded < total:
         part = marshal.load(stream)
         if type(part) is not dict or not part:
             raise ValueError("snapshot slice is not a dict")
         loaded += len(part)
-        names.update(part)
-    if loaded != total or len(names) != total or stream.read(1):
-        raise ValueError("snapshot names do not add up")
-    return (*head[:2], names, *head[3:])
+        into.update(part)
+    if loaded != total or len(into) != total:
+        raise ValueError("snapshot slices do not add up")
+    return into
+
+
+def _read_index(stream: io.BytesIO, head: Any) -> Any:
+    """The NSEC/NSEC3 index of format 3's head (kind, count, params) from its slices."""
+    if head is None:
+        return None
+    if type(head) is not tuple or len(head) != 3 or type(head[1]) is not int:
+        raise ValueError("snapshot index header is not an index")
+    kind, total, params = head
+    keys: list[bytes] = []
+    owners: list[bytes] = []
+    while len(keys) < total:
+        part = marshal.load(stream)
+        if (type(part) is not tuple or len(part) != 2 or type(part[0]) is not list
+                or type(part[1]) is not list or len(part[0]) != len(part[1]) or not part[0]):
+            raise ValueError("snapshot index slice is not a pair of lists")
+        keys += part[0]
+        owners += part[1]
+    if len(keys) != total:
+        raise ValueError("snapshot index does not add up")
+    return (kind, keys, owners, params)
+
+
+def _snapshot_state(payload: bytes, version: int = 3) -> tuple[Any, ...]:
+    """The inverse of ``_snapshot_chunks`` (*version* 2: the names alone in slices).
+
+    ValueError when the slices do not add up.
+    """
+    stream = io.BytesIO(payload)
+    head = marshal.load(stream)
+    if type(head) is not tuple or len(head) < 10 or type(head[2]) is not int:
+        raise ValueError("snapshot header is not a state")
+    # Slices are read until the count is reached, whatever slice size wrote them.  A large
+    # zone is loaded sharded (zone.ShardedNames), so no dict of it ever needs a long resize.
+    total: int = head[2]
+    names = _read_dict(stream, total, ShardedNames.empty() if total > SHARD_ABOVE else {})
+    children, index = head[8], head[9]
+    if version >= 3:
+        if type(children) is not int:
+            raise ValueError("snapshot header is not a format 3 state")
+        children = _read_dict(stream, children, {})
+        index = _read_index(stream, index)
+    if stream.read(1):
+        raise ValueError("snapshot has data past its last slice")
+    return (*head[:2], names, *head[3:8], children, index, *head[10:])
 
 
 def _load_snapshot(path: Path, text_digest: str, origin: bytes) -> Zone | None:
@@ -313,14 +377,15 @@ def _load_snapshot(path: Path, text_digest: str, origin: bytes) -> Zone | None:
         return None
     end = data.find(b"\n")
     parts = data[:end].decode("ascii", "replace").split() if end > 0 else []
-    if len(parts) != 3 or parts[0] != _SNAP_MAGIC or parts[1] != text_digest:
+    version = _SNAP_FORMATS.get(parts[0]) if len(parts) == 3 else None
+    if version is None or parts[1] != text_digest:
         return None
     payload = data[end + 1:]
     if hashlib.sha256(payload).hexdigest() != parts[2]:
         log.warning("%s: snapshot checksum mismatch; parsing the text copy", path)
         return None
     try:
-        zone = Zone.from_state(_snapshot_state(payload))
+        zone = Zone.from_state(_snapshot_state(payload, version))
     except (ValueError, EOFError, TypeError, ZoneError) as exc:
         log.warning("%s: snapshot unreadable (%s); parsing the text copy", path, exc)
         return None
