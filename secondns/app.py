@@ -186,6 +186,7 @@ class Application:
             cache_bytes=srv.answer_cache_size, cookie_secrets=self.cookie_secrets,
             rate_limit=srv.rate_limit), self.stats)
         self.responder.notify_handler = self.on_notify
+        self.responder.cache.discard = self.reaper.discard  # a zone's answers freed in slices
         self.responder.keys = tsig.keyring(config.keys)
         # With workers, transfers are parsed in the niced pool threads (client._ThreadedExchange).
         self.client = client or TwistedTransferClient(reactor, parse_in_thread=config.server.workers > 1)

@@ -43,6 +43,17 @@ class Reaper:
         self._held.append(zone)
         self._schedule()
 
+    def discard(self, container: dict[Any, Any] | list[Any]) -> None:
+        """Free *container* (which nothing else refers to any more) a slice per reactor turn.
+
+        For the answer cache's entries dropped when a zone is replaced whole (``AnswerCache.
+        discard``): the cache lets go of them at once, and they are freed here.
+        """
+        if len(container) <= SLICE:
+            return  # short to free: the caller's reference goes, and with it the container
+        self._work.append(container)
+        self._schedule()
+
     @property
     def pending(self) -> int:
         """Versions and dicts not freed yet (tests, /status)."""
