@@ -240,6 +240,8 @@ def replay(directory: Path, name: str, origin: bytes, from_serial: int) -> Repla
     """
     path = journal_path(directory, name)
     data = _read_bytes(path)
+    if not data:
+        return Replay([])  # no journal (or an empty one): no need to read the copy's digest
     steps: list[VersionStep] = []
     serial = from_serial
     base = copy_digest(directory, name)
