@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import difflib
+import gc
 import ipaddress
 import os
 import socket
@@ -302,6 +304,29 @@ def parse_config(text: str, path: str = "<string>", base_dir: Path | None = None
 
     That way the same config works whatever directory the server is started from.
     """
+    with _gc_paused():
+        return _parse_config(text, path, base_dir)
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic collector off while a configuration is built (back as it was afterwards).
+
+    Parsing allocates a few objects per line and frees almost none until the end, so the
+    collector ran its full passes over an ever larger heap: half the CPU of parsing 10,000
+    zones (0.69 s with it, 0.36 s without).  What parsing builds holds no cycles of note;
+    anything it does leave is collected at the next pass after this.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _parse_config(text: str, path: str, base_dir: Path | None) -> Config:
     ck = _Checker(path, (base_dir or Path(path).parent).resolve())
     try:
         root = _load_yaml(text)
