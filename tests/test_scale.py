@@ -419,3 +419,21 @@ def test_pacing_settings_parse_with_bind_defaults() -> None:
     c = parse_config("server: {transfers-in: 3, soa-queries-per-second: 50, metrics: {per-zone: false}}")
     assert (c.server.transfers_in, c.server.soa_queries_per_second, c.server.metrics.per_zone) == (
         3, 50.0, False)
+
+
+def test_a_transfer_connection_logs_no_factory_start_or_stop() -> None:
+    # Twisted's Factory logs "Starting factory"/"Stopping factory" per connection by default:
+    # two log events per transfer (and per SOA check over TCP), 20,000 a round at 10k zones.
+    from twisted.logger import globalLogPublisher
+
+    from secondns.transfer import client
+
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        factory = client._ExchangeFactory(None)  # type: ignore[arg-type]
+        factory.doStart()
+        factory.doStop()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert not [e for e in events if "factory" in str(e.get("log_format", e.get("format", "")))]
