@@ -108,7 +108,7 @@ class DiskStore:
         if journals is None:
             journal.reset(self.directory, name)
             return
-        file_name = journal.journal_path(self.directory, name).name
+        file_name = journal.journal_file_name(name)
         if file_name in journals:
             journal.reset(self.directory, name)
             journals.discard(file_name)
@@ -141,7 +141,7 @@ class DiskStore:
                 fold()
                 return
             if self.journals is not None:  # before the append: a failed one may leave a file
-                self.journals.add(journal.journal_path(directory, zc.name).name)
+                self.journals.add(journal.journal_file_name(zc.name))
             try:
                 size = journal.append(directory, zc.name, steps, copy_serial=base_serial,
                                       when=meta.last_refresh, expire_at=meta.expire_at)
@@ -667,7 +667,7 @@ def read_copy(directory: Any, zc: ZoneConfig, leftovers: storage.Leftovers | Non
     if loaded is None:
         return None
     zone, meta = loaded
-    if leftovers is not None and not leftovers.listed(journal.journal_path(directory, zc.name)):
+    if leftovers is not None and not leftovers.listed(journal.journal_file_name(zc.name)):
         return zone, meta  # the start-up listing shows no journal: nothing to open
     try:
         replay = journal.replay(directory, zc.name, zc.origin, zone.serial)

@@ -84,15 +84,20 @@ def zone_path(directory: Path, zone_name: str) -> Path:
     and every byte outside ``[a-z0-9._-]`` is written ``%XX``, so no zone name
     can reach outside the directory or collide with another zone's file.
     """
+    return (directory if isinstance(directory, Path) else Path(directory)) / zone_file_name(zone_name)
+
+
+def zone_file_name(zone_name: str) -> str:
+    """The name of the zone's file in the storage directory (see zone_path), as a string."""
     text = zone_name[:-1] if zone_name.endswith(".") else zone_name
     if not text:
-        return Path(directory) / "root.zone"
+        return "root.zone"
     if text.isascii():
         # The usual name needs no escape: one C-level lower() and scan instead of a loop per
         # byte (a 10,000-zone restart asked for each zone's path five times, ~6 us each).
         lowered = text.lower()
         if _UNSAFE_RE.search(lowered) is None and lowered != "root":
-            return (directory if isinstance(directory, Path) else Path(directory)) / f"{lowered}.zone"
+            return f"{lowered}.zone"
     out = []
     for byte in text.encode("utf-8"):
         if 0x41 <= byte <= 0x5A:
@@ -101,7 +106,7 @@ def zone_path(directory: Path, zone_name: str) -> Path:
     stem = "".join(out)
     if stem == "root":  # a zone literally named "root." must not take the root zone's file
         stem = "%72oot"
-    return Path(directory) / f"{stem}.zone"
+    return f"{stem}.zone"
 
 
 def meta_path(directory: Path, zone_name: str) -> Path:
@@ -360,9 +365,9 @@ def load_meta(directory: Path, name: str) -> CopyMeta | None:
     return _read_meta(meta_path(Path(directory), name))
 
 
-def _read_meta(path: Path) -> CopyMeta | None:
+def _read_meta(path: Path | str) -> CopyMeta | None:
     try:
-        body = json.loads(path.read_bytes())
+        body = json.loads(_read_file(path))
         if not isinstance(body, dict) or body.get("version") != _META_VERSION:
             raise ValueError("not a version 1 sidecar")
         serial = body["serial"]
@@ -428,9 +433,9 @@ class Leftovers:
             return cls(directory, by_file)  # unreadable: assume any file may exist
         return cls(directory, by_file, frozenset(files))
 
-    def listed(self, path: Path) -> bool:
-        """False only when the scan saw the directory and *path*'s name was not in it."""
-        return self.files is None or path.name in self.files
+    def listed(self, file_name: str) -> bool:
+        """False only when the scan saw the directory and no *file_name* in it."""
+        return self.files is None or file_name in self.files
 
     def clean(self, name: str, final: Path | None = None) -> int:
         """Remove the zone's leftovers found by the scan; returns how many."""
@@ -463,6 +468,12 @@ def clean_temp_files(directory: Path, name: str) -> int:
     return removed
 
 
+def _read_file(path: Path | str) -> bytes:
+    """Path.read_bytes for a Path or a string (a restart reads three files a zone)."""
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
 def _corrupt(path: Path, why: str) -> StorageError:
     return StorageError(f"{path}: corrupt or truncated copy ({why}); not served")
 
@@ -492,9 +503,9 @@ def _load_copy(path: Path, data: bytes, origin: bytes, leftovers: Leftovers | No
     body = data[:start]
     if hashlib.sha256(body).hexdigest() != trailer[2].decode("ascii"):
         raise _corrupt(path, "checksum mismatch")
-    snap = path.with_name(path.name + ".snap")
-    snapshot = (_load_snapshot(snap, trailer[2].decode("ascii"), origin)
-                if leftovers is None or leftovers.listed(snap) else None)
+    listed = leftovers is None or leftovers.listed(f"{path.name}.snap")
+    snapshot = (_load_snapshot(path.with_name(f"{path.name}.snap"), trailer[2].decode("ascii"), origin)
+                if listed else None)
     header_serial = body[:body.find(b"\n; saved ")].rsplit(b"; serial ", 1)[-1]
     if snapshot is not None and str(snapshot.serial).encode("ascii") == header_serial:
         return snapshot
@@ -524,15 +535,16 @@ def load_zone(directory: Path, name: str, origin: bytes,
     sidecar) is ignored: its timestamps were about a different version.
     """
     directory = Path(directory)
-    path = zone_path(directory, name)
+    file_name = zone_file_name(name)
+    path = directory / file_name
     if leftovers is not None:
         leftovers.clean(name, path)
-        if not leftovers.listed(path):
+        if not leftovers.listed(file_name):
             return None
     else:
         clean_temp_files(directory, name)
     try:
-        data = path.read_bytes()
+        data = _read_file(path)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -544,8 +556,8 @@ def load_zone(directory: Path, name: str, origin: bytes,
             zone = load_zone_text(_decode(path, data), origin, path=str(path))
         except ZoneError as exc:
             raise StorageError(str(exc)) from exc
-    sidecar = path.with_name(path.name + ".meta")
-    meta = _read_meta(sidecar) if leftovers is None or leftovers.listed(sidecar) else None
+    listed = leftovers is None or leftovers.listed(f"{file_name}.meta")
+    meta = _read_meta(f"{path}.meta") if listed else None  # a string: no Path to build
     if meta is not None and meta.serial != zone.serial:
         log.info("%s: metadata is for serial %d, copy has %d; ignoring it", path, meta.serial,
                  zone.serial)
@@ -585,5 +597,6 @@ __all__ = [
     "meta_path",
     "save_meta",
     "save_zone",
+    "zone_file_name",
     "zone_path",
 ]
