@@ -17,6 +17,7 @@ import base64
 import binascii
 import contextlib
 import difflib
+import functools
 import gc
 import ipaddress
 import os
@@ -71,6 +72,13 @@ def parse_endpoint(text: str, default_port: int) -> Endpoint:
     An unbracketed IPv6 address never carries a port: ``::1:53`` is itself a
     valid address, so guessing would silently pick the wrong one.
     """
+    return _parse_endpoint(text, default_port)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_endpoint(text: str, default_port: int) -> Endpoint:
+    # Memoised (an Endpoint is immutable; a ValueError is not cached): 10,000 zones that name
+    # the same primary parsed its address 10,000 times, ~14% of parsing such a file.
     host, port_text = text, None
     if text.startswith("["):
         end = text.find("]")

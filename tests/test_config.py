@@ -575,3 +575,13 @@ def test_the_cyclic_collector_is_paused_while_a_configuration_is_parsed(
     with pytest.raises(ConfigError):
         parse_config("zones: [")
     assert gc.isenabled()
+
+
+def test_a_primary_named_by_many_zones_is_parsed_once_and_errors_are_not_remembered() -> None:
+    zones = "\n".join(f"  z{i}.test: {{primaries: ['192.0.2.7:5300']}}" for i in range(50))
+    config = parse_config(f"zones:\n{zones}\n")
+    primaries = {id(zc.primaries[0]) for zc in config.zones.values()}
+    assert len(primaries) == 1  # one Endpoint (immutable) shared by the 50 zones
+    for _ in range(2):  # a bad address is refused every time, not cached as a value
+        with pytest.raises(ConfigError, match="not an IP address"):
+            parse_config("zones: {a.test: {primaries: ['ns1.example']}}")
