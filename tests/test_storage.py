@@ -76,6 +76,12 @@ def named_checkzone() -> str:
     ("..", "..zone"),
     ("x%y.", "x%25y.zone"),
     ("caf\u00e9.", "caf%C3%A9.zone"),
+    # The fast path for ASCII names must escape and lowercase exactly as the byte loop does.
+    ("ROOT.", "%72oot.zone"),
+    ("Root.Example.", "root.example.zone"),
+    ("a b\\c.", "a%20b%5Cc.zone"),
+    ("x\x7f~*.", "x%7F%7E%2A.zone"),
+    ("\u212a.", "%E2%84%AA.zone"),  # KELVIN SIGN: str.lower() would make it "k"
 ])
 def test_zone_path_is_safe_and_unique(tmp_path: Path, name: str, file: str) -> None:
     assert zone_path(tmp_path, name) == tmp_path / file
