@@ -70,6 +70,7 @@ class UDPServer(protocol.DatagramProtocol):
         self._recvfrom: Any = None
         self._max_datagram = 8192  # Twisted's listenUDP default maxPacketSize
         self._v6 = False
+        self._direct_ports: list[Any] = []  # ports the reactor reads directly (_direct_dispatch)
 
     def startProtocol(self) -> None:
         transport: Any = self.transport
@@ -77,11 +78,26 @@ class UDPServer(protocol.DatagramProtocol):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         self._sendto = sock.sendto
-        # Our own read loop instead of Twisted's udp.Port.doRead (the reactor still calls it).
+        # Our own read loop instead of Twisted's udp.Port.doRead (called by the reactor, by
+        # serve/reactor.py straight from its poll loop).
         transport.doRead = self._read
         self._recvfrom = sock.recvfrom
         self._max_datagram = transport.maxPacketSize
         self._v6 = sock.family == socket.AF_INET6
+        self._direct_dispatch(transport)
+
+    def stopProtocol(self) -> None:
+        for port in self._direct_ports:  # self.transport is None by now (DatagramProtocol.doStop)
+            port.reactor.stop_reading_directly(port)
+        self._direct_ports.clear()
+
+    def _direct_dispatch(self, transport: Any) -> None:
+        """Have the reactor call ``_read`` straight from its poll loop, without Twisted's
+        per-event log context (serve/reactor.py), when it is that reactor."""
+        read_directly = getattr(transport.reactor, "read_directly", None)
+        if read_directly is not None:
+            read_directly(transport, self._read)
+            self._direct_ports.append(transport)
 
     def _read(self) -> None:
         """udp.Port.doRead, leaner: per datagram one recvfrom and one call, no byte count, no
