@@ -15,6 +15,7 @@ import dns.rcode
 import pytest
 from zonetools import responder_for, zone_from_text
 
+from secondns.serve import server as server_module
 from secondns.serve.reactor import DirectReadReactor
 from secondns.serve.responder import Responder
 from secondns.serve.server import UDPServer
@@ -54,6 +55,56 @@ def listener(responder: Responder) -> tuple[UDPServer, FakeSocket, list[bytes]]:
 
 def example() -> Responder:
     return responder_for(zone_from_text(BASE, "example.com."))
+
+
+# -- lone-datagram reads
+
+
+def test_a_lone_datagram_costs_one_recvfrom_not_two() -> None:
+    """After a turn that found one datagram, a turn reads one and returns: no recvfrom that
+    ends in EAGAIN (epoll is level-triggered: another datagram wakes the reactor again)."""
+    udp, sock, sent = listener(example())
+    sock.queue.append(query(qid=1))
+    udp._read()  # batch mode: the datagram, then EAGAIN
+    assert sock.calls == 2 and len(sent) == 1
+    for qid in range(2, 12):
+        sock.calls = 0
+        sock.queue.append(query(qid=qid))
+        udp._read()
+        assert sock.calls == 1, f"turn {qid}"
+        assert dns.message.from_wire(sent[-1]).id == qid
+    assert len(sent) == 11
+
+
+def test_queued_datagrams_in_lone_mode_are_all_answered_and_end_the_mode() -> None:
+    udp, sock, sent = listener(example())
+    sock.queue.append(query(qid=1))
+    udp._read()  # -> lone mode
+    sock.queue.extend(query(qid=i) for i in range(100, 140))
+    turns = 0
+    while sock.queue and turns < 100:  # bounded: each turn reads one at least
+        udp._read()
+        turns += 1
+    assert not sock.queue
+    assert turns <= server_module._LONE_PROBE  # the probe turn read the rest at once
+    assert sorted(dns.message.from_wire(m).id for m in sent[1:]) == list(range(100, 140))
+    sock.queue.extend(query(qid=i) for i in range(200, 205))
+    sock.calls = 0
+    udp._read()  # batch mode again: all five in one turn, then EAGAIN
+    assert sock.calls == 6 and not sock.queue
+
+
+def test_lone_mode_probes_for_a_queue_regularly() -> None:
+    """Each _LONE_PROBE turns one looks for a second datagram (and finds none here: still lone)."""
+    udp, sock, sent = listener(example())
+    calls = []
+    for qid in range(1, 3 * server_module._LONE_PROBE):
+        sock.calls = 0
+        sock.queue.append(query(qid=qid))
+        udp._read()
+        calls.append(sock.calls)
+    assert calls.count(2) == 3  # the first (batch) turn and two probes
+    assert len(sent) == len(calls)
 
 
 # -- direct dispatch from the poll loop

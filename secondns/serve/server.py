@@ -45,6 +45,9 @@ _READ_BATCH = 2048  # datagrams read per reactor turn
 # recvfrom errors that end a turn, as Twisted's _sockErrReadIgnore and _sockErrReadRefuse (an
 # ICMP error for a datagram we sent: a spoofed source's port unreachable).
 _READ_STOP = frozenset((errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR, errno.ECONNREFUSED))
+# Turns a listener in lone-datagram mode reads one datagram without looking for a second; then
+# one turn reads as many as are queued, and finding more than one ends the mode (see _read).
+_LONE_PROBE = 16
 _DROPPABLE = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.ECONNREFUSED, errno.EPERM)
 
 
@@ -71,6 +74,8 @@ class UDPServer(protocol.DatagramProtocol):
         self._max_datagram = 8192  # Twisted's listenUDP default maxPacketSize
         self._v6 = False
         self._direct_ports: list[Any] = []  # ports the reactor reads directly (_direct_dispatch)
+        self._lone = False  # lone-datagram mode (see _read)
+        self._lone_turns = 0
 
     def startProtocol(self) -> None:
         transport: Any = self.transport
@@ -102,16 +107,33 @@ class UDPServer(protocol.DatagramProtocol):
     def _read(self) -> None:
         """udp.Port.doRead, leaner: per datagram one recvfrom and one call, no byte count, no
         attribute lookups; at most _READ_BATCH datagrams a turn, so TCP and timers still get
-        theirs under a flood (Twisted stops after 256 KiB, ~5,000 small queries)."""
+        theirs under a flood (Twisted stops after 256 KiB, ~5,000 small queries).
+
+        Lone-datagram mode: when a turn found one datagram (the usual case below full load),
+        the next turns read one and return, without the recvfrom that would only fail with
+        EAGAIN (an OSError raised and caught: about a microsecond).  epoll is level-triggered,
+        so a second datagram already queued wakes us again at once; every _LONE_PROBE turns
+        one reads all that is queued, and more than one ends the mode.
+        """
+        if self._lone:
+            turns = self._lone_turns + 1
+            if turns < _LONE_PROBE:
+                self._lone_turns = turns
+                self._read_one()
+                return
+            self._lone = False
         recvfrom = self._recvfrom
         received = self.datagramReceived
         size = self._max_datagram
         v6 = self._v6
-        for _ in range(_READ_BATCH):
+        for n in range(_READ_BATCH):
             try:
                 data, addr = recvfrom(size)
             except OSError as exc:
                 if exc.errno in _READ_STOP:
+                    if n <= 1:
+                        self._lone = True
+                        self._lone_turns = 0
                     return
                 raise
             if v6:
@@ -120,6 +142,21 @@ class UDPServer(protocol.DatagramProtocol):
                 received(data, addr)
             except Exception:
                 log.exception("UDP datagram from %s not handled", addr[0])
+
+    def _read_one(self) -> None:
+        """One datagram, answered (lone-datagram mode, see _read)."""
+        try:
+            data, addr = self._recvfrom(self._max_datagram)
+        except OSError as exc:
+            if exc.errno in _READ_STOP:
+                return
+            raise
+        if self._v6:
+            addr = addr[:2]
+        try:
+            self.datagramReceived(data, addr)
+        except Exception:
+            log.exception("UDP datagram from %s not handled", addr[0])
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         stats = self.stats
