@@ -17,7 +17,7 @@ from zonetools import responder_for, zone_from_text
 
 from secondns.serve import server as server_module
 from secondns.serve.reactor import DirectReadReactor
-from secondns.serve.responder import Responder
+from secondns.serve.responder import UDP, Responder, ServeSettings
 from secondns.serve.server import UDPServer
 
 BASE = "$TTL 300\n@ SOA ns1 host 1 3600 600 86400 300\n@ NS ns1\nns1 A 192.0.2.1\nwww A 192.0.2.2\n"
@@ -179,3 +179,60 @@ def test_an_exception_on_the_direct_path_is_logged_and_the_listener_keeps_answer
     assert reply.id == 9 and reply.rcode() == dns.rcode.NOERROR
     assert any("still listening" in r.getMessage() for r in caplog.records)
     assert port.connected  # not disconnected, as Twisted's own path would have done
+
+
+# -- the memo of whole responses
+
+
+def test_a_repeat_is_answered_from_the_memo_with_its_own_id_and_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    r = example()
+    udp, _, sent = listener(r)
+    fresh = example()
+    keyed: list[bytes] = []
+    real = server_module.cache_key
+    monkeypatch.setattr(server_module, "cache_key", lambda d, tcp, m: keyed.append(d) or real(d, tcp, m))
+    names = ["www.example.com.", "www.example.com.", "WwW.eXample.com.", "WwW.eXample.com.",
+             "www.example.com.", "WwW.eXample.com."]
+    for qid, name in enumerate(names, start=1):
+        wire = query(name, qid=qid, use_edns=0)
+        udp.datagramReceived(wire, CLIENT)
+        assert sent[-1] == fresh.respond(wire, UDP, CLIENT)  # octet for octet
+        assert dns.message.from_wire(sent[-1]).question[0].name.to_text() == name
+    assert len(keyed) == 4  # per case (the key says whether there is upper case): the miss, the first hit
+    assert len(udp.recent) == 2
+    assert udp.recent[query("WwW.eXample.com.", qid=0, use_edns=0)[2:]] == sent[-1][2:]  # whole response
+    assert sum(r.stats.rcodes) == 6
+
+
+def test_the_memo_is_emptied_when_the_zone_is_replaced() -> None:
+    r = example()
+    udp, _, sent = listener(r)
+    for qid in (1, 2, 3):
+        udp.datagramReceived(query(qid=qid), CLIENT)
+    assert udp.recent
+    text = BASE.replace(" 1 3600", " 2 3600").replace("192.0.2.2", "192.0.2.99")
+    new = zone_from_text(text, "example.com.")
+    r.registry.swap(new.origin, new, None)  # a whole new version (AXFR)
+    assert not udp.recent
+    udp.datagramReceived(query(qid=4), CLIENT)
+    udp.datagramReceived(query(qid=5), CLIENT)
+    assert dns.message.from_wire(sent[-1]).answer[0][0].to_text() == "192.0.2.99"
+    assert udp.recent
+    r.cache.clear()
+    assert not udp.recent
+    udp.stopProtocol()
+    assert r.cache.memos == []
+
+
+def test_cookie_and_rrl_hits_are_not_answered_from_the_memo() -> None:
+    """A server cookie is per client and RRL accounts each response: such hits memo the key
+    only, so every answer still gets its own cookie and its RRL verdict."""
+    cookie = dns.edns.GenericOption(dns.edns.COOKIE, bytes.fromhex("0102030405060708"))
+    r = responder_for(zone_from_text(BASE, "example.com."),
+                      settings=ServeSettings(cookie_secrets=(b"k" * 16,)))
+    udp, _, sent = listener(r)
+    for qid in (1, 2, 3):
+        udp.datagramReceived(query(qid=qid, use_edns=0, options=[cookie]), CLIENT)
+    assert not udp.recent and udp.recent_keys
+    opts = dns.message.from_wire(sent[-1]).options
+    assert any(o.otype == dns.edns.COOKIE and len(o.to_wire()) == 24 for o in opts)

@@ -125,10 +125,14 @@ class AnswerCache:
     Each entry remembers the zone names its answer read (``Answer.deps``), so an IXFR
     forgets only the responses that depend on a name it changed; the index is pruned as
     entries leave, so it is bounded with the cache.
+
+    ``memos`` are the UDP listeners' memos of whole responses (serve/server.py
+    ``UDPServer.recent``): emptied whenever anything is forgotten or cleared, since they hold
+    answers without their dependencies.
     """
 
-    __slots__ = ("_deps", "_max", "_max_protected", "_protected_size", "probation", "protected",
-                 "size")
+    __slots__ = ("_deps", "_max", "_max_protected", "_protected_size", "memos", "probation",
+                 "protected", "size")
 
     def __init__(self, max_bytes: int) -> None:
         self.protected: OrderedDict[bytes, Entry] = OrderedDict()
@@ -140,6 +144,7 @@ class AnswerCache:
         self._max_protected = max_bytes * 4 // 5
         self._protected_size = 0
         self.size = 0  # octets accounted: key, head, tail and the fixed overheads
+        self.memos: list[dict[bytes, bytes]] = []
 
     def get(self, key: bytes) -> Entry | None:
         """The entry for *key*; a probation entry asked again is promoted."""
@@ -206,6 +211,8 @@ class AnswerCache:
 
     def forget(self, zone: bytes | None, names: Iterable[bytes] | None = None) -> None:
         """Drop what a zone answered (all of it, or what read one of *names*)."""
+        for memo in self.memos:
+            memo.clear()  # a zone's change may make any memo entry stale: all go (refilled by hits)
         if zone is None:
             self.clear()
             return
@@ -242,6 +249,8 @@ class AnswerCache:
 
     def clear(self) -> None:
         """Drop everything."""
+        for memo in self.memos:
+            memo.clear()
         self.protected.clear()
         self.probation.clear()
         self._deps.clear()
