@@ -125,9 +125,14 @@ class AnswerCache:
     Each entry remembers the zone names its answer read (``Answer.deps``), so an IXFR
     forgets only the responses that depend on a name it changed; the index is pruned as
     entries leave, so it is bounded with the cache.
+
+    ``memos`` are the UDP listeners' memos of whole responses (serve/server.py
+    ``UDPServer.recent``): emptied whenever anything is forgotten or cleared, since they hold
+    answers without their dependencies.
     """
 
-    __slots__ = ("_deps", "_max", "_max_protected", "_protected_size", "discard", "probation",
+    __slots__ = ("_deps", "_max", "_max_protected", "_protected_size", "discard", "memos",
+                 "probation",
                  "protected", "size")
 
     def __init__(self, max_bytes: int) -> None:
@@ -143,6 +148,7 @@ class AnswerCache:
         # Given what a whole-zone forget dropped (lists and dicts still holding the entries),
         # to free them a slice per reactor turn (reaper.Reaper.discard); None: freed at once.
         self.discard: Callable[[list[Any] | dict[Any, Any]], None] | None = None
+        self.memos: list[dict[bytes, bytes]] = []
 
     def get(self, key: bytes) -> Entry | None:
         """The entry for *key*; a probation entry asked again is promoted."""
@@ -209,6 +215,8 @@ class AnswerCache:
 
     def forget(self, zone: bytes | None, names: Iterable[bytes] | None = None) -> None:
         """Drop what a zone answered (all of it, or what read one of *names*)."""
+        for memo in self.memos:
+            memo.clear()  # a zone's change may make any memo entry stale: all go (refilled by hits)
         if zone is None:
             self.clear()
             return
@@ -259,6 +267,8 @@ class AnswerCache:
         worker's reactor turn when a new version of the zone arrived (issue 11), while
         listing them (``dict.values``: the table, not the OrderedDict's links) is a few ms.
         """
+        for memo in self.memos:
+            memo.clear()
         if self.discard is not None:
             for segment in (self.protected, self.probation):
                 if segment:

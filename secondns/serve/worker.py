@@ -261,6 +261,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from secondns.ops.logsetup import setup_logging
 
     setup_logging(args.log_level, args.log_format)
+    from secondns.serve.reactor import install
+
+    install()  # UDP reads straight from the poll loop (serve/reactor.py)
     from twisted.internet import reactor as _reactor
     from twisted.internet import stdio
 
