@@ -41,7 +41,8 @@ _SAMPLE_MASK = SAMPLE_EVERY - 1
 _QEND = 12 - KEY_FLAGS  # the question ends at len(key) + _QEND
 _RECENT_MAX = 16384  # exact requests remembered per UDP listener (~2.5 MiB at 100-octet queries)
 _RENEW_MASK = (1 << 20) - 1  # ...emptied once per 2**20 queries (a multiple of SAMPLE_EVERY)
-_READ_BATCH = 2048  # datagrams read per reactor turn
+_READ_BATCH = 256  # datagrams read per reactor turn: under a flood, other sockets (TCP, the
+# priority UDP socket) and timers get a turn every ~2 ms of flood, not every ~15 ms
 # recvfrom errors that end a turn, as Twisted's _sockErrReadIgnore and _sockErrReadRefuse (an
 # ICMP error for a datagram we sent: a spoofed source's port unreachable).
 _READ_STOP = frozenset((errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR, errno.ECONNREFUSED))
