@@ -14,12 +14,14 @@ each goes through the same three phases with the same load:
    TXT and ANY queries for a name with a ~1 KB TXT RRset, "spoofed" from ``--victims`` victim
    addresses 127.9.N.1 (each its own /24, outside the clients' 127.0.0.0/24).  What the victims'
    sockets receive is what the server sent to victims; amplification = octets received by
-   victims / octets of attack queries (DNS payloads, IP and UDP headers not counted).
+   victims / octets of attack queries (DNS payloads, IP and UDP headers not counted), per
+   octet offered and per octet the server received (counted by each server: ``amp_intake``).
 
 The legitimate clients (127.0.0.2) behave like a validating resolver at a fixed rate
 (``--legit-qps``): a realistic mix (genzone.py's: ~78% names with data, 10% NXDOMAIN, 8% NODATA,
 4% referrals), EDNS 1232 with a DNS cookie (RFC 7873: the server cookie of the last response is
-sent back), a UDP retry after 0.3 and 0.6 s, and TCP when the answer has TC=1.  A query counts as
+sent back, retries included; a BADCOOKIE answer is asked again at once with its fresh cookie),
+a UDP retry after 0.3 and 0.6 s, and TCP when the answer has TC=1.  A query counts as
 answered when an answer arrives within 1 s of its first transmission; latency is measured from
 that first transmission (retries and TCP included).
 
@@ -77,6 +79,7 @@ RRL = {
 _TYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "MX": 15, "TXT": 16, "AAAA": 28, "SRV": 33,
           "DS": 43, "CAA": 257, "ANY": 255}
 _COOKIE = 10  # RFC 7873 4: the EDNS option code
+_BADCOOKIE_LOW = 23 & 0x0F  # RFC 7873 8: rcode 23, its low four bits in the header
 
 
 # ------------------------------------------------------------------------------------------------
@@ -160,16 +163,22 @@ class Resolver:
         self.issued = 0  # every query, for the rate
         self.sent = self.answered = self.late = self.tc = self.tcp_answers = self.retries = 0
         self.tcp_failures = 0
+        self.badcookie = 0
+        # every message sent by qtype, UDP and TCP, retries included (BIND's intake by qtype
+        # is its "Incoming Queries": see amp_intake)
+        self.by_type: dict[str, int] = {}
         self.rcodes: dict[int, int] = {}
         self.rng = random.Random()
 
     def packet(self, idx: int, qid: int) -> bytes:
+        """The query up to its question; the OPT record is added at each transmission, so a
+        retry carries the latest server cookie, as a resolver's does."""
         body = self.bodies[idx]
         if self.x20:
             name = self.names[idx][0]
             mixed = "".join(c.upper() if self.rng.random() < 0.5 else c for c in name)
             body = body[:10] + qname_wire(mixed) + body[-4:]
-        return qid.to_bytes(2, "big") + body + self.opt
+        return qid.to_bytes(2, "big") + body
 
     def send_new(self, now: float) -> None:
         idx = self.issued % len(self.bodies)
@@ -181,12 +190,13 @@ class Resolver:
         self.pending[key] = [now, idx, pkt, False, counted]
         self.issued += 1
         self.sent += counted
+        self.by_type[self.names[idx][1]] = self.by_type.get(self.names[idx][1], 0) + 1
         self._udp(s, pkt)
         self.due[0].append((now + self.RETRIES[0], key))
 
     def _udp(self, s: int, pkt: bytes) -> None:
         try:
-            self.socks[s].sendto(pkt, self.server)
+            self.socks[s].sendto(pkt + self.opt, self.server)
         except (BlockingIOError, OSError):
             pass  # a full send buffer is a lost packet, as on a real network
 
@@ -194,17 +204,23 @@ class Resolver:
         entry = self.pending.get(key)
         if entry is None:
             return
+        if self.use_cookie:
+            cookie = server_cookie(resp, self.client_cookie)
+            if cookie is not None:
+                self.opt = opt_rr(cookie=self.client_cookie + cookie)
         if not via_tcp and resp[2] & 0x02:  # TC=1: RFC 7766 5, retry over TCP
             self.tc += entry[4]
             if not entry[3]:
                 entry[3] = True
                 self.tcp_query(key, entry[2])
             return
+        if not via_tcp and self.use_cookie and resp[3] & 0x0F == _BADCOOKIE_LOW and not entry[3]:
+            # RFC 7873 5.3: BADCOOKIE carries a fresh server cookie; ask again with it at once
+            self.badcookie += entry[4]
+            self.by_type[self.names[entry[1]][1]] += 1
+            self._udp(key[0], entry[2])
+            return
         del self.pending[key]
-        if self.use_cookie:
-            cookie = server_cookie(resp, self.client_cookie)
-            if cookie is not None:
-                self.opt = opt_rr(cookie=self.client_cookie + cookie)
         if not entry[4]:
             return
         elapsed = now - entry[0]
@@ -227,6 +243,8 @@ class Resolver:
             s.close()
             self.tcp_failures += 1
             return
+        pkt += self.opt
+        self.by_type[self.names[self.pending[key][1]][1]] += 1
         state = {"key": key, "out": len(pkt).to_bytes(2, "big") + pkt, "in": b""}
         self.sel.register(s, selectors.EVENT_WRITE, ("tcp", (s, state)))
 
@@ -266,6 +284,7 @@ class Resolver:
                 if level < len(self.RETRIES):
                     if not entry[3]:  # a TCP retry in flight has its own budget
                         self.retries += entry[4]
+                        self.by_type[self.names[entry[1]][1]] += 1
                         self._udp(key[0], entry[2])
                     nxt = self.RETRIES[level + 1] if level + 1 < len(self.RETRIES) else self.BUDGET
                     self.due[level + 1].append((entry[0] + nxt, key))
@@ -319,7 +338,8 @@ class Resolver:
             "p50_ms": (percentile(lat, 50) or 0) * 1000, "p99_ms": (percentile(lat, 99) or 0) * 1000,
             "max_ms": max(lat) * 1000 if lat else None,
             "tc": self.tc, "tcp_answers": self.tcp_answers, "tcp_failures": self.tcp_failures,
-            "udp_retries": self.retries, "rcodes": {str(k): v for k, v in sorted(self.rcodes.items())},
+            "udp_retries": self.retries, "badcookie": self.badcookie, "sent_by_type": self.by_type,
+            "rcodes": {str(k): v for k, v in sorted(self.rcodes.items())},
         }
 
 
@@ -397,9 +417,26 @@ def blast(spec: dict[str, Any]) -> dict[str, Any]:
     while time.monotonic() < settle:
         drain(0.05)
     return {"sent": sent, "sent_bytes": sent_bytes, "send_failures": send_fail, "received": recv,
-            "received_bytes": recv_bytes, "tc": tc, "offered_qps": sent / elapsed,
+            "received_bytes": recv_bytes, "receive_drops": own_drops(socks), "tc": tc,
+            "offered_qps": sent / elapsed,
             "answered_qps": recv / elapsed,
             "amplification": recv_bytes / sent_bytes if sent_bytes else None}
+
+
+def own_drops(socks: list[socket.socket]) -> int:
+    """Datagrams the kernel dropped at these (IPv4) sockets' full receive buffers: what the
+    server sent them that they never read (/proc/net/udp, last column)."""
+    mine = set()
+    for s in socks:
+        host, port = s.getsockname()[:2]
+        mine.add(f"{struct.unpack('<I', socket.inet_aton(host))[0]:08X}:{port:04X}")
+    total = 0
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[1] in mine:
+                total += int(fields[-1])
+    return total
 
 
 def role_main(role: str, spec: dict[str, Any]) -> None:
@@ -480,6 +517,11 @@ def bind_counters(server: Any) -> dict[str, float]:
     for m in re.finditer(r"^\s*(\d+) (.+)$", section, re.MULTILINE):
         if "rate limit" in m.group(2) or "requests received" in m.group(2):
             out[f"bind {m.group(2)}"] = float(m.group(1))
+    # "Incoming Queries" by qtype: what named read and parsed, whatever it then answered
+    incoming = last[last.find("++ Incoming Queries ++"):]
+    incoming = incoming[:incoming.find("\n++ ", 5)]
+    for m in re.finditer(r"^\s*(\d+) (TXT|ANY)$", incoming, re.MULTILINE):
+        out[f"bind incoming {m.group(2)}"] = out.get(f"bind incoming {m.group(2)}", 0) + float(m.group(1))
     return out
 
 
@@ -512,6 +554,39 @@ def intake(attack: dict[str, Any], drops: int, resolver_datagrams: float) -> dic
     return {"socket_drops": drops, "datagrams_offered": round(offered),
             "dropped_share": round(dropped_share, 4),
             "amplification_per_octet_read": amp["received_bytes"] / read_bytes if read_bytes else None}
+
+
+def amp_intake(name: str, attack: dict[str, Any]) -> dict[str, Any]:
+    """Amplification per octet of the attack the server received (read from its socket).
+
+    Counted, not estimated, each server by its own counters (every amplification query has
+    the same length, so octets = queries read x that length):
+
+    - secondns: every amplification query it read was answered, slipped or dropped by RRL
+      as a ``response`` account (nothing else sent such queries unlimited: the resolvers'
+      cookies exempt them), so read = datagrams the victims got (their own socket drops
+      included) + ``secondns_rrl_limited_total{kind="response",action="dropped"}``;
+    - BIND: its "Incoming Queries" statistics count every query named read by qtype; the
+      attack's are the TXT and ANY ones less those the resolvers sent (every transmission,
+      retries and TCP included; a resolver query lost at BIND's full socket is subtracted
+      although never read, so this is a lower bound, off by those few).
+    """
+    amp, counters = attack["amp"], attack["server_counters"]
+    size = amp["sent_bytes"] / amp["sent"] if amp["sent"] else 0
+    if name == "bind":
+        resolvers = sum(attack[r]["sent_by_type"].get(t, 0) for r in ("legit", "x20") for t in ("TXT", "ANY"))
+        read = counters.get("bind incoming TXT", 0) + counters.get("bind incoming ANY", 0) - resolvers
+        how = "BIND Incoming Queries TXT+ANY less the resolvers' TXT/ANY transmissions"
+    else:
+        dropped = sum(v for k, v in counters.items()
+                      if k.startswith("secondns_rrl_limited_total") and 'kind="response"' in k
+                      and 'action="dropped"' in k)
+        read = amp["received"] + amp["receive_drops"] + dropped
+        how = "datagrams the victims got (+ their socket drops) + RRL response drops"
+    octets = read * size
+    return {"queries_read": round(read), "share_read": read / amp["sent"] if amp["sent"] else None,
+            "octets_read": round(octets), "method": how,
+            "amplification_per_octet_received": amp["received_bytes"] / octets if octets > 0 else None}
 
 
 def server_counters(server: Any) -> dict[str, float]:
@@ -620,6 +695,7 @@ def run_server(name: str, workdir: Path, zone_text: str, mix: list[tuple[str, st
         attack["intake"] = intake(attack, udp_drops(port) - drops0,
                                   (args.legit_qps + args.x20_qps) * (secs + 2.5))
         attack["server_counters"] = {k: m1[k] - m0.get(k, 0) for k in m1 if m1[k] != m0.get(k, 0)}
+        attack["amp_intake"] = amp_intake(name, attack)
         res["attack"] = attack
     return res
 
@@ -631,7 +707,8 @@ def fmt(value: float | None, spec: str) -> str:
 def table(results: list[dict[str, Any]]) -> str:
     rows = []
     head = (f"{'server':<9} {'RRL':<4} {'quiet ans%':>10} {'p99 ms':>7} {'flood ans%':>10} {'p99 ms':>7}"
-            f" {'TCP':>5} {'flood q/s off/ans':>18} {'amp q/s off/ans':>16} {'amp x':>6} {'0x20 hit%':>9}"
+            f" {'TCP':>5} {'flood q/s off/ans':>18} {'amp q/s off/ans':>16} {'amp x off':>9} {'amp x rcv':>9}"
+            f" {'0x20 hit%':>9}"
             f" {'0x20 ans%':>9}")
     rows += [head, "-" * len(head)]
     for r in results:
@@ -645,7 +722,8 @@ def table(results: list[dict[str, Any]]) -> str:
             f"{r['server']:<9} {'on' if r['rrl'] else 'off':<4} {q['answer_rate'] * 100:>10.2f}"
             f" {q['p99_ms']:>7.1f} {lg['answer_rate'] * 100:>10.2f} {lg['p99_ms']:>7.1f}"
             f" {lg['tcp_answers']:>5} {fl['offered_qps']:>9.0f}/{fl['answered_qps']:<8.0f}"
-            f" {amp['offered_qps']:>7.0f}/{amp['answered_qps']:<8.0f} {amp['amplification']:>6.2f}"
+            f" {amp['offered_qps']:>7.0f}/{amp['answered_qps']:<8.0f} {amp['amplification']:>9.3f}"
+            f" {fmt(a['amp_intake']['amplification_per_octet_received'], '.3f'):>9}"
             f" {fmt(None if hit is None else hit * 100, '.2f'):>9} {x['answer_rate'] * 100:>9.2f}")
     return "\n".join(rows)
 
@@ -660,12 +738,18 @@ def verdicts(results: list[dict[str, Any]]) -> list[str]:
                    f" ({'meets' if rate >= 0.99 else 'below'} the 99% target)")
     if sec and bind:
         a, b = sec["attack"]["amp"]["amplification"], bind["attack"]["amp"]["amplification"]
-        out.append(f"amplification per octet offered: secondns {a:.2f}x vs BIND {b:.2f}x"
-                   f" ({'meets' if a <= b else 'above'} the <= BIND target)")
+        out.append(f"amplification per octet offered: secondns {a:.3f}x vs BIND {b:.3f}x"
+                   f" (a server that reads less of the attack looks better here)")
+        ea, eb = sec["attack"]["amp_intake"], bind["attack"]["amp_intake"]
+        xa, xb = ea["amplification_per_octet_received"], eb["amplification_per_octet_received"]
+        if xa is not None and xb is not None:
+            out.append(f"amplification per octet received (counted): secondns {xa:.3f}x vs BIND {xb:.3f}x"
+                       f" (read {ea['share_read'] * 100:.1f}% vs {eb['share_read'] * 100:.1f}% of the"
+                       f" amplification queries; {'meets' if xa <= xb else 'above'} the <= BIND target)")
         ra = sec["attack"]["intake"]["amplification_per_octet_read"]
         rb = bind["attack"]["intake"]["amplification_per_octet_read"]
         if ra is not None and rb is not None:
-            out.append(f"amplification per octet the server read (estimate): secondns {ra:.2f}x"
+            out.append(f"amplification per octet read, /proc estimate: secondns {ra:.2f}x"
                        f" vs BIND {rb:.2f}x"
                        f" (socket drops {sec['attack']['intake']['dropped_share'] * 100:.1f}% vs"
                        f" {bind['attack']['intake']['dropped_share'] * 100:.1f}% of datagrams;"

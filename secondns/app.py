@@ -29,6 +29,7 @@ from secondns.ops.metrics import SecondnsCollector, build_registry
 from secondns.provision import membership
 from secondns.reaper import Reaper
 from secondns.registry import Registry
+from secondns.serve import steering
 from secondns.serve.responder import Finaliser, Responder, ServeSettings
 from secondns.serve.server import TCPFactory, UDPServer, tcp_limits
 from secondns.serve.stats import ServingStats
@@ -481,12 +482,12 @@ class Application:
         """Bind UDP and TCP on every configured address."""
         srv = self.config.server
         for ep in srv.listen if self.workers is None else ():
-            udp = self.reactor.listenUDP(ep.port, UDPServer(self.responder), interface=ep.host)
+            udp = steering.listen(self.reactor, ep.host, ep.port, lambda: UDPServer(self.responder))
             factory = TCPFactory(self.responder, self.reactor, srv.tcp_idle_timeout,
                                  srv.tcp_max_connections, limits=self.tcp_limits)
             factory.xfr = self.xfr_out
             tcp = self.reactor.listenTCP(ep.port, factory, interface=ep.host, backlog=128)
-            self.ports += [udp, tcp]
+            self.ports += [*udp, tcp]
             log.info("listening on %s (UDP and TCP)", ep)
         if self.workers is not None:
             self.workers.bind()

@@ -31,7 +31,7 @@ from secondns.errors import ConfigError
 from secondns.names import from_text
 from secondns.serve import rrl
 from secondns.serve.rrl import DROP, OK, SLIP, RateLimiter
-from secondns.serve.stats import ServingStats
+from secondns.serve.stats import RRL_KINDS, ServingStats
 from tests.peers import LOOPBACK, Bind, Secondns, ZoneSpec, find_binary, wait_for
 
 WWW = rrl.account(rrl.RESPONSE, from_text("www.example."), 1)
@@ -100,6 +100,20 @@ def test_errors_are_never_slipped() -> None:
     seq = [lim.check("192.0.2.1", rrl.ERROR_ACCOUNT) for _ in range(5)]
     assert seq == [OK, OK, DROP, DROP, DROP]
     assert (stats.rrl_dropped, stats.rrl_slipped) == (3, 0)
+
+
+def test_limited_responses_are_also_counted_by_kind() -> None:
+    lim, _, stats = limiter(responses_per_second=1, slip=2)
+    nx = rrl.account(rrl.NXDOMAIN_KIND, from_text("example."))
+    for acct in (WWW, nx, rrl.ERROR_ACCOUNT):
+        for _ in range(5):  # OK, then SLIP DROP SLIP DROP (errors: DROP x 4)
+            lim.check("192.0.2.1", acct)
+    by_kind = dict(zip(RRL_KINDS, zip(stats.rrl_by_kind[::2], stats.rrl_by_kind[1::2], strict=True),
+                       strict=True))
+    assert by_kind == {"response": (2, 2), "nodata": (0, 0), "nxdomain": (2, 2), "referral": (0, 0),
+                       "error": (4, 0)}
+    assert sum(stats.rrl_by_kind[::2]) == stats.rrl_dropped
+    assert sum(stats.rrl_by_kind[1::2]) == stats.rrl_slipped
 
 
 def test_per_kind_rates_default_to_responses_and_zero_means_unlimited() -> None:

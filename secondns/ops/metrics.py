@@ -29,6 +29,7 @@ from secondns import __version__
 from secondns.serve.stats import (
     INTERNAL_ERROR_PLACES,
     LATENCY_BUCKETS,
+    RRL_KINDS,
     TCP_CLOSE_REASONS,
     TCP_REFUSED_REASONS,
     ServingStats,
@@ -103,6 +104,13 @@ class SecondnsCollector(Collector):
         queries.add_metric(["udp"], st.udp_queries)
         queries.add_metric(["tcp"], st.tcp_queries)
         yield queries
+        # serve/steering.py: queries with a server cookie reach the priority socket
+        by_socket = CounterMetricFamily("secondns_udp_queries", "UDP requests received, by the socket"
+                                        " they were read from (priority: carrying a server cookie).",
+                                        labels=["socket"])
+        by_socket.add_metric(["priority"], st.udp_priority)
+        by_socket.add_metric(["normal"], st.udp_queries - st.udp_priority)
+        yield by_socket
         responses = CounterMetricFamily("secondns_responses", "DNS responses sent, by rcode.",
                                         labels=["rcode"])
         for code, count in enumerate(st.rcodes):
@@ -147,6 +155,13 @@ class SecondnsCollector(Collector):
             limited.add_metric(["dropped"], st.rrl_dropped)
             limited.add_metric(["slipped"], st.rrl_slipped)
             yield limited
+            by_kind = CounterMetricFamily(
+                "secondns_rrl_limited", "The same, by account kind (an amplification attack is"
+                " limited as response, a random-subdomain flood as nxdomain).", labels=["kind", "action"])
+            for i, kind in enumerate(RRL_KINDS):
+                by_kind.add_metric([kind, "dropped"], st.rrl_by_kind[2 * i])
+                by_kind.add_metric([kind, "slipped"], st.rrl_by_kind[2 * i + 1])
+            yield by_kind
         latency = HistogramMetricFamily(
             "secondns_query_duration_seconds",
             "Processing time of one query in every 256 (sampled; excludes kernel and queueing time).")

@@ -186,10 +186,13 @@ class RateLimiter:
                 e[2] = 0
         if not e[3]:
             self._log_start(key, e, now)
+        stats = self.stats
         if verdict == DROP:
-            self.stats.rrl_dropped += 1
+            stats.rrl_dropped += 1
+            stats.rrl_by_kind[2 * kind] += 1
         else:
-            self.stats.rrl_slipped += 1
+            stats.rrl_slipped += 1
+            stats.rrl_by_kind[2 * kind + 1] += 1
         return OK if self.log_only else verdict
 
     def _evict(self, now: int) -> None:

@@ -43,7 +43,8 @@ _RECENT_MAX = 16384  # exact requests remembered per UDP listener, in each of it
 _RECENT_OCTETS = 4 << 20  # ...and octets of requests and responses in the memo of responses
 _MEMO_OVERHEAD = 100  # octets of Python objects per memo entry (two bytes objects, a dict slot)
 _RENEW_MASK = (1 << 20) - 1  # ...emptied once per 2**20 queries (a multiple of SAMPLE_EVERY)
-_READ_BATCH = 2048  # datagrams read per reactor turn
+_READ_BATCH = 256  # datagrams read per reactor turn: under a flood, other sockets (TCP, the
+# priority UDP socket) and timers get a turn every ~2 ms of flood, not every ~15 ms
 # recvfrom errors that end a turn, as Twisted's _sockErrReadIgnore and _sockErrReadRefuse (an
 # ICMP error for a datagram we sent: a spoofed source's port unreachable).
 _READ_STOP = frozenset((errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR, errno.ECONNREFUSED))

@@ -26,17 +26,21 @@ REFUSED_PER_CLIENT, REFUSED_TOTAL = range(len(TCP_REFUSED_REASONS))
 # ServingStats.tcp_closed.  "slow-reader": it stopped reading our answers (or a transfer).
 TCP_CLOSE_REASONS = ("initial-timeout", "idle-timeout", "lifetime", "slow-reader")
 CLOSED_INITIAL, CLOSED_IDLE, CLOSED_LIFETIME, CLOSED_SLOW_READER = range(len(TCP_CLOSE_REASONS))
+# RRL account kinds in serve/rrl.py order (RESPONSE..ERROR): secondns_rrl_limited_total{kind}.
+RRL_KINDS = ("response", "nodata", "nxdomain", "referral", "error")
 
 
 class ServingStats:
     """Counters the network and answer layers bump; read by the metrics collector."""
 
     __slots__ = ("dropped", "internal_errors", "latency_buckets", "latency_count", "latency_sum",
-                 "rcodes", "rrl_dropped", "rrl_slipped", "send_errors", "tcp_closed", "tcp_connections",
-                 "tcp_queries", "tcp_refused", "truncated", "udp_queries")
+                 "rcodes", "rrl_by_kind", "rrl_dropped", "rrl_slipped", "send_errors", "tcp_closed",
+                 "tcp_connections", "tcp_queries", "tcp_refused", "truncated", "udp_priority",
+                 "udp_queries")
 
     def __init__(self) -> None:
         self.udp_queries = 0
+        self.udp_priority = 0  # of udp_queries, those read from the priority socket (serve/steering.py)
         self.tcp_queries = 0
         self.tcp_connections = 0
         self.tcp_refused = [0] * len(TCP_REFUSED_REASONS)  # by REFUSED_* reason
@@ -49,6 +53,8 @@ class ServingStats:
         # BADCOOKIE); in log-only mode, those that would have been.
         self.rrl_dropped = 0
         self.rrl_slipped = 0
+        # ...the same by account kind: [2 * kind] dropped, [2 * kind + 1] slipped (RRL_KINDS)
+        self.rrl_by_kind = [0] * (2 * len(RRL_KINDS))
         self.internal_errors = [0] * len(INTERNAL_ERROR_PLACES)  # by IN_* place
         self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_count = 0

@@ -25,6 +25,7 @@ from secondns import rrtypes
 from secondns.config import RateLimitConfig, TsigKey
 from secondns.reaper import Reaper
 from secondns.registry import Registry
+from secondns.serve import steering
 from secondns.serve.channel import Decoder, encode
 from secondns.serve.handoff import Message, WorkerZones
 from secondns.serve.responder import UDP, Responder, ServeSettings
@@ -216,17 +217,23 @@ class Worker(protocol.Protocol):
                            max_per_client=settings.get("tcp_max_connections_per_client"),
                            initial_timeout=settings.get("tcp_initial_timeout"),
                            lifetime=settings.get("tcp_max_connection_duration"))
+        priority = bool(settings.get("udp_priority"))  # serve/steering.py: a second UDP socket
+        responder = self.responder
         for host, _port in listen:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            udp = self.reactor.adoptDatagramPort(fd, family, WorkerUDPServer(self.responder, self))
+            # the reactor holds its own duplicates of the inherited sockets (closed by adopt)
+            normal = socket.socket(family, socket.SOCK_DGRAM, fileno=fd)
+            prio = socket.socket(family, socket.SOCK_DGRAM, fileno=fd + 1) if priority else None
+            self.ports += steering.adopt(self.reactor, family, normal, prio,
+                                         lambda: WorkerUDPServer(responder, self))
+            fd += 2 if priority else 1
             factory = WorkerTCPFactory(self.responder, self, self.reactor, settings["tcp_idle_timeout"],
                                        settings["tcp_max_connections"], limits=limits)
             factory.xfr = handoff
-            tcp = self.reactor.adoptStreamPort(fd + 1, family, factory)
-            os.close(fd)  # the reactor holds its own duplicates
-            os.close(fd + 1)
-            self.ports += [udp, tcp]
-            fd += 2
+            tcp = self.reactor.adoptStreamPort(fd, family, factory)
+            os.close(fd)
+            self.ports.append(tcp)
+            fd += 1
         from secondns.app import drop_privileges
 
         drop_privileges(settings["user"])

@@ -1,7 +1,8 @@
 """The main process's side of ``server.workers > 1``: sockets, worker processes, supervision.
 
 Sockets: for every worker slot and every ``listen`` address the main process binds one UDP
-and one TCP socket with SO_REUSEPORT, before privileges are dropped (port 53 needs them), and
+and one TCP socket with SO_REUSEPORT (and a second, priority, UDP socket where
+serve/steering.py's program is taken), before privileges are dropped (port 53 needs them), and
 keeps them for the life of the process.  A slot's worker inherits them as fds 3 and up; a
 worker restarted after a crash gets the same sockets, needs no privilege, and queries the
 kernel hashed to that slot meanwhile wait in the socket buffer instead of being lost.
@@ -33,6 +34,7 @@ from twisted.internet import defer, protocol, task
 from twisted.internet.error import CannotListenError
 
 from secondns.config import Endpoint
+from secondns.serve import steering
 from secondns.serve.channel import Decoder, encode
 from secondns.serve.handoff import Message, Publisher, PublishingRegistry
 from secondns.serve.server import tcp_limits
@@ -98,8 +100,9 @@ def _copy_into(total: ServingStats, source: ServingStats) -> None:
         setattr(total, name, list(value) if isinstance(value, list) else value)
 
 
-def bind_slot(listen: tuple[Endpoint, ...]) -> list[socket.socket]:
-    """One slot's sockets: UDP then TCP for each address, SO_REUSEPORT, listening."""
+def bind_slot(listen: tuple[Endpoint, ...], priority: bool = False) -> list[socket.socket]:
+    """One slot's sockets: UDP (with *priority*, then the priority UDP socket of
+    serve/steering.py) then TCP for each address, SO_REUSEPORT, listening."""
     out: list[socket.socket] = []
     for ep in listen:
         family = socket.AF_INET6 if ":" in ep.host else socket.AF_INET
@@ -108,15 +111,21 @@ def bind_slot(listen: tuple[Endpoint, ...]) -> list[socket.socket]:
         try:
             udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             udp.bind((ep.host, ep.port))
+            if priority:
+                udp.setblocking(False)
+                out.append(udp)  # closed with the others below if a later bind fails
+                udp = steering.bind_udp(ep.host, ep.port)
             tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             tcp.bind((ep.host, ep.port))
             tcp.listen(128)
-        except OSError as exc:
+        except (OSError, CannotListenError) as exc:
             udp.close()
             tcp.close()
             for s in out:
                 s.close()
+            if isinstance(exc, CannotListenError):
+                raise
             raise CannotListenError(ep.host, ep.port, exc)  # type: ignore[no-untyped-call]
         udp.setblocking(False)
         tcp.setblocking(False)
@@ -198,6 +207,7 @@ class WorkerPool:
         srv = app.config.server
         self.count = srv.workers
         self.slots: list[Slot] = []
+        self.priority = False  # each slot has a priority UDP socket per address (serve/steering.py)
         self.total = ServingStats()
         self._retired = ServingStats()
         self.publisher = Publisher(srv.storage / ".serve-images", self.broadcast, self.reactor)
@@ -216,8 +226,14 @@ class WorkerPool:
     def bind(self) -> None:
         """Create every slot's sockets (needs the privileges for port 53)."""
         listen = self.app.config.server.listen
+        self.priority = steering.supported()
         for i in range(self.count):
-            self.slots.append(Slot(i, bind_slot(listen)))
+            self.slots.append(Slot(i, bind_slot(listen, self.priority)))
+        if self.priority:
+            # One program per address's group; its sockets are indexed in bind order:
+            # slot 0 normal, slot 0 priority, slot 1 normal, ...
+            for n in range(len(listen)):
+                steering.attach(self.slots[0].sockets[3 * n], self.count)
         log.info("listening on %s (UDP and TCP) with %d workers", ", ".join(map(str, listen)), self.count)
 
     def start(self) -> defer.Deferred[None]:
@@ -269,6 +285,7 @@ class WorkerPool:
         """Settings, keys and every zone's announced state, then ``sync`` (answered ``ready``)."""
         srv = self.app.config.server
         settings = {"udp_max_payload": srv.udp_max_payload, "identity": srv.identity,
+                    "udp_priority": self.priority,
                     "version": srv.version, "user": srv.user,
                     "answer_cache_size": srv.answer_cache_size,
                     "cookie_secrets": list(self.app.cookie_secrets),

@@ -1,0 +1,194 @@
+"""UDP priority for clients with a server cookie (serve/steering.py).
+
+The kernel picks the socket with the classic-BPF program, so these tests use real sockets on
+127.0.0.1: a query ending with a 24-octet COOKIE option reaches the priority socket, any other
+the normal one; with N pairs a client's queries stay on one pair; and a flood waiting on the
+normal socket does not delay a priority query, which is read at the start of the turn.
+"""
+
+from __future__ import annotations
+
+import collections
+import socket
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import dns.edns
+import dns.message
+import dns.query
+import pytest
+from peers import LOOPBACK, Secondns
+from prometheus_client.parser import text_string_to_metric_families
+from zonetools import responder_for, zone_from_text
+
+from secondns.serve import steering
+from secondns.serve.responder import ServeSettings
+from secondns.serve.server import _READ_BATCH, UDPServer
+
+ZONE = "$TTL 300\n@ SOA ns1 host 1 3600 600 86400 300\n@ NS ns1\nns1 A 192.0.2.1\nwww A 192.0.2.2\n"
+CLIENT = bytes.fromhex("0102030405060708")
+
+pytestmark = pytest.mark.skipif(not steering.supported(), reason="the kernel refuses the steering program")
+
+
+def query(cookie: bytes | None, name: str = "www.example.com.", qid: int = 1) -> bytes:
+    options = [dns.edns.GenericOption(dns.edns.COOKIE, cookie)] if cookie is not None else []
+    msg = dns.message.make_query(name, "A", use_edns=0 if cookie is not None else False, options=options)
+    msg.id = qid
+    return msg.to_wire()
+
+
+def group(pairs: int) -> list[socket.socket]:
+    """2 * pairs sockets in one reuseport group on 127.0.0.1, the program attached."""
+    socks = [steering.bind_udp(LOOPBACK, 0)]
+    port = socks[0].getsockname()[1]
+    socks += [steering.bind_udp(LOOPBACK, port) for _ in range(2 * pairs - 1)]
+    steering.attach(socks[0], pairs)
+    return socks
+
+
+def drain(socks: list[socket.socket]) -> dict[int, list[bytes]]:
+    time.sleep(0.05)
+    got: dict[int, list[bytes]] = collections.defaultdict(list)
+    for i, s in enumerate(socks):
+        while True:
+            try:
+                got[i].append(s.recv(4096))
+            except BlockingIOError:
+                break
+    return got
+
+
+@pytest.fixture
+def client() -> Iterator[socket.socket]:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+        c.bind((LOOPBACK, 0))
+        c.settimeout(2)
+        yield c
+
+
+def test_a_server_cookie_query_reaches_the_priority_socket_and_others_the_normal_one(
+        client: socket.socket) -> None:
+    socks = group(1)
+    try:
+        port = socks[0].getsockname()[1]
+        server_cookie = query(CLIENT + bytes(range(16)), qid=1)
+        client_only = query(CLIENT, qid=2)
+        plain = query(None, qid=3)
+        no_edns = dns.message.make_query("www.example.com.", "A", use_edns=False).to_wire()
+        short = b"\x00\x05"
+        other_length = query(CLIENT + bytes(range(24)), qid=4)  # a 32-octet server cookie
+        for data in (server_cookie, client_only, plain, no_edns, short, other_length):
+            client.sendto(data, (LOOPBACK, port))
+        got = drain(socks)
+        assert got[1] == [server_cookie]
+        assert got[0] == [client_only, plain, no_edns, short, other_length]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_with_pairs_each_client_stays_on_one_pair_and_sources_spread() -> None:
+    socks = group(3)
+    try:
+        port = socks[0].getsockname()[1]
+        clients = []
+        for n in range(60):
+            c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            c.bind((f"127.0.{n // 10}.{n % 10 + 1}", 0))
+            clients.append(c)
+        for n, c in enumerate(clients):
+            c.sendto(query(CLIENT + bytes(16), qid=n), (LOOPBACK, port))
+            c.sendto(query(None, qid=n), (LOOPBACK, port))
+        got = drain(socks)
+        pair_of: dict[int, set[int]] = collections.defaultdict(set)
+        for index, datagrams in got.items():
+            for data in datagrams:
+                cookie = len(data) > 50
+                assert index % 2 == cookie  # priority sockets at odd indexes
+                pair_of[int.from_bytes(data[:2], "big")].add(index // 2)
+        assert sum(len(d) for d in got.values()) == 120
+        assert all(len(pairs) == 1 for pairs in pair_of.values())  # a client's two queries: one pair
+        assert len({next(iter(p)) for p in pair_of.values()}) == 3  # and every pair got clients
+        for c in clients:
+            c.close()
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _listener(sock: socket.socket, protocol: UDPServer) -> None:
+    """Start *protocol* on *sock* as adoptDatagramPort would, without a reactor."""
+    protocol.transport = SimpleNamespace(socket=sock, maxPacketSize=8192)  # type: ignore[assignment]
+    protocol.startProtocol()
+
+
+def test_a_flood_on_the_normal_socket_does_not_delay_a_priority_query(client: socket.socket) -> None:
+    responder = responder_for(zone_from_text(ZONE, "example.com."),
+                              settings=ServeSettings(cookie_secrets=(bytes(range(16)),)))
+    socks = group(1)
+    try:
+        port = socks[0].getsockname()[1]
+        normal, priority = UDPServer(responder), UDPServer(responder)
+        steering.pair(normal, priority)
+        _listener(socks[0], normal)
+        _listener(socks[1], priority)
+        # A server cookie to send back, from a first (normal) query.
+        client.sendto(query(CLIENT), (LOOPBACK, port))
+        time.sleep(0.05)
+        normal._read()
+        first = dns.message.from_wire(client.recv(4096))
+        cookie = next(o.to_wire() for o in first.options if o.otype == dns.edns.COOKIE)
+        assert len(cookie) == 24
+        # The flood: several turns' worth of one-off names, waiting on the normal socket.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as flooder:
+            flooder.bind(("127.0.0.9", 0))
+            for n in range(4 * _READ_BATCH):
+                flooder.sendto(query(None, f"x{n}.example.com.", n), (LOOPBACK, port))
+            client.sendto(query(cookie, qid=4242), (LOOPBACK, port))
+            time.sleep(0.1)
+            normal._read()  # one turn of the normal socket
+            reply = dns.message.from_wire(client.recv(4096))
+            assert reply.id == 4242 and reply.answer
+            assert responder.stats.udp_priority == 1
+            assert responder.stats.udp_queries == 1 + 1 + _READ_BATCH  # the rest still waits
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _metric(sec: Secondns, sample: str, **labels: str) -> float:
+    with urllib.request.urlopen(sec.http_url("/metrics"), timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+               if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def _cookie_rounds(port: int, rounds: int) -> None:
+    cookie: bytes = CLIENT
+    for qid in range(rounds):
+        reply: Any = dns.query.udp(dns.message.from_wire(query(cookie, qid=qid)), LOOPBACK, port=port,
+                                   timeout=3)
+        assert reply.answer
+        cookie = next(o.to_wire() for o in reply.options if o.otype == dns.edns.COOKIE)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("workers", [1, 2])
+def test_live_server_counts_queries_by_socket(tmp_path: Path, workers: int) -> None:
+    with Secondns(tmp_path / "s", zone_files={"example.com": ZONE}, http=True,
+                  server={"workers": workers}) as sec:
+        _cookie_rounds(sec.port, 6)  # the first without a server cookie, five with one
+        deadline = time.monotonic() + 5
+        while True:  # workers push their counters once a second
+            got = (_metric(sec, "secondns_udp_queries_total", socket="priority"),
+                   _metric(sec, "secondns_udp_queries_total", socket="normal"))
+            if (got[0] == 5 and got[1] >= 1) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        # nothing else sends a server cookie; the start-up checks and the first query do not
+        assert got[0] == 5 and got[1] >= 1, got
