@@ -123,7 +123,7 @@ def test_with_pairs_each_client_stays_on_one_pair_and_sources_spread() -> None:
 
 def _listener(sock: socket.socket, protocol: UDPServer) -> None:
     """Start *protocol* on *sock* as adoptDatagramPort would, without a reactor."""
-    protocol.transport = SimpleNamespace(socket=sock, maxPacketSize=8192)  # type: ignore[assignment]
+    protocol.transport = SimpleNamespace(socket=sock, maxPacketSize=8192, reactor=None)  # type: ignore[assignment]
     protocol.startProtocol()
 
 
@@ -140,7 +140,7 @@ def test_a_flood_on_the_normal_socket_does_not_delay_a_priority_query(client: so
         # A server cookie to send back, from a first (normal) query.
         client.sendto(query(CLIENT), (LOOPBACK, port))
         time.sleep(0.05)
-        normal._read()
+        normal._read_one()  # one datagram, leaving the listener in batching mode, as in a flood
         first = dns.message.from_wire(client.recv(4096))
         cookie = next(o.to_wire() for o in first.options if o.otype == dns.edns.COOKIE)
         assert len(cookie) == 24
@@ -156,6 +156,12 @@ def test_a_flood_on_the_normal_socket_does_not_delay_a_priority_query(client: so
             assert reply.id == 4242 and reply.answer
             assert responder.stats.udp_priority == 1
             assert responder.stats.udp_queries == 1 + 1 + _READ_BATCH  # the rest still waits
+            # Lone-datagram turns do not probe the priority socket (its own poll event does).
+            normal._lone = True
+            probes: list[int] = []
+            normal.read_first = lambda: probes.append(1)
+            normal._read()
+            assert probes == [] and responder.stats.udp_queries == 2 + _READ_BATCH + 1
     finally:
         for s in socks:
             s.close()

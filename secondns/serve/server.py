@@ -13,6 +13,7 @@ import errno
 import logging
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import protocol
@@ -80,6 +81,9 @@ class UDPServer(protocol.DatagramProtocol):
         # octets after the ID -> their cache key.  Never wrong (the key is a function of them).
         self.recent_keys: dict[bytes, bytes] = {}
         self._direct_ports: list[Any] = []  # ports the reactor reads directly (_direct_dispatch)
+        # Another listener's read, run first in each batched turn: the priority socket of
+        # serve/steering.py, so clients with a server cookie are read before a queued flood.
+        self.read_first: Callable[[], None] | None = None
         self._lone = False  # lone-datagram mode (see _read)
         self._lone_turns = 0
         self._sendto: Any = None
@@ -133,6 +137,8 @@ class UDPServer(protocol.DatagramProtocol):
                 self._read_one()
                 return
             self._lone = False
+        if self.read_first is not None:
+            self.read_first()
         recvfrom = self._recvfrom
         received = self.datagramReceived
         size = self._max_datagram
