@@ -213,6 +213,10 @@ class Publisher:
         entry.snapshot = mapped
         state.version = mapped
         self._base[origin] = (mapped._names, gen)
+        # The dict form is no longer served: freed a slice per turn by the reaper, not in the
+        # last decref on this reactor (~86 ms per 1M names, issue 11).
+        if self._registry is not None and self._registry.retire is not None:
+            self._registry.retire(zone)
 
     # -- ordering
 
