@@ -225,8 +225,9 @@ def pair(normal: Any, priority: Any) -> None:
 
 def listen(reactor: Any, host: str, port: int, protocol: Callable[[], Any]) -> list[Any]:
     """The UDP ports of one listen address in single-process mode: a normal and a priority
-    socket when ``supported``, else one, as ``reactor.listenUDP`` binds it."""
-    if not supported():
+    socket when ``supported`` and the reactor adopts sockets (IReactorSocket), else one, as
+    ``reactor.listenUDP`` binds it."""
+    if not hasattr(reactor, "adoptDatagramPort") or not supported():
         return [reactor.listenUDP(port, protocol(), interface=host)]
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     normal_sock = bind_udp(host, port)
