@@ -7,9 +7,12 @@ for T.  The secondary transfers a generated zone (default 1M records) from a BIN
 then writes its copy; the run ends 10 s after the zone is served (``--retransfer``: 10 s after
 that, a second full AXFR replaces the served version, and the run ends 10 s after it is served).
 Work done in threads counts too whenever it holds the GIL (a long C call such as marshal.dumps
-does).
+does).  Each of the worst turns is put down to a ``cause`` from the CPU used inside it
+(``reactor``: the reactor thread worked; ``thread``: a pool thread held the GIL; ``machine``:
+the process was off the CPU, i.e. other processes or the hypervisor), so a long turn the
+machine caused is told apart from our own; ``--sample`` adds the stacks the long turns were in.
 
-    python bench/reactor_lag.py --records 1000000
+    python bench/reactor_lag.py --records 1000000 --retransfer
 """
 
 from __future__ import annotations
@@ -118,6 +121,23 @@ def _explain(t: float, lag: float, gc_log: list[tuple[float, int, float, str]],
             "gc": gcs, "gc_ms": round(sum(g[2] for g in gcs), 1), "stacks": stacks.most_common(3)}
 
 
+def cause(lag: float, reactor_cpu: float, process_cpu: float) -> str:
+    """Whose the late turn was, from the CPU used inside it (all in seconds).
+
+    ``reactor``: the reactor thread ran for most of it (our own work on the reactor);
+    ``thread``: the process ran but the reactor thread did not, i.e. a pool thread held the GIL
+    (our own work too); ``machine``: the process was mostly off the CPU, descheduled for other
+    processes (the primary, other jobs) or stolen by the hypervisor.  Judged against the turn's
+    length (the tick period plus how late it fired).
+    """
+    turn = lag + TICK
+    if reactor_cpu >= 0.5 * turn:
+        return "reactor"
+    if process_cpu >= 0.5 * turn:
+        return "thread"
+    return "machine"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -143,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     from secondns.config import parse_config
 
     reactor: Any = _reactor
+    load_start = Path("/proc/loadavg").read_text().split()[0]
     with tempfile.TemporaryDirectory(prefix="reactor-lag-") as tmp:
         work = Path(tmp)
         gen = genzone.generate(ORIGIN, args.records, 1)
@@ -220,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             reactor.run()
             stop_sampler.set()
     cpu_at = {t: c for (t, _lag), c in zip(lags, cpus, strict=True)}
+    long_causes = collections.Counter(cause(lag, *cpu_at[t]) for t, lag in lags if lag > 0.05)
     worst = sorted(lags, key=lambda x: -x[1])[:10]
     phases = {}
     if args.retransfer and len(served_at) > 1:
@@ -230,9 +252,12 @@ def main(argv: list[str] | None = None) -> int:
     out = {"records": records, "served_after_s": [round(t, 2) for t in served_at], **phases,
            "ticks": len(lags), "longest_turn_ms": round(worst[0][1] * 1000, 1) if worst else None,
            "turns_over_50ms": sum(1 for _t, lag in lags if lag > 0.05),
+           "turns_over_50ms_by_cause": dict(long_causes),
+           "loadavg_start_end": [load_start, Path("/proc/loadavg").read_text().split()[0]],
            "worst": [{**_explain(t, lag, gc_log, samples),
                       "reactor_cpu_ms": round(cpu_at[t][0] * 1000, 1),
-                      "process_cpu_ms": round(cpu_at[t][1] * 1000, 1)} for t, lag in worst],
+                      "process_cpu_ms": round(cpu_at[t][1] * 1000, 1),
+                      "cause": cause(lag, *cpu_at[t])} for t, lag in worst],
            "gc_pauses_over_10ms": [(round(t, 2), gen, round(d * 1000, 1), thread)
                                    for t, gen, d, thread in gc_log if d > 0.01]}
     if sched_log:

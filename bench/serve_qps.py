@@ -19,6 +19,16 @@ with every kind accounted in log-only mode (``secondns-rrl-log``: the NXDOMAIN a
 "over" but is still answered), and prints their QPS relative to plain secondns in the same run.
 The RRL counters each ended with are printed too (``secondns-rrl`` must end with none).
 
+``--soa-only`` asks nothing but the zone's SOA, paced (dnsperf ``-Q``, default 3000 q/s): at
+that rate each datagram arrives alone, one per reactor wake-up, so what the rows compare is the
+fixed cost of a wake-up and a cache hit (issue 14: ~80% of the CPU at 10k zones answers single
+SOA queries).  QPS then only says whether the offered rate was served; **CPU us/q** is the figure.
+
+Every row has **CPU us/q**: user+system CPU time of the server's processes (the server and its
+descendants, from ``/proc/PID/stat``) consumed during the measured run, divided by the queries
+completed.  It is measured for every server in the same run, so ``secondns/BIND CPU per query``
+compares like with like, also when neither is saturated.
+
 ``--workers N`` runs secondns with ``server.workers: N`` and BIND with ``-n N``; the memory
 column is then the PSS summed over the server's processes (``tree_pss_kib``), which counts
 pages the workers share (the mapped zone images) once, not once per process.
@@ -67,6 +77,7 @@ class Result:
     avg_latency_ms: float | None = None
     rss_kib: int | None = None
     pss_kib: int | None = None  # summed over the server process and its children
+    cpu_us_per_query: float | None = None  # user+sys of the server's processes / queries completed
     start_s: float | None = None
     rcodes: dict[str, float] = field(default_factory=dict)
     scrapes: int | None = None  # /metrics GETs served during the run (--scrape)
@@ -162,6 +173,40 @@ def tree_pss_kib(pid: int | None) -> int | None:
     return total
 
 
+def _tree_pids(pid: int) -> list[int]:
+    """*pid* and its descendants (bounded walk of /proc/PID/task/*/children)."""
+    pids: list[int] = []
+    todo = [pid]
+    while todo and len(pids) < 1000:
+        p = todo.pop()
+        if p in pids:
+            continue
+        pids.append(p)
+        todo += _children(p)
+    return pids
+
+
+def tree_cpu_ticks(pid: int | None) -> dict[int, int]:
+    """utime+stime (clock ticks) of *pid* and each descendant, by PID, from /proc/PID/stat."""
+    ticks: dict[int, int] = {}
+    if pid is None:
+        return ticks
+    for p in _tree_pids(pid):
+        try:
+            text = Path(f"/proc/{p}/stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2:].split()  # the command name may hold spaces
+        ticks[p] = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return ticks
+
+
+def cpu_seconds_between(before: dict[int, int], after: dict[int, int]) -> float:
+    """CPU seconds the processes of *after* used since *before* (a process new since: all of it)."""
+    hz = os.sysconf("SC_CLK_TCK")
+    return sum(t - before.get(p, 0) for p, t in after.items()) / hz
+
+
 def make_server(name: str, workdir: Path, origin: str, zone_file: Path, args: argparse.Namespace) -> Peer:
     """A server of kind ``name`` serving ``zone_file``, one core, one worker, not yet started."""
     common: dict[str, Any] = {"cpus": args.server_cpu, "startup_timeout": args.startup_timeout}
@@ -200,7 +245,9 @@ def bench_one(
                 warm = argparse.Namespace(**{**vars(args), "seconds": args.warmup})
                 run_dnsperf(server.port, queries, warm)
             scraper = Scraper(server, args.scrape) if args.scrape and name == "secondns" else None
+            ticks = tree_cpu_ticks(server.pid)
             text = run_dnsperf(server.port, queries, args)
+            cpu_s = cpu_seconds_between(ticks, tree_cpu_ticks(server.pid))
             if scraper is not None:
                 result.scrapes = scraper.stop()
             if name in RRL_CONFIGS:
@@ -211,6 +258,8 @@ def bench_one(
             print(text, file=sys.stderr)
         for key, value in parse_dnsperf(text).items():
             setattr(result, key, value)
+        if result.completed:
+            result.cpu_us_per_query = round(cpu_s * 1e6 / result.completed, 2)
         if result.qps is None:
             result.error = f"could not parse dnsperf output:\n{text}"
     except (PeerError, OSError, subprocess.SubprocessError, ValueError) as exc:
@@ -280,7 +329,7 @@ def flag_rcode_mismatch(results: list[Result]) -> None:
 
 def table(results: list[Result]) -> str:
     head = (f"{'server':<16} {'QPS':>10} {'lost %':>7} {'lat ms':>7} {'start s':>8} {'RSS MiB':>8}"
-            f" {'PSS MiB':>8}  rcodes")
+            f" {'PSS MiB':>8} {'CPU us/q':>8}  rcodes")
     rows = [head, "-" * len(head)]
     for r in results:
         if r.error:
@@ -289,9 +338,10 @@ def table(results: list[Result]) -> str:
         rcodes = " ".join(f"{k}={v:g}%" for k, v in sorted(r.rcodes.items()))
         rss = f"{r.rss_kib / 1024:.1f}" if r.rss_kib else "?"
         pss = f"{r.pss_kib / 1024:.1f}" if r.pss_kib else "?"
+        cpu = f"{r.cpu_us_per_query:.1f}" if r.cpu_us_per_query is not None else "?"
         rows.append(
             f"{r.server:<16} {r.qps or 0:>10.0f} {r.lost_pct or 0:>7.2f} {r.avg_latency_ms or 0:>7.3f}"
-            f" {r.start_s or 0:>8.2f} {rss:>8} {pss:>8}  {rcodes}"
+            f" {r.start_s or 0:>8.2f} {rss:>8} {pss:>8} {cpu:>8}  {rcodes}"
         )
         if r.warning:
             rows.append(f"{'':<16} WARNING: {r.warning}")
@@ -318,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="dnsperf -T")
     parser.add_argument("--outstanding", type=int, default=100, help="dnsperf -q")
     parser.add_argument("--qps-limit", type=int, default=0, help="dnsperf -Q (0: unlimited)")
+    parser.add_argument("--soa-only", action="store_true",
+                        help="ask only the zone's SOA, paced (-Q, default 3000): one datagram per wake-up")
     parser.add_argument("--server-cpu", default="0", help="taskset -c for servers ('' to not pin)")
     parser.add_argument("--client-cpu", default="1", help="taskset -c for dnsperf ('' to not pin)")
     parser.add_argument("--startup-timeout", type=float, default=120.0, help="seconds to wait for a load")
@@ -332,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     if (args.server_cpu or args.client_cpu) and (os.cpu_count() or 1) < 2:
         print("warning: fewer than 2 CPUs; not pinning", file=sys.stderr)
         args.server_cpu = args.client_cpu = None
+
+    if args.soa_only and not args.qps_limit:
+        args.qps_limit = 3000
 
     servers = args.only.split(",") if args.only else ["secondns", "bind"]
     servers += [p for p in args.peers.split(",") if p and p not in servers]
@@ -349,10 +404,14 @@ def main(argv: list[str] | None = None) -> int:
         zone_file = workdir / "bench.zone"
         zone_file.write_text(gen.text)
         queries = workdir / "queries.txt"
-        queries.write_text("\n".join(genzone.queries(gen, args.origin, args.queries_count, args.seed)) + "\n")
+        asked = [f"{args.origin} SOA"] if args.soa_only else \
+            genzone.queries(gen, args.origin, args.queries_count, args.seed)
+        queries.write_text("\n".join(asked) + "\n")
+        paced = f" (SOA only, -Q {args.qps_limit})" if args.soa_only else ""
         print(
             f"zone {args.origin}: {gen.records} records; {args.queries_count} queries; {args.seconds}s per"
-            f" server; servers on cpu {args.server_cpu}, dnsperf on cpu {args.client_cpu}, -c {args.clients}",
+            f" server{paced}; servers on cpu {args.server_cpu}, dnsperf on cpu {args.client_cpu},"
+            f" -c {args.clients}",
             file=sys.stderr,
         )
         results = []
@@ -369,6 +428,11 @@ def main(argv: list[str] | None = None) -> int:
         ratio = sec.qps / bind.qps
         verdict = "meets" if ratio >= 0.9 else "below"
         print(f"\nsecondns/BIND QPS ratio: {ratio:.3f} ({verdict} the 0.9 target)")
+    cpu_ratio = None
+    if sec and bind and sec.cpu_us_per_query and bind.cpu_us_per_query:
+        cpu_ratio = sec.cpu_us_per_query / bind.cpu_us_per_query
+        print(f"secondns/BIND CPU per query: {cpu_ratio:.3f} ({sec.cpu_us_per_query:.1f} vs"
+              f" {bind.cpu_us_per_query:.1f} us)")
     rrl_ratios: dict[str, float] = {}
     for variant in RRL_CONFIGS:
         r = by_name.get(variant)
@@ -384,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
             "results": [asdict(r) for r in results],
             "ratio_secondns_bind": ratio,
             "ratio_rrl_secondns": rrl_ratios,
+            "ratio_cpu_per_query_secondns_bind": cpu_ratio,
+            "loadavg": Path("/proc/loadavg").read_text().split()[:3],
         }
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 1 if any(r.error for r in results) else 0

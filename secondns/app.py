@@ -72,6 +72,20 @@ class DiskStore:
         # Told of every change as it is saved (xfrout keeps recent IXFR steps in memory).
         self.on_diff: Any = None
         self.on_full: Any = None
+        # Journal file names that may exist: what a directory listing showed, plus every append
+        # since.  None (no listing yet, or an unreadable one): any zone may have a journal.
+        self.journals: set[str] | None = None
+
+    def listed(self, listing: storage.Leftovers) -> None:
+        """Learn which journals exist from a listing of the storage directory (start-up, reload)."""
+        if listing.files is None:
+            self.journals = None
+        else:
+            found = {name for name in listing.files if name.endswith(".zone.journal")}
+            if self.journals is not None:
+                self.journals.update(found)  # in place: a writer thread may be adding to it
+            elif not self._locks:  # no write yet whose journal the set could miss
+                self.journals = found
 
     def save_zone(self, zc: ZoneConfig, zone: Zone, meta: CopyMeta) -> defer.Deferred[Any]:
         directory = self.directory
@@ -80,9 +94,25 @@ class DiskStore:
 
         def write() -> None:
             storage.save_zone(directory, zc.name, zone, meta)
-            journal.reset(directory, zc.name)  # the full copy now holds every change
+            self._reset_journal(zc.name)  # the full copy now holds every change
 
         return self._serialised(zc, write)
+
+    def _reset_journal(self, name: str) -> None:
+        """Remove the zone's journal, unless the listing and our appends say it has none.
+
+        Most zones never get an IXFR, and each full save of them tried an unlink that could
+        only fail.  A journal missed here would be harmless: its entries name the digest of
+        an older copy, so neither replay nor the next append uses them.
+        """
+        journals = self.journals
+        if journals is None:
+            journal.reset(self.directory, name)
+            return
+        file_name = journal.journal_file_name(name)
+        if file_name in journals:
+            journal.reset(self.directory, name)
+            journals.discard(file_name)
 
     def save_meta(self, zc: ZoneConfig, meta: CopyMeta) -> defer.Deferred[Any]:
         # In the thread too: two fsyncs per unchanged-serial check blocked the reactor.
@@ -104,13 +134,15 @@ class DiskStore:
 
         def fold() -> None:
             storage.save_zone(directory, zc.name, zone, meta)
-            journal.reset(directory, zc.name)
+            self._reset_journal(zc.name)
 
         def write() -> None:
             base_serial = storage.copy_serial(directory, zc.name)
             if base_serial is None:
                 fold()
                 return
+            if self.journals is not None:  # before the append: a failed one may leave a file
+                self.journals.add(journal.journal_file_name(zc.name))
             try:
                 size = journal.append(directory, zc.name, steps, copy_serial=base_serial,
                                       when=meta.last_refresh, expire_at=meta.expire_at)
@@ -187,6 +219,7 @@ class Application:
             cache_bytes=srv.answer_cache_size, cookie_secrets=self.cookie_secrets,
             rate_limit=srv.rate_limit), self.stats)
         self.responder.notify_handler = self.on_notify
+        self.responder.cache.discard = self.reaper.discard  # a zone's answers freed in slices
         self.responder.keys = tsig.keyring(config.keys)
         # With workers, transfers are parsed in the niced pool threads (client._ThreadedExchange).
         self.client = client or TwistedTransferClient(reactor, parse_in_thread=config.server.workers > 1)
@@ -288,6 +321,11 @@ class Application:
         if zc.catalog:
             self.catalogs.started(refresher)
         refresher.start(meta)
+
+    def _listed(self, listing: storage.Leftovers) -> None:
+        """Hand a listing of the storage directory to the store (tests may swap in another)."""
+        if isinstance(self.store, DiskStore):
+            self.store.listed(listing)
 
     def _registry_for(self, zc: ZoneConfig) -> Registry:
         """Catalog zones live in the catalogs' own registry, which no query reads (RFC 9432)."""
@@ -422,6 +460,8 @@ class Application:
             log.info("reload: zone %s reconfigured (applies from its next check)", zc.name)
             self.refreshers[zc.origin].reconfigure(zc)
         leftovers = storage.Leftovers.scan(self.config.server.storage) if added else None
+        if leftovers is not None:
+            self._listed(leftovers)
         for zc in added:  # one directory listing for all of them, as at start-up
             log.info("reload: zone %s added", zc.name)
             self.start_zone(zc, leftovers)
@@ -514,6 +554,7 @@ class Application:
         zones = list(self.config.zones.values())
         directory = self.config.server.storage
         leftovers = storage.Leftovers.scan(directory)  # one directory listing for every zone
+        self._listed(leftovers)
         for zc in zones:
             registry = self._registry_for(zc)
             registry.add(zc.origin)
@@ -628,6 +669,8 @@ def read_copy(directory: Any, zc: ZoneConfig, leftovers: storage.Leftovers | Non
     if loaded is None:
         return None
     zone, meta = loaded
+    if leftovers is not None and not leftovers.listed(journal.journal_file_name(zc.name)):
+        return zone, meta  # the start-up listing shows no journal: nothing to open
     try:
         replay = journal.replay(directory, zc.name, zc.origin, zone.serial)
         if replay.steps:

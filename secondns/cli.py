@@ -30,6 +30,9 @@ class CommandError(SecondnsError):
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from secondns.serve.reactor import install
+
+    install()  # before anything imports twisted.internet.reactor (serve/reactor.py)
     from twisted.internet import reactor as _reactor
     from twisted.internet.error import CannotListenError
 

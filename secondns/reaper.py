@@ -9,7 +9,10 @@ transfer-out or a query may still be reading it) and then empties its big dicts 
 of ``SLICE`` names, one slice per reactor turn, before letting them go.
 
 A base shared with a newer version (an IXFR's ``Zone.derive``) is referred to by that
-version too, so it is never emptied here: only the old ``Zone`` object is dropped.
+version too, so it is never emptied here: only the old ``Zone`` object is dropped.  The same
+goes for a signed version's NSEC/NSEC3 index (``dnssec.DenialIndex``): its two lists of every
+owner (~40 ms to free for 1M owners, the NSEC3 hashes being objects of their own) are cut
+down a slice per turn unless a newer version still uses the same index.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ class Reaper:
     def __init__(self, clock: Any) -> None:
         self.clock = clock
         self._held: list[Zone] = []
-        self._work: list[dict[Any, Any]] = []  # dicts only we refer to, being emptied
+        self._work: list[dict[Any, Any] | list[Any]] = []  # dicts and lists only we refer to
         self._call: Any = None
 
     def retire(self, zone: Zone) -> None:
@@ -38,6 +41,17 @@ class Reaper:
         if zone.base_size + zone.delta_size < SMALL:
             return
         self._held.append(zone)
+        self._schedule()
+
+    def discard(self, container: dict[Any, Any] | list[Any]) -> None:
+        """Free *container* (which nothing else refers to any more) a slice per reactor turn.
+
+        For the answer cache's entries dropped when a zone is replaced whole (``AnswerCache.
+        discard``): the cache lets go of them at once, and they are freed here.
+        """
+        if len(container) <= SLICE:
+            return  # short to free: the caller's reference goes, and with it the container
+        self._work.append(container)
         self._schedule()
 
     @property
@@ -79,11 +93,22 @@ class Reaper:
                 self._work += [shard for shard in value.shards if shard]
             elif type(value) is dict and len(value) > SLICE:
                 self._work.append(value)
+        denial = zone.denial
+        # 3: the zone's slot, ``denial`` and getrefcount's argument.  A newer version whose
+        # change left the chain alone keeps the very same index: then it is not ours to empty.
+        if denial is not None and sys.getrefcount(denial) == 3:
+            for attr in ("keys", "names", "_cache"):  # the cache of NSEC3 hashes is shared too
+                part: Any = getattr(denial, attr, None)
+                if type(part) in (list, dict) and len(part) > SLICE and sys.getrefcount(part) == 3:
+                    self._work.append(part)
 
     def _free_slice(self) -> None:
         d = self._work[-1]
-        popitem = d.popitem
-        for _ in range(min(SLICE, len(d))):
-            popitem()
+        if isinstance(d, list):
+            del d[-SLICE:]  # the tail: nothing moves, SLICE decrefs
+        else:
+            popitem = d.popitem
+            for _ in range(min(SLICE, len(d))):
+                popitem()
         if not d:
             self._work.pop()

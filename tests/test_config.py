@@ -6,6 +6,7 @@ import ipaddress
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -544,3 +545,43 @@ def test_libyaml_parser_gives_the_same_config() -> None:
     finally:
         secondns.config._FastLoader = loader
     assert fast == slow
+
+
+def test_the_cyclic_collector_is_paused_while_a_configuration_is_parsed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 14: at 10,000 zones the collector's passes over the growing heap were half the
+    # CPU of parsing.  Checked by state, not time: off while the YAML is read, as before after.
+    import gc
+
+    import secondns.config as config_module
+
+    seen: list[bool] = []
+    real = config_module._load_yaml
+
+    def spying(text: str) -> Any:
+        seen.append(gc.isenabled())
+        return real(text)
+
+    monkeypatch.setattr(config_module, "_load_yaml", spying)
+    assert gc.isenabled()
+    parse_config("zones: {example.com: {primaries: ['192.0.2.1']}}")
+    assert seen == [False] and gc.isenabled()
+    gc.disable()
+    try:  # a caller that had it off keeps it off
+        parse_config("zones: {}")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    with pytest.raises(ConfigError):
+        parse_config("zones: [")
+    assert gc.isenabled()
+
+
+def test_a_primary_named_by_many_zones_is_parsed_once_and_errors_are_not_remembered() -> None:
+    zones = "\n".join(f"  z{i}.test: {{primaries: ['192.0.2.7:5300']}}" for i in range(50))
+    config = parse_config(f"zones:\n{zones}\n")
+    primaries = {id(zc.primaries[0]) for zc in config.zones.values()}
+    assert len(primaries) == 1  # one Endpoint (immutable) shared by the 50 zones
+    for _ in range(2):  # a bad address is refused every time, not cached as a value
+        with pytest.raises(ConfigError, match="not an IP address"):
+            parse_config("zones: {a.test: {primaries: ['ns1.example']}}")

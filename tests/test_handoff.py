@@ -209,3 +209,42 @@ def test_main_process_pool_threads_run_idle_and_the_reactor_thread_does_not(tmp_
     finally:
         pool.stop()
     assert seen == [os.SCHED_IDLE] != [os.sched_getscheduler(0)]
+
+
+def test_an_image_of_a_version_with_a_delta_frees_its_folded_copy_shard_by_shard(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # write_image folds a version with an IXFR's delta into a copy of its own; dropped in one
+    # decref, a 1M-name copy held the GIL ~86 ms in the main process's thread (issue 11).
+    zone = alltypes()
+    changed, _ = _ixfr(zone, zone.serial + 1, [(f"x.y.{ORIGIN}", "TXT", b"\x02hi")], [])
+    assert changed.delta_size
+    released: list[int] = []
+    real_release = Zone.release
+
+    def release(self: Zone) -> None:
+        assert self is not changed and self._names is not zone._names
+        real_release(self)
+        released.append(len(self._names))
+    monkeypatch.setattr(Zone, "release", release)
+    mapped = image_zone(changed, tmp_path)
+    assert released == [0]
+    assert dict(mapped._items()) == dict(changed.folded()._items())
+    write_image(tmp_path / "plain.img", zone)  # nothing to fold: nothing copied or freed
+    assert released == [0]
+
+
+def test_a_fold_of_a_large_mapped_zone_copies_into_shards(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # dict(image) of 1M names resizes its table in single C calls of 38-66 ms (issue 11).
+    import secondns.zone as zone_module
+    from secondns.zone import ShardedNames
+
+    zone = alltypes()
+    monkeypatch.setattr(zone_module, "SHARD_ABOVE", 10)
+    mapped = image_zone(zone, tmp_path)
+    assert mapped.base_size > 10
+    changed, _ = _ixfr(mapped, zone.serial + 1, [(f"x.y.{ORIGIN}", "TXT", b"\x02hi")], [])
+    folded = changed.folded()
+    assert type(folded._names) is ShardedNames
+    on_dict, _ = _ixfr(zone, zone.serial + 1, [(f"x.y.{ORIGIN}", "TXT", b"\x02hi")], [])
+    assert dict(folded._items()) == dict(on_dict.folded()._items())

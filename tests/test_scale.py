@@ -6,7 +6,11 @@ listings), never wall time, so nothing here can be flaky on a busy machine.
 
 from __future__ import annotations
 
+import builtins
+import collections
+import io
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +19,20 @@ from test_refresh import FakeClient, MemStore, make_zone
 from twisted.internet import defer, task
 
 from secondns.app import Application
-from secondns.config import Endpoint, ZoneConfig, parse_config
+from secondns.config import Config, Endpoint, ZoneConfig, parse_config
+from secondns.diff import VersionStep
 from secondns.errors import TransferError, TransientError
 from secondns.names import from_text
 from secondns.registry import Registry
-from secondns.store import storage
+from secondns.store import journal, storage
 from secondns.store.storage import CopyMeta
+from secondns.store.zonefile import load_zone_text, parse_zone_text
 from secondns.transfer.pacing import Pacer
 from secondns.transfer.refresh import BACKOFF_FIRST, CHECKING, IDLE, TRANSFERRING, Refresher
 from secondns.transfer.xfrin import SoaProbeResult
 
 P1 = Endpoint("127.0.0.1", 5301)
+NOW = time.time()
 
 
 class HeldClient(FakeClient):
@@ -251,7 +258,12 @@ class _InlinePool:
 
 
 def start_app(tmp_path: Path, n: int, monkeypatch: pytest.MonkeyPatch) -> tuple[Application, int]:
-    config = parse_config(write_copies(tmp_path / "zones", n), str(tmp_path / "c.yaml"))
+    return start_config(parse_config(write_copies(tmp_path / "zones", n), str(tmp_path / "c.yaml")),
+                        n, monkeypatch)
+
+
+def start_config(config: Config, n: int, monkeypatch: pytest.MonkeyPatch) -> tuple[Application, int]:
+    """Start an Application on *config* without sockets, until every copy is loaded."""
     reactor = NoNetReactor()
     reactor.callFromThread = lambda f, *a, **k: f(*a, **k)  # type: ignore[attr-defined]
     scans = []
@@ -284,6 +296,104 @@ def test_start_up_lists_the_storage_directory_once_whatever_the_zone_count(
     assert app.loading_progress() is None
 
 
+def saved_copies(directory: Path, n: int) -> str:
+    """As write_copies, but copies as secondns saves them: copy, snapshot and sidecar each."""
+    zone_yaml = "\n".join(f"  z{i}.test: {{primaries: ['127.0.0.1:5301']}}" for i in range(n))
+    for i in range(n):
+        name = f"z{i}.test."
+        zone = load_zone_text("$TTL 300\n@ IN SOA ns1 host 7 100 20 1000 60\n  IN NS ns1\n"
+                              "ns1 IN A 192.0.2.1\n", from_text(name))
+        storage.save_zone(directory, name, zone, CopyMeta(7, NOW, None, None, NOW))
+    return (f"server: {{storage: {directory}, http: null, workers: 1, listen: ['127.0.0.1:5399']}}\n"
+            f"zones:\n{zone_yaml}\n")
+
+
+def soa_step(name: str, old: int, new: int) -> VersionStep:
+    def soa(serial: int) -> Any:
+        return list(parse_zone_text(f"@ 300 IN SOA ns1 host {serial} 100 20 1000 60",
+                                    from_text(name)))
+    return VersionStep(old, new, soa(old), soa(new))
+
+
+def count_opens(monkeypatch: pytest.MonkeyPatch, directory: Path) -> list[str]:
+    """Every open (Python's and os.open) of a file in *directory*, by file name, from now on."""
+    opened: list[str] = []
+    real_open, real_os_open = io.open, os.open
+
+    def note(path: Any) -> None:
+        if isinstance(path, (str, Path)) and Path(path).parent == directory:
+            opened.append(Path(path).name)
+
+    def counting_open(file: Any, *a: Any, **k: Any) -> Any:
+        note(file)
+        return real_open(file, *a, **k)
+
+    def counting_os_open(path: Any, *a: Any, **k: Any) -> Any:
+        note(path)
+        return real_os_open(path, *a, **k)
+
+    monkeypatch.setattr(io, "open", counting_open)  # what pathlib's read_bytes opens with
+    monkeypatch.setattr(builtins, "open", counting_open)
+    monkeypatch.setattr(os, "open", counting_os_open)
+    return opened
+
+
+def test_restart_opens_only_the_files_the_start_up_listing_shows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 14: a restart opened five files per zone (copy, snapshot, sidecar, a journal that
+    # was not there, and the copy again for the journal's digest): three exist.  Counted.
+    directory = tmp_path / "zones"
+    n = 40
+    text = saved_copies(directory, n)
+    journal.append(directory, "z0.test.", [soa_step("z0.test.", 7, 8)], copy_serial=7)
+    config = parse_config(text, str(tmp_path / "c.yaml"))
+    opened = count_opens(monkeypatch, directory)
+    app, _ = start_config(config, n, monkeypatch)
+    by_zone = collections.Counter(name.split(".zone")[0] for name in opened)
+    # z0 with its journal: also the journal, the copy for its digest, the sidecar after replay.
+    assert by_zone == {f"z{i}.test": (6 if i == 0 else 3) for i in range(n)}, by_zone
+    assert not any(name.endswith(".journal") for name in opened if not name.startswith("z0."))
+    serials = {zc.name: app.registry.get(zc.origin).snapshot.serial  # type: ignore[union-attr]
+               for zc in app.config.zones.values()}
+    assert serials == {f"z{i}.test.": 8 if i == 0 else 7 for i in range(n)}  # the journal replayed
+
+
+def test_a_cold_start_opens_no_zone_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    directory = tmp_path / "zones"
+    directory.mkdir()
+    zone_yaml = "\n".join(f"  z{i}.test: {{primaries: ['127.0.0.1:5301']}}" for i in range(20))
+    config = parse_config(f"server: {{storage: {directory}, http: null, workers: 1, "
+                          f"listen: ['127.0.0.1:5399']}}\nzones:\n{zone_yaml}\n", str(tmp_path / "c.yaml"))
+    opened = count_opens(monkeypatch, directory)
+    app, scans = start_config(config, 20, monkeypatch)
+    assert opened == [] and scans == 1 and app.loading_progress() is None
+
+
+def test_a_full_save_removes_only_journals_the_listing_or_an_append_showed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    directory = tmp_path / "zones"
+    n = 3
+    text = saved_copies(directory, n)
+    journal.append(directory, "z0.test.", [soa_step("z0.test.", 7, 8)], copy_serial=7)
+    app, _ = start_config(parse_config(text, str(tmp_path / "c.yaml")), n, monkeypatch)
+    removed: list[str] = []
+    real_reset = journal.reset
+    monkeypatch.setattr(journal, "reset", lambda d, name: (removed.append(name), real_reset(d, name)))
+    monkeypatch.setattr("secondns.app.threads.deferToThread", lambda f, *a, **k: defer.succeed(f(*a, **k)))
+    zcs = {zc.name: zc for zc in app.config.zones.values()}
+    for name in ("z0.test.", "z1.test."):
+        zone = app.registry.get(zcs[name].origin).snapshot  # type: ignore[union-attr]
+        app.store.save_zone(zcs[name], zone, CopyMeta(zone.serial, 1e9, None, None, 1e9))
+    assert removed == ["z0.test."] and not journal.journal_path(directory, "z0.test.").exists()
+    # An IXFR journals z2; its next full save removes that journal.
+    zone = app.registry.get(zcs["z2.test."].origin).snapshot  # type: ignore[union-attr]
+    app.store.save_diff(zcs["z2.test."], [soa_step("z2.test.", 7, 8)], zone,
+                        CopyMeta(8, NOW, None, None, NOW))
+    assert journal.journal_path(directory, "z2.test.").exists()
+    app.store.save_zone(zcs["z2.test."], zone, CopyMeta(7, NOW, None, None, NOW))
+    assert removed == ["z0.test.", "z2.test."] and not journal.journal_path(directory, "z2.test.").exists()
+
+
 def test_zones_are_served_before_all_of_them_are_loaded(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     config = parse_config(write_copies(tmp_path / "zones", 300), str(tmp_path / "c.yaml"))
@@ -309,3 +419,21 @@ def test_pacing_settings_parse_with_bind_defaults() -> None:
     c = parse_config("server: {transfers-in: 3, soa-queries-per-second: 50, metrics: {per-zone: false}}")
     assert (c.server.transfers_in, c.server.soa_queries_per_second, c.server.metrics.per_zone) == (
         3, 50.0, False)
+
+
+def test_a_transfer_connection_logs_no_factory_start_or_stop() -> None:
+    # Twisted's Factory logs "Starting factory"/"Stopping factory" per connection by default:
+    # two log events per transfer (and per SOA check over TCP), 20,000 a round at 10k zones.
+    from twisted.logger import globalLogPublisher
+
+    from secondns.transfer import client
+
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        factory = client._ExchangeFactory(None)  # type: ignore[arg-type]
+        factory.doStart()
+        factory.doStop()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert not [e for e in events if "factory" in str(e.get("log_format", e.get("format", "")))]

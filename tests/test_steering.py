@@ -23,7 +23,9 @@ import dns.query
 import pytest
 from peers import LOOPBACK, Secondns
 from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.interfaces import IReactorSocket
 from zonetools import responder_for, zone_from_text
+from zope.interface import implementer  # type: ignore[import-untyped]
 
 from secondns.serve import steering
 from secondns.serve.responder import ServeSettings
@@ -135,7 +137,7 @@ def test_with_pairs_each_client_stays_on_one_pair_and_sources_spread() -> None:
 
 def _listener(sock: socket.socket, protocol: UDPServer) -> None:
     """Start *protocol* on *sock* as adoptDatagramPort would, without a reactor."""
-    protocol.transport = SimpleNamespace(socket=sock, maxPacketSize=8192)  # type: ignore[assignment]
+    protocol.transport = SimpleNamespace(socket=sock, maxPacketSize=8192, reactor=None)  # type: ignore[assignment]
     protocol.startProtocol()
 
 
@@ -152,7 +154,7 @@ def test_a_flood_on_the_normal_socket_does_not_delay_a_priority_query(client: so
         # A server cookie to send back, from a first (normal) query.
         client.sendto(query(CLIENT), (LOOPBACK, port))
         time.sleep(0.05)
-        normal._read()
+        normal._read_one()  # one datagram, leaving the listener in batching mode, as in a flood
         first = dns.message.from_wire(client.recv(4096))
         cookie = next(o.to_wire() for o in first.options if o.otype == dns.edns.COOKIE)
         assert len(cookie) == 24
@@ -168,6 +170,12 @@ def test_a_flood_on_the_normal_socket_does_not_delay_a_priority_query(client: so
             assert reply.id == 4242 and reply.answer
             assert responder.stats.udp_priority == 1
             assert responder.stats.udp_queries == 1 + 1 + _READ_BATCH  # the rest still waits
+            # Lone-datagram turns do not probe the priority socket (its own poll event does).
+            normal._lone = True
+            probes: list[int] = []
+            normal.read_first = lambda: probes.append(1)
+            normal._read()
+            assert probes == [] and responder.stats.udp_queries == 2 + _READ_BATCH + 1
     finally:
         for s in socks:
             s.close()
@@ -206,6 +214,7 @@ def test_live_server_counts_queries_by_socket(tmp_path: Path, workers: int) -> N
         assert got[0] == 5 and got[1] >= 1, got
 
 
+@implementer(IReactorSocket)
 class _Reactor:
     def __init__(self) -> None:
         self.plain: list[tuple[int, str]] = []
@@ -244,4 +253,4 @@ def test_listen_is_a_pair_where_the_kernel_takes_it() -> None:
         return made[-1]
 
     assert steering.listen(reactor, LOOPBACK, 0, protocol) == ["adopted", "adopted"]
-    assert len(made) == 2 and "_read" in vars(made[0])  # the normal one reads the priority one first
+    assert len(made) == 2 and made[0].read_first is not None  # the normal one reads the priority one first

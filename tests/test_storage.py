@@ -76,6 +76,12 @@ def named_checkzone() -> str:
     ("..", "..zone"),
     ("x%y.", "x%25y.zone"),
     ("caf\u00e9.", "caf%C3%A9.zone"),
+    # The fast path for ASCII names must escape and lowercase exactly as the byte loop does.
+    ("ROOT.", "%72oot.zone"),
+    ("Root.Example.", "root.example.zone"),
+    ("a b\\c.", "a%20b%5Cc.zone"),
+    ("x\x7f~*.", "x%7F%7E%2A.zone"),
+    ("\u212a.", "%E2%84%AA.zone"),  # KELVIN SIGN: str.lower() would make it "k"
 ])
 def test_zone_path_is_safe_and_unique(tmp_path: Path, name: str, file: str) -> None:
     assert zone_path(tmp_path, name) == tmp_path / file
@@ -524,3 +530,121 @@ def test_a_snapshot_written_in_other_slices_still_loads(tmp_path: Path,
     monkeypatch.setattr(storage, "load_zone_text", no_text)
     loaded = load_zone(tmp_path, NAME, ORIGIN)
     assert loaded is not None and sorted(loaded[0].records()) == sorted(zone.records())
+
+
+def _nested_zone(hosts: int = 60, parents: int = 30) -> Zone:
+    """A zone with many interior names (child counts) and an NSEC-style index of its owners."""
+    from secondns.dnssec import DenialIndex
+
+    builder = ZoneBuilder(ORIGIN)
+    ns = names.from_text("ns1", ORIGIN)
+    builder.add(ORIGIN, rrtypes.SOA, 3600, ns + names.from_text("hostmaster", ORIGIN)
+                + bytes.fromhex("00000007 00000e10 00000384 00093a80 0000012c"))
+    builder.add(ORIGIN, rrtypes.NS, 3600, ns)
+    for i in range(hosts):
+        builder.add(names.from_text(f"h{i}.p{i % parents}", ORIGIN), rrtypes.A, 300,
+                    bytes((10, 0, 0, i & 255)))
+    zone = builder.build()
+    zone.denial = DenialIndex("nsec", ((b"k" + n, n) for n, _ in zone.nodes()))
+    return zone
+
+
+def _no_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_text(*_a: object, **_k: object) -> None:
+        raise AssertionError("the text copy was parsed: the snapshot did not load")
+    monkeypatch.setattr(storage, "load_zone_text", no_text)
+
+
+def test_no_marshal_call_of_a_snapshot_holds_more_than_a_slice(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # Format 2 sliced the names but marshalled the child counts (30k interior names in a
+    # 1M-record zone, ~10 ms in one call) and a signed zone's index (two lists of every
+    # owner) whole in its head (issue 11).  Format 3 slices every large part.
+    import marshal as real_marshal
+
+    largest: list[int] = []
+
+    def biggest(value: object) -> int:
+        if isinstance(value, dict | list):
+            return len(value)
+        if isinstance(value, tuple):
+            return max((biggest(v) for v in value), default=0)
+        return 0
+
+    class Recording:
+        load = staticmethod(real_marshal.load)
+        loads = staticmethod(real_marshal.loads)
+
+        @staticmethod
+        def dumps(value: object) -> bytes:
+            largest.append(biggest(value))
+            return real_marshal.dumps(value)
+
+    zone = _nested_zone()
+    assert len(zone._children) > 30 and len(zone.denial) > 60
+    monkeypatch.setattr(storage, "_SNAP_CHUNK", 7)
+    monkeypatch.setattr(storage, "marshal", Recording)
+    save_zone(tmp_path, NAME, zone, meta_for(zone))
+    assert largest and max(largest) <= 7, largest
+    _no_text(monkeypatch)
+    loaded = load_zone(tmp_path, NAME, ORIGIN)
+    assert loaded is not None
+    got = loaded[0]
+    assert records(got) == records(zone)
+    assert got._children == zone._children
+    assert got.denial.keys == zone.denial.keys and got.denial.names == zone.denial.names
+
+
+def test_a_format_2_snapshot_still_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # What the previous release wrote: names in slices, child counts and index in the head.
+    import hashlib
+    import marshal
+
+    zone = _nested_zone()
+    save_zone(tmp_path, NAME, zone, meta_for(zone))
+    snap = storage.snapshot_path(tmp_path, NAME)
+    text_digest = snap.read_bytes().split(b"\n", 1)[0].split()[1].decode("ascii")
+    state = zone.to_state()
+    items = list(state[2].items())
+    payload = marshal.dumps((*state[:2], len(items), *state[3:])) + b"".join(
+        marshal.dumps(dict(items[i:i + 10])) for i in range(0, len(items), 10))
+    snap.write_bytes(f"secondns-snapshot-v2 {text_digest} {hashlib.sha256(payload).hexdigest()}\n"
+                     .encode("ascii") + payload)
+    _no_text(monkeypatch)
+    loaded = load_zone(tmp_path, NAME, ORIGIN)
+    assert loaded is not None
+    assert records(loaded[0]) == records(zone) and loaded[0]._children == zone._children
+    assert loaded[0].denial.names == zone.denial.names
+
+
+def test_a_journal_fold_frees_its_folded_copy_shard_by_shard(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # Saving a version with an IXFR's delta marshals a folded copy made for that write alone;
+    # dropped in one decref, a 1M-name copy held the GIL ~86 ms in the writer thread (issue 11).
+    base = make_zone(7, hosts=100)
+    owner = names.from_text("h3", ORIGIN)
+    changed = base.derive({owner: encode_record_a()}, {}, make_zone(8, hosts=0).soa, base.n_cuts,
+                          base.n_dnames, base.record_count)
+    released: list[tuple[int, int]] = []
+    real_release = Zone.release
+
+    def release(self: Zone) -> None:
+        assert self is not changed and self._names is not base._names  # never a shared base
+        real_release(self)
+        released.append((len(self._names), len(self._children)))
+    monkeypatch.setattr(Zone, "release", release)
+    save_zone(tmp_path, NAME, changed, meta_for(changed))
+    assert released == [(0, 0)]
+    assert base.get(owner) is not None and changed.get(owner) == encode_record_a()
+    _no_text(monkeypatch)
+    loaded = load_zone(tmp_path, NAME, ORIGIN)
+    assert loaded is not None and records(loaded[0]) == records(changed)
+    released.clear()
+    save_zone(tmp_path, NAME, base, meta_for(base))  # no delta: nothing copied, nothing freed
+    assert released == []
+
+
+def encode_record_a() -> bytes:
+    from secondns.zone import encode_record
+
+    return encode_record(rrtypes.A, 300, b"\xc0\x00\x02\x63")

@@ -13,6 +13,7 @@ import errno
 import logging
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import protocol
@@ -39,13 +40,18 @@ log = logging.getLogger("secondns")
 
 _SAMPLE_MASK = SAMPLE_EVERY - 1
 _QEND = 12 - KEY_FLAGS  # the question ends at len(key) + _QEND
-_RECENT_MAX = 16384  # exact requests remembered per UDP listener (~2.5 MiB at 100-octet queries)
+_RECENT_MAX = 16384  # exact requests remembered per UDP listener, in each of its two memos
+_RECENT_OCTETS = 4 << 20  # ...and octets of requests and responses in the memo of responses
+_MEMO_OVERHEAD = 100  # octets of Python objects per memo entry (two bytes objects, a dict slot)
 _RENEW_MASK = (1 << 20) - 1  # ...emptied once per 2**20 queries (a multiple of SAMPLE_EVERY)
 _READ_BATCH = 256  # datagrams read per reactor turn: under a flood, other sockets (TCP, the
 # priority UDP socket) and timers get a turn every ~2 ms of flood, not every ~15 ms
 # recvfrom errors that end a turn, as Twisted's _sockErrReadIgnore and _sockErrReadRefuse (an
 # ICMP error for a datagram we sent: a spoofed source's port unreachable).
 _READ_STOP = frozenset((errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR, errno.ECONNREFUSED))
+# Turns a listener in lone-datagram mode reads one datagram without looking for a second; then
+# one turn reads as many as are queued, and finding more than one ends the mode (see _read).
+_LONE_PROBE = 16
 _DROPPABLE = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.ECONNREFUSED, errno.EPERM)
 
 
@@ -63,10 +69,23 @@ class UDPServer(protocol.DatagramProtocol):
         self.rrl = responder.rrl  # response rate limiting (serve/rrl.py); None: off
         # NXDOMAIN responses are limited: a miss may be decided from its zone's account.
         self._nx_limited = self.rrl is not None and self.rrl.rates[rrl.NXDOMAIN_KIND] > 0
-        # Recent hits: the octets after the ID -> their cache key.  Never wrong (the key is a
-        # function of those octets), so when full it is left as it is until the sampled path
-        # renews it: clearing it whenever it filled cost more than it saved (bench/cache_hit.py).
+        # Recent hits: the octets after the ID -> the response after its ID.  The response is a
+        # function of those octets and the zone data alone (no cookie, no RRL), so a repeat is
+        # one dict probe; the cache empties it whenever it forgets anything (AnswerCache.memos).
+        # When full it is left as it is until the sampled path renews it: clearing it whenever
+        # it filled cost more than it saved (bench/cache_hit.py).
         self.recent: dict[bytes, bytes] = {}
+        self._recent_octets = 0
+        self.cache.memos.append(self.recent)
+        # Hits whose response differs per client (a server cookie) or that RRL accounts: the
+        # octets after the ID -> their cache key.  Never wrong (the key is a function of them).
+        self.recent_keys: dict[bytes, bytes] = {}
+        self._direct_ports: list[Any] = []  # ports the reactor reads directly (_direct_dispatch)
+        # Another listener's read, run first in each batched turn: the priority socket of
+        # serve/steering.py, so clients with a server cookie are read before a queued flood.
+        self.read_first: Callable[[], None] | None = None
+        self._lone = False  # lone-datagram mode (see _read)
+        self._lone_turns = 0
         self._sendto: Any = None
         self._recvfrom: Any = None
         self._max_datagram = 8192  # Twisted's listenUDP default maxPacketSize
@@ -83,20 +102,55 @@ class UDPServer(protocol.DatagramProtocol):
         self._recvfrom = sock.recvfrom
         self._max_datagram = transport.maxPacketSize
         self._v6 = sock.family == socket.AF_INET6
+        self._direct_dispatch(transport)
+
+    def stopProtocol(self) -> None:
+        memos = self.cache.memos
+        memos[:] = [memo for memo in memos if memo is not self.recent]  # by identity, not value
+        for port in self._direct_ports:  # self.transport is None by now (DatagramProtocol.doStop)
+            port.reactor.stop_reading_directly(port)
+        self._direct_ports.clear()
+
+    def _direct_dispatch(self, transport: Any) -> None:
+        """Have the reactor call ``_read`` straight from its poll loop, without Twisted's
+        per-event log context (serve/reactor.py), when it is that reactor."""
+        read_directly = getattr(transport.reactor, "read_directly", None)
+        if read_directly is not None:
+            read_directly(transport, self._read)
+            self._direct_ports.append(transport)
 
     def _read(self) -> None:
         """udp.Port.doRead, leaner: per datagram one recvfrom and one call, no byte count, no
         attribute lookups; at most _READ_BATCH datagrams a turn, so TCP and timers still get
-        theirs under a flood (Twisted stops after 256 KiB, ~5,000 small queries)."""
+        theirs under a flood (Twisted stops after 256 KiB, ~5,000 small queries).
+
+        Lone-datagram mode: when a turn found one datagram (the usual case below full load),
+        the next turns read one and return, without the recvfrom that would only fail with
+        EAGAIN (an OSError raised and caught: about a microsecond).  epoll is level-triggered,
+        so a second datagram already queued wakes us again at once; every _LONE_PROBE turns
+        one reads all that is queued, and more than one ends the mode.
+        """
+        if self._lone:
+            turns = self._lone_turns + 1
+            if turns < _LONE_PROBE:
+                self._lone_turns = turns
+                self._read_one()
+                return
+            self._lone = False
+        if self.read_first is not None:
+            self.read_first()
         recvfrom = self._recvfrom
         received = self.datagramReceived
         size = self._max_datagram
         v6 = self._v6
-        for _ in range(_READ_BATCH):
+        for n in range(_READ_BATCH):
             try:
                 data, addr = recvfrom(size)
             except OSError as exc:
                 if exc.errno in _READ_STOP:
+                    if n <= 1:
+                        self._lone = True
+                        self._lone_turns = 0
                     return
                 raise
             if v6:
@@ -106,6 +160,21 @@ class UDPServer(protocol.DatagramProtocol):
             except Exception:
                 log.exception("UDP datagram from %s not handled", addr[0])
 
+    def _read_one(self) -> None:
+        """One datagram, answered (lone-datagram mode, see _read)."""
+        try:
+            data, addr = self._recvfrom(self._max_datagram)
+        except OSError as exc:
+            if exc.errno in _READ_STOP:
+                return
+            raise
+        if self._v6:
+            addr = addr[:2]
+        try:
+            self.datagramReceived(data, addr)
+        except Exception:
+            log.exception("UDP datagram from %s not handled", addr[0])
+
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         stats = self.stats
         n = stats.udp_queries + 1
@@ -114,17 +183,23 @@ class UDPServer(protocol.DatagramProtocol):
             if not n & _SAMPLE_MASK:
                 self._timed(datagram, addr)
                 return
-            # The key depends on nothing but the octets after the ID: a client repeating a
-            # query (or many sending the same one) skips cache_key.
+            # A client repeating a query (or many sending the same one): the response to the
+            # same octets after the ID, with this query's ID (RFC 1035 4.1.1).
             tail = datagram[2:]
-            recent = self.recent
-            key: bytes | None = recent.get(tail)
+            rest = self.recent.get(tail)
+            if rest is not None:
+                stats.rcodes[rest[1] & 0xF] += 1
+                self._send(datagram[:2] + rest, addr)
+                return
+            # The key depends on nothing but the octets after the ID: such a repeat whose
+            # response is not in ``recent`` skips cache_key.
+            key: bytes | None = self.recent_keys.get(tail)
             entry: Entry | None
             if key is None:
                 key = cache_key(datagram, False, self.udp_max)
                 entry = None if key is None else self.protected.get(key) or self.cache.get(key)
-                if entry is not None and key is not None and len(recent) < _RECENT_MAX:
-                    recent[tail] = key  # only hits: one-off names add nothing
+                if entry is not None and key is not None:
+                    self._remember(datagram, key, entry)  # only hits: one-off names add nothing
             else:
                 entry = self.protected.get(key) or self.cache.get(key)
             if entry is not None and key is not None:
@@ -155,6 +230,24 @@ class UDPServer(protocol.DatagramProtocol):
         except Exception:
             # Twisted would log and swallow it, leaving the client without an answer.
             self._internal_error(datagram, addr)
+
+    def _remember(self, datagram: bytes, key: bytes, entry: Entry) -> None:
+        """Memo a hit: its whole response after the ID in ``recent`` when that is the same for
+        every client (no server cookie, no RRL), else its key in ``recent_keys``; both bounded."""
+        if self.rrl is None and not (key[-2] and self.cookies_on):
+            recent = self.recent
+            n = len(recent)
+            if n >= _RECENT_MAX:
+                return  # full: checked first, as every hit of a name not in it comes here
+            if not n:
+                self._recent_octets = 0  # emptied by the cache or the sampled path
+            rest = entry[0] + datagram[12:len(key) + _QEND] + entry[1]
+            octets = self._recent_octets + len(datagram) + len(rest) + _MEMO_OVERHEAD
+            if octets <= _RECENT_OCTETS:
+                recent[datagram[2:]] = rest
+                self._recent_octets = octets
+        elif len(self.recent_keys) < _RECENT_MAX:
+            self.recent_keys[datagram[2:]] = key
 
     def _miss_limited(self, datagram: bytes, key: bytes, addr: Any) -> None:
         """A cache miss without a server cookie, response rate limiting on.
@@ -221,6 +314,7 @@ class UDPServer(protocol.DatagramProtocol):
         start = time.perf_counter()
         if not self.stats.udp_queries & _RENEW_MASK:
             self.recent.clear()  # make room for what is asked now
+            self.recent_keys.clear()
         key = cache_key(datagram, False, self.udp_max)
         entry = self.cache.get(key) if key is not None else None
         if self.rrl is not None:

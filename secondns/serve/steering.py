@@ -43,6 +43,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IReactorSocket
 
 log = logging.getLogger("secondns")
 
@@ -201,18 +202,13 @@ def bind_udp(host: str, port: int) -> socket.socket:
 
 
 def pair(normal: Any, priority: Any) -> None:
-    """Make *normal* (a server.UDPServer) read *priority*'s socket first in each of its turns,
-    and count *priority*'s datagrams in ``udp_priority``.  Call before either starts."""
-    normal_read: Callable[[], None] = normal._read
-    priority_read: Callable[[], None] = priority._read
+    """Make *normal* (a server.UDPServer) read *priority*'s socket first in each of its batched
+    turns, and count *priority*'s datagrams in ``udp_priority``.  Call before either starts.
 
-    def read() -> None:
-        priority_read()
-        normal_read()
-
-    # Instance attributes shadow the methods: startProtocol installs self._read as the port's
-    # reader, and the read loop looks self.datagramReceived up once per turn.
-    normal._read = read
+    Only batched turns: a turn in lone-datagram mode (server.py ``_read``) means no flood is
+    queued, so the priority socket's own poll event serves it as soon, and probing it there
+    would cost every lone query a recvfrom that fails with EAGAIN."""
+    normal.read_first = priority._read
     received: Callable[[bytes, Any], None] = priority.datagramReceived
     stats = priority.stats
 
@@ -220,14 +216,16 @@ def pair(normal: Any, priority: Any) -> None:
         stats.udp_priority += 1
         received(datagram, addr)
 
+    # An instance attribute shadows the method: the read loop looks self.datagramReceived up
+    # once per turn.
     priority.datagramReceived = counted
 
 
 def listen(reactor: Any, host: str, port: int, protocol: Callable[[], Any]) -> list[Any]:
     """The UDP ports of one listen address in single-process mode: a normal and a priority
-    socket when ``supported`` and the reactor adopts sockets (IReactorSocket), else one, as
+    socket when ``supported`` and the reactor can adopt sockets, else one, as
     ``reactor.listenUDP`` binds it."""
-    if not hasattr(reactor, "adoptDatagramPort") or not supported():
+    if not supported() or not IReactorSocket.providedBy(reactor):
         return [reactor.listenUDP(port, protocol(), interface=host)]
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     normal_sock = bind_udp(host, port)

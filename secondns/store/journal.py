@@ -32,7 +32,7 @@ from pathlib import Path
 
 from secondns.diff import VersionStep
 from secondns.errors import StorageError, ZoneError
-from secondns.store.storage import copy_digest, fsync_dir, zone_path
+from secondns.store.storage import copy_digest, fsync_dir, zone_file_name, zone_path
 from secondns.store.zonefile import format_record, parse_zone_text
 
 log = logging.getLogger("secondns.journal")
@@ -43,8 +43,12 @@ FOLD_BYTES = 1 << 20  # fold once the journal passes this and a quarter of the c
 
 def journal_path(directory: Path, name: str) -> Path:
     """``<zone file>.journal`` beside the zone's copy."""
-    zone_file = zone_path(Path(directory), name)
-    return zone_file.with_name(zone_file.name + ".journal")
+    return Path(directory) / journal_file_name(name)
+
+
+def journal_file_name(name: str) -> str:
+    """The journal's file name alone (what a listing of the storage directory shows)."""
+    return zone_file_name(name) + ".journal"
 
 
 def _stamp(when: float) -> str:
@@ -240,6 +244,8 @@ def replay(directory: Path, name: str, origin: bytes, from_serial: int) -> Repla
     """
     path = journal_path(directory, name)
     data = _read_bytes(path)
+    if not data:
+        return Replay([])  # no journal (or an empty one): no need to read the copy's digest
     steps: list[VersionStep] = []
     serial = from_serial
     base = copy_digest(directory, name)

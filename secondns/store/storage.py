@@ -52,11 +52,16 @@ HEADER = MAGIC + " v1"
 _HEADER_LINES = 4
 _TRAILER_RE = re.compile(rb"; end records=([0-9]+) sha256=([0-9a-f]{64})\n")
 _SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-_.")
+_UNSAFE_RE = re.compile(r"[^a-z0-9_.-]")  # _SAFE's complement, for names already lowercased
 _META_VERSION = 1
-_SNAP_MAGIC = "secondns-snapshot-v2"
-# Names per marshal call in a snapshot: marshal holds the GIL for a whole call, so one call
-# over a 1M-name dict stalled the reactor thread ~200 ms (issue 11); 20k names took 17 ms
-# (1M-record zone, quiet machine), so 5k: ~4 ms.  Readers accept any slice size.
+_SNAP_MAGIC = "secondns-snapshot-v3"
+# Formats read: 3 is written; 2 (names in slices, the rest in the head) is still read, so a
+# restart after an upgrade uses the snapshot the previous version wrote.
+_SNAP_FORMATS = {"secondns-snapshot-v2": 2, _SNAP_MAGIC: 3}
+# Entries (names, child counts, index owners) per marshal call in a snapshot: marshal holds
+# the GIL for a whole call, so one call over a 1M-name dict stalled the reactor thread ~200 ms
+# (issue 11); 20k names took 17 ms (1M-record zone, quiet machine), so 5k: ~4 ms.  Readers
+# accept any slice size.
 _SNAP_CHUNK = 5_000
 
 
@@ -83,9 +88,20 @@ def zone_path(directory: Path, zone_name: str) -> Path:
     and every byte outside ``[a-z0-9._-]`` is written ``%XX``, so no zone name
     can reach outside the directory or collide with another zone's file.
     """
+    return (directory if isinstance(directory, Path) else Path(directory)) / zone_file_name(zone_name)
+
+
+def zone_file_name(zone_name: str) -> str:
+    """The name of the zone's file in the storage directory (see zone_path), as a string."""
     text = zone_name[:-1] if zone_name.endswith(".") else zone_name
     if not text:
-        return Path(directory) / "root.zone"
+        return "root.zone"
+    if text.isascii():
+        # The usual name needs no escape: one C-level lower() and scan instead of a loop per
+        # byte (a 10,000-zone restart asked for each zone's path five times, ~6 us each).
+        lowered = text.lower()
+        if _UNSAFE_RE.search(lowered) is None and lowered != "root":
+            return f"{lowered}.zone"
     out = []
     for byte in text.encode("utf-8"):
         if 0x41 <= byte <= 0x5A:
@@ -94,7 +110,7 @@ def zone_path(directory: Path, zone_name: str) -> Path:
     stem = "".join(out)
     if stem == "root":  # a zone literally named "root." must not take the root zone's file
         stem = "%72oot"
-    return Path(directory) / f"{stem}.zone"
+    return f"{stem}.zone"
 
 
 def meta_path(directory: Path, zone_name: str) -> Path:
@@ -260,7 +276,14 @@ def _save_snapshot(path: Path, zone: Zone, text_digest: str, sync_dir: bool = Tr
     exactly that copy; a failure to write it is logged, never fatal, since
     the text copy alone is complete.
     """
-    payload = b"".join(_snapshot_chunks(zone.to_state()))
+    folded = zone.folded()
+    payload = b"".join(_snapshot_chunks(folded.to_state()))
+    if folded is not zone:
+        # A zone with an IXFR's delta (a journal fold) is marshalled from a folded copy made
+        # for it alone: let it go a shard at a time, not in one decref holding the GIL for
+        # ~86 ms per 1M names in this thread, which stalls the reactor thread too (issue 11).
+        folded.release()
+    del folded
     header = f"{_SNAP_MAGIC} {text_digest} {hashlib.sha256(payload).hexdigest()}\n".encode("ascii")
     try:
         # Not fsynced: its digest rejects a copy a crash tore, and the text copy is parsed.
@@ -270,39 +293,92 @@ def _save_snapshot(path: Path, zone: Zone, text_digest: str, sync_dir: bool = Tr
         _unlink_quietly(path)
 
 
-def _snapshot_chunks(state: tuple[Any, ...]) -> Iterator[bytes]:
-    """The state with its names dict replaced by their count, then the names in slices.
-
-    Each slice is its own marshal call, so the thread writing a large zone lets the reactor
-    thread run between slices.
-    """
-    names = state[2]
-    yield marshal.dumps((*state[:2], len(names), *state[3:]))
-    items = iter(names.items())
-    for _ in range(0, len(names), _SNAP_CHUNK):
+def _dict_slices(mapping: Any) -> Iterator[bytes]:
+    """*mapping*'s items as marshalled dicts of at most ``_SNAP_CHUNK`` entries each."""
+    items = iter(mapping.items())
+    for _ in range(0, len(mapping), _SNAP_CHUNK):
         yield marshal.dumps(dict(itertools.islice(items, _SNAP_CHUNK)))
 
 
-def _snapshot_state(payload: bytes) -> tuple[Any, ...]:
-    """The inverse of ``_snapshot_chunks``; ValueError when the slices do not add up."""
-    stream = io.BytesIO(payload)
-    head = marshal.load(stream)
-    if type(head) is not tuple or len(head) < 3 or type(head[2]) is not int:
-        raise ValueError("snapshot header is not a state")
-    # Slices are read until the count is reached, whatever slice size wrote them.  A large
-    # zone is loaded sharded (zone.ShardedNames), so no dict of it ever needs a long resize.
-    total: int = head[2]
-    names: Any = ShardedNames.empty() if total > SHARD_ABOVE else {}
+def _snapshot_chunks(state: tuple[Any, ...]) -> Iterator[bytes]:
+    """Format 3: a head with every large part replaced by its size, then the parts in slices.
+
+    marshal holds the GIL for a whole call, so each slice is its own call and the thread
+    writing a large zone lets the reactor thread run between them.  Format 2 sliced only the
+    names; its head still marshalled the child counts (30k interior names in a 1M-record
+    zone: ~10 ms in one call) and a signed zone's NSEC/NSEC3 index (two lists of every
+    owner) whole.  Here the names, the child counts and the index's (key, owner) lists go in
+    slices, in that order.
+    """
+    names, children, index = state[2], state[8], state[9]
+    head_index = None if index is None else (index[0], len(index[1]), index[3])
+    yield marshal.dumps((*state[:2], len(names), *state[3:8], len(children), head_index,
+                         *state[10:]))
+    yield from _dict_slices(names)
+    yield from _dict_slices(children)
+    if index is not None:
+        keys, owners = index[1], index[2]
+        for i in range(0, len(keys), _SNAP_CHUNK):
+            yield marshal.dumps((keys[i:i + _SNAP_CHUNK], owners[i:i + _SNAP_CHUNK]))
+
+
+def _read_dict(stream: io.BytesIO, total: int, into: Any) -> Any:
+    """Dict slices from *stream* into *into* until *total* entries, whatever slice size."""
     loaded = 0
     while loaded < total:
         part = marshal.load(stream)
         if type(part) is not dict or not part:
             raise ValueError("snapshot slice is not a dict")
         loaded += len(part)
-        names.update(part)
-    if loaded != total or len(names) != total or stream.read(1):
-        raise ValueError("snapshot names do not add up")
-    return (*head[:2], names, *head[3:])
+        into.update(part)
+    if loaded != total or len(into) != total:
+        raise ValueError("snapshot slices do not add up")
+    return into
+
+
+def _read_index(stream: io.BytesIO, head: Any) -> Any:
+    """The NSEC/NSEC3 index of format 3's head (kind, count, params) from its slices."""
+    if head is None:
+        return None
+    if type(head) is not tuple or len(head) != 3 or type(head[1]) is not int:
+        raise ValueError("snapshot index header is not an index")
+    kind, total, params = head
+    keys: list[bytes] = []
+    owners: list[bytes] = []
+    while len(keys) < total:
+        part = marshal.load(stream)
+        if (type(part) is not tuple or len(part) != 2 or type(part[0]) is not list
+                or type(part[1]) is not list or len(part[0]) != len(part[1]) or not part[0]):
+            raise ValueError("snapshot index slice is not a pair of lists")
+        keys += part[0]
+        owners += part[1]
+    if len(keys) != total:
+        raise ValueError("snapshot index does not add up")
+    return (kind, keys, owners, params)
+
+
+def _snapshot_state(payload: bytes, version: int = 3) -> tuple[Any, ...]:
+    """The inverse of ``_snapshot_chunks`` (*version* 2: the names alone in slices).
+
+    ValueError when the slices do not add up.
+    """
+    stream = io.BytesIO(payload)
+    head = marshal.load(stream)
+    if type(head) is not tuple or len(head) < 10 or type(head[2]) is not int:
+        raise ValueError("snapshot header is not a state")
+    # Slices are read until the count is reached, whatever slice size wrote them.  A large
+    # zone is loaded sharded (zone.ShardedNames), so no dict of it ever needs a long resize.
+    total: int = head[2]
+    names = _read_dict(stream, total, ShardedNames.empty() if total > SHARD_ABOVE else {})
+    children, index = head[8], head[9]
+    if version >= 3:
+        if type(children) is not int:
+            raise ValueError("snapshot header is not a format 3 state")
+        children = _read_dict(stream, children, {})
+        index = _read_index(stream, index)
+    if stream.read(1):
+        raise ValueError("snapshot has data past its last slice")
+    return (*head[:2], names, *head[3:8], children, index, *head[10:])
 
 
 def _load_snapshot(path: Path, text_digest: str, origin: bytes) -> Zone | None:
@@ -313,14 +389,15 @@ def _load_snapshot(path: Path, text_digest: str, origin: bytes) -> Zone | None:
         return None
     end = data.find(b"\n")
     parts = data[:end].decode("ascii", "replace").split() if end > 0 else []
-    if len(parts) != 3 or parts[0] != _SNAP_MAGIC or parts[1] != text_digest:
+    version = _SNAP_FORMATS.get(parts[0]) if len(parts) == 3 else None
+    if version is None or parts[1] != text_digest:
         return None
     payload = data[end + 1:]
     if hashlib.sha256(payload).hexdigest() != parts[2]:
         log.warning("%s: snapshot checksum mismatch; parsing the text copy", path)
         return None
     try:
-        zone = Zone.from_state(_snapshot_state(payload))
+        zone = Zone.from_state(_snapshot_state(payload, version))
     except (ValueError, EOFError, TypeError, ZoneError) as exc:
         log.warning("%s: snapshot unreadable (%s); parsing the text copy", path, exc)
         return None
@@ -350,9 +427,12 @@ def _opt_time(body: dict[str, Any], key: str) -> float | None:
 
 def load_meta(directory: Path, name: str) -> CopyMeta | None:
     """The sidecar, or None when it is missing or unreadable (logged: never fatal)."""
-    path = meta_path(Path(directory), name)
+    return _read_meta(meta_path(Path(directory), name))
+
+
+def _read_meta(path: Path | str) -> CopyMeta | None:
     try:
-        body = json.loads(path.read_bytes())
+        body = json.loads(_read_file(path))
         if not isinstance(body, dict) or body.get("version") != _META_VERSION:
             raise ValueError("not a version 1 sidecar")
         serial = body["serial"]
@@ -381,34 +461,50 @@ _ANY_TEMP_RE = re.compile(r"\.(.*\.zone)(?:\.meta|\.snap)?\.tmp-[0-9a-f]{16}")
 
 
 class Leftovers:
-    """Temporary files of interrupted writes, found by one scan of the storage directory.
+    """One scan of the storage directory: the files it holds, and leftovers of interrupted writes.
 
     Start-up hands each zone its own leftovers from this one listing:
     scanning the directory once per zone made a restart with N zones cost
     N directory listings of N files each (quadratic; getdents64 was 93% of
-    a 10,000-zone restart).
+    a 10,000-zone restart).  The same listing says which of a zone's files
+    exist, so a restart opens only those (``listed``): a small zone has a
+    copy, a snapshot and a sidecar, and asking for its journal too (then
+    reading the copy's digest again for it) made five opens of three files.
+    Nothing else writes a zone's files before its copy is loaded, so the
+    listing stays true for as long as it is used.
     """
 
-    def __init__(self, directory: Path, by_file: dict[str, list[str]]) -> None:
+    def __init__(self, directory: Path, by_file: dict[str, list[str]],
+                 files: frozenset[str] | None = None) -> None:
         self.directory = Path(directory)
         self.by_file = by_file
+        self.files = files  # None: not listed, every file may exist
 
     @classmethod
     def scan(cls, directory: Path) -> Leftovers:
         by_file: dict[str, list[str]] = {}
+        files: list[str] = []
         try:
             with os.scandir(directory) as entries:
                 for entry in entries:
-                    match = _ANY_TEMP_RE.fullmatch(entry.name)
-                    if match:
-                        by_file.setdefault(match[1], []).append(entry.name)
+                    files.append(entry.name)
+                    if entry.name.startswith("."):
+                        match = _ANY_TEMP_RE.fullmatch(entry.name)
+                        if match:
+                            by_file.setdefault(match[1], []).append(entry.name)
+        except FileNotFoundError:
+            pass  # no directory yet: nothing in it (it is created by the first save)
         except OSError:
-            pass
-        return cls(directory, by_file)
+            return cls(directory, by_file)  # unreadable: assume any file may exist
+        return cls(directory, by_file, frozenset(files))
 
-    def clean(self, name: str) -> int:
+    def listed(self, file_name: str) -> bool:
+        """False only when the scan saw the directory and no *file_name* in it."""
+        return self.files is None or file_name in self.files
+
+    def clean(self, name: str, final: Path | None = None) -> int:
         """Remove the zone's leftovers found by the scan; returns how many."""
-        final = zone_path(self.directory, name)
+        final = final if final is not None else zone_path(self.directory, name)
         found = self.by_file.pop(final.name, [])
         for file_name in found:
             path = final.with_name(file_name)
@@ -437,6 +533,12 @@ def clean_temp_files(directory: Path, name: str) -> int:
     return removed
 
 
+def _read_file(path: Path | str) -> bytes:
+    """Path.read_bytes for a Path or a string (a restart reads three files a zone)."""
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
 def _corrupt(path: Path, why: str) -> StorageError:
     return StorageError(f"{path}: corrupt or truncated copy ({why}); not served")
 
@@ -449,8 +551,8 @@ def _decode(path: Path, data: bytes) -> str:
         raise StorageError(f"{path}:{line}: not valid UTF-8") from None
 
 
-def _load_copy(path: Path, data: bytes, origin: bytes) -> Zone:
-    """Check a secondns copy's framing and checksum, then parse it."""
+def _load_copy(path: Path, data: bytes, origin: bytes, leftovers: Leftovers | None = None) -> Zone:
+    """Check a secondns copy's framing and checksum, then take its snapshot or parse it."""
     end = data.find(b"\n")
     if end < 0:
         raise _corrupt(path, "no complete header")
@@ -466,7 +568,9 @@ def _load_copy(path: Path, data: bytes, origin: bytes) -> Zone:
     body = data[:start]
     if hashlib.sha256(body).hexdigest() != trailer[2].decode("ascii"):
         raise _corrupt(path, "checksum mismatch")
-    snapshot = _load_snapshot(path.with_name(path.name + ".snap"), trailer[2].decode("ascii"), origin)
+    listed = leftovers is None or leftovers.listed(f"{path.name}.snap")
+    snapshot = (_load_snapshot(path.with_name(f"{path.name}.snap"), trailer[2].decode("ascii"), origin)
+                if listed else None)
     header_serial = body[:body.find(b"\n; saved ")].rsplit(b"; serial ", 1)[-1]
     if snapshot is not None and str(snapshot.serial).encode("ascii") == header_serial:
         return snapshot
@@ -496,25 +600,29 @@ def load_zone(directory: Path, name: str, origin: bytes,
     sidecar) is ignored: its timestamps were about a different version.
     """
     directory = Path(directory)
-    path = zone_path(directory, name)
+    file_name = zone_file_name(name)
+    path = directory / file_name
     if leftovers is not None:
-        leftovers.clean(name)
+        leftovers.clean(name, path)
+        if not leftovers.listed(file_name):
+            return None
     else:
         clean_temp_files(directory, name)
     try:
-        data = path.read_bytes()
+        data = _read_file(path)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
     if data.startswith(MAGIC.encode("ascii")):
-        zone = _load_copy(path, data, origin)
+        zone = _load_copy(path, data, origin, leftovers)
     else:
         try:
             zone = load_zone_text(_decode(path, data), origin, path=str(path))
         except ZoneError as exc:
             raise StorageError(str(exc)) from exc
-    meta = load_meta(directory, name)
+    listed = leftovers is None or leftovers.listed(f"{file_name}.meta")
+    meta = _read_meta(f"{path}.meta") if listed else None  # a string: no Path to build
     if meta is not None and meta.serial != zone.serial:
         log.info("%s: metadata is for serial %d, copy has %d; ignoring it", path, meta.serial,
                  zone.serial)
@@ -554,5 +662,6 @@ __all__ = [
     "meta_path",
     "save_meta",
     "save_zone",
+    "zone_file_name",
     "zone_path",
 ]
