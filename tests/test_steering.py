@@ -23,7 +23,9 @@ import dns.query
 import pytest
 from peers import LOOPBACK, Secondns
 from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.interfaces import IReactorSocket
 from zonetools import responder_for, zone_from_text
+from zope.interface import implementer  # type: ignore[import-untyped]
 
 from secondns.serve import steering
 from secondns.serve.responder import ServeSettings
@@ -42,11 +44,11 @@ def query(cookie: bytes | None, name: str = "www.example.com.", qid: int = 1) ->
     return msg.to_wire()
 
 
-def group(pairs: int) -> list[socket.socket]:
-    """2 * pairs sockets in one reuseport group on 127.0.0.1, the program attached."""
-    socks = [steering.bind_udp(LOOPBACK, 0)]
+def group(pairs: int, host: str = LOOPBACK) -> list[socket.socket]:
+    """2 * pairs sockets in one reuseport group on *host*, the program attached."""
+    socks = [steering.bind_udp(host, 0)]
     port = socks[0].getsockname()[1]
-    socks += [steering.bind_udp(LOOPBACK, port) for _ in range(2 * pairs - 1)]
+    socks += [steering.bind_udp(host, port) for _ in range(2 * pairs - 1)]
     steering.attach(socks[0], pairs)
     return socks
 
@@ -71,9 +73,20 @@ def client() -> Iterator[socket.socket]:
         yield c
 
 
-def test_a_server_cookie_query_reaches_the_priority_socket_and_others_the_normal_one(
-        client: socket.socket) -> None:
-    socks = group(1)
+def _v6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("host", [LOOPBACK, pytest.param("::1", marks=pytest.mark.skipif(
+    not _v6(), reason="no IPv6 loopback"))])
+def test_a_server_cookie_query_reaches_the_priority_socket_and_others_the_normal_one(host: str) -> None:
+    socks = group(1, host)
+    client = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
     try:
         port = socks[0].getsockname()[1]
         server_cookie = query(CLIENT + bytes(range(16)), qid=1)
@@ -83,11 +96,12 @@ def test_a_server_cookie_query_reaches_the_priority_socket_and_others_the_normal
         short = b"\x00\x05"
         other_length = query(CLIENT + bytes(range(24)), qid=4)  # a 32-octet server cookie
         for data in (server_cookie, client_only, plain, no_edns, short, other_length):
-            client.sendto(data, (LOOPBACK, port))
+            client.sendto(data, (host, port))
         got = drain(socks)
         assert got[1] == [server_cookie]
         assert got[0] == [client_only, plain, no_edns, short, other_length]
     finally:
+        client.close()
         for s in socks:
             s.close()
 
@@ -198,3 +212,45 @@ def test_live_server_counts_queries_by_socket(tmp_path: Path, workers: int) -> N
             time.sleep(0.2)
         # nothing else sends a server cookie; the start-up checks and the first query do not
         assert got[0] == 5 and got[1] >= 1, got
+
+
+@implementer(IReactorSocket)
+class _Reactor:
+    def __init__(self) -> None:
+        self.plain: list[tuple[int, str]] = []
+        self.adopted: list[int] = []
+
+    def listenUDP(self, port: int, protocol: Any, interface: str) -> str:
+        self.plain.append((port, interface))
+        return "plain"
+
+    def adoptDatagramPort(self, fd: int, family: int, protocol: Any) -> str:
+        self.adopted.append(fd)
+        return "adopted"
+
+
+def test_listen_is_one_plain_socket_where_the_kernel_refuses_the_program(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    def refuse(sock: socket.socket, workers: int) -> None:
+        raise OSError(92, "Protocol not available")
+
+    monkeypatch.setattr(steering, "attach", refuse)
+    monkeypatch.setattr(steering, "_support", None)
+    reactor = _Reactor()
+    for _ in range(2):
+        assert steering.listen(reactor, LOOPBACK, 5353, lambda: None) == ["plain"]
+    assert reactor.plain == [(5353, LOOPBACK)] * 2 and not reactor.adopted
+    assert caplog.text.count("UDP priority for cookie clients off") == 1  # logged once
+
+
+def test_listen_is_a_pair_where_the_kernel_takes_it() -> None:
+    reactor = _Reactor()
+    made: list[UDPServer] = []
+    responder = responder_for(zone_from_text(ZONE, "example.com."))
+
+    def protocol() -> UDPServer:
+        made.append(UDPServer(responder))
+        return made[-1]
+
+    assert steering.listen(reactor, LOOPBACK, 0, protocol) == ["adopted", "adopted"]
+    assert len(made) == 2 and made[0].read_first is not None  # the normal one reads the priority one first

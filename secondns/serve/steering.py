@@ -231,8 +231,13 @@ def listen(reactor: Any, host: str, port: int, protocol: Callable[[], Any]) -> l
     normal_sock = bind_udp(host, port)
     try:
         attach(normal_sock, 1)
+    except OSError as exc:  # taken by the probe, refused here: one socket, as without steering
+        normal_sock.close()
+        log.warning("UDP priority for cookie clients off on %s: %s", host, exc)
+        return [reactor.listenUDP(port, protocol(), interface=host)]
+    try:
         priority_sock = bind_udp(host, normal_sock.getsockname()[1])
-    except (OSError, CannotListenError):
+    except CannotListenError:
         normal_sock.close()
         raise
     return adopt(reactor, family, normal_sock, priority_sock, protocol)

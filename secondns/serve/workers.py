@@ -232,8 +232,11 @@ class WorkerPool:
         if self.priority:
             # One program per address's group; its sockets are indexed in bind order:
             # slot 0 normal, slot 0 priority, slot 1 normal, ...
-            for n in range(len(listen)):
-                steering.attach(self.slots[0].sockets[3 * n], self.count)
+            for n, ep in enumerate(listen):
+                try:
+                    steering.attach(self.slots[0].sockets[3 * n], self.count)
+                except OSError as exc:  # the kernel then hashes over all sockets: all are read
+                    log.warning("UDP priority for cookie clients off on %s: %s", ep, exc)
         log.info("listening on %s (UDP and TCP) with %d workers", ", ".join(map(str, listen)), self.count)
 
     def start(self) -> defer.Deferred[None]:
