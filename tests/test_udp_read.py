@@ -236,3 +236,21 @@ def test_cookie_and_rrl_hits_are_not_answered_from_the_memo() -> None:
     assert not udp.recent and udp.recent_keys
     opts = dns.message.from_wire(sent[-1]).options
     assert any(o.otype == dns.edns.COOKIE and len(o.to_wire()) == 24 for o in opts)
+
+
+def test_a_transport_without_a_reactor_is_read_as_before() -> None:
+    """startProtocol's direct-dispatch request is a no-op for a transport with no reactor (a
+    test's fake) or a reactor without ``read_directly`` (any other Twisted reactor)."""
+    from types import SimpleNamespace
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        udp = UDPServer(example())
+        udp.transport = SimpleNamespace(socket=sock, maxPacketSize=8192)  # type: ignore[assignment]
+        udp.startProtocol()
+        assert udp._direct_ports == []
+        udp.transport.reactor = object()  # type: ignore[attr-defined]
+        udp.startProtocol()
+        assert udp._direct_ports == []
+    finally:
+        sock.close()

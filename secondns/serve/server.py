@@ -113,8 +113,9 @@ class UDPServer(protocol.DatagramProtocol):
 
     def _direct_dispatch(self, transport: Any) -> None:
         """Have the reactor call ``_read`` straight from its poll loop, without Twisted's
-        per-event log context (serve/reactor.py), when it is that reactor."""
-        read_directly = getattr(transport.reactor, "read_directly", None)
+        per-event log context (serve/reactor.py), when it is that reactor (a test's fake
+        transport may have none)."""
+        read_directly = getattr(getattr(transport, "reactor", None), "read_directly", None)
         if read_directly is not None:
             read_directly(transport, self._read)
             self._direct_ports.append(transport)
