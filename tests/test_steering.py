@@ -44,12 +44,12 @@ def query(cookie: bytes | None, name: str = "www.example.com.", qid: int = 1) ->
     return msg.to_wire()
 
 
-def group(pairs: int, host: str = LOOPBACK) -> list[socket.socket]:
+def group(pairs: int, host: str = LOOPBACK, prefixes: tuple[int, int] | None = None) -> list[socket.socket]:
     """2 * pairs sockets in one reuseport group on *host*, the program attached."""
     socks = [steering.bind_udp(host, 0)]
     port = socks[0].getsockname()[1]
     socks += [steering.bind_udp(host, port) for _ in range(2 * pairs - 1)]
-    steering.attach(socks[0], pairs)
+    steering.attach(socks[0], pairs, prefixes)
     return socks
 
 
@@ -133,6 +133,55 @@ def test_with_pairs_each_client_stays_on_one_pair_and_sources_spread() -> None:
     finally:
         for s in socks:
             s.close()
+
+
+def _pairs_of(sources: list[tuple[str, int]], prefixes: tuple[int, int] | None) -> dict[str, set[int]]:
+    """Send a plain query from each (address, count of source ports) and return, per address,
+    the pairs (workers) its queries reached."""
+    socks = group(3, prefixes=prefixes)
+    clients: list[socket.socket] = []
+    try:
+        port = socks[0].getsockname()[1]
+        sent: dict[int, str] = {}
+        for address, ports in sources:
+            for _ in range(ports):
+                c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                c.bind((address, 0))
+                clients.append(c)
+                sent[len(sent)] = address
+                c.sendto(query(None, qid=len(sent) - 1), (LOOPBACK, port))
+        reached: dict[str, set[int]] = collections.defaultdict(set)
+        got = drain(socks)
+        for index, datagrams in got.items():
+            for data in datagrams:
+                reached[sent[int.from_bytes(data[:2], "big")]].add(index // 2)
+        assert sum(len(d) for d in got.values()) == len(sent)
+        return reached
+    finally:
+        for s in socks + clients:
+            s.close()
+
+
+def test_with_rrl_one_client_prefix_stays_on_one_worker_whatever_its_ports() -> None:
+    # RRL accounts per client prefix (server.rate-limit ipv4-prefix-length 24): a spoofed
+    # victim's queries, from random source ports, must all reach the worker holding its account.
+    one_address = [("127.0.0.1", 30)]
+    one_prefix = [(f"127.7.7.{n}", 1) for n in range(1, 31)]
+    prefixes = [(f"127.{n}.{n % 7}.1", 1) for n in range(60)]
+    pinned = _pairs_of(one_address + one_prefix + prefixes, (24, 56))
+    assert len(pinned["127.0.0.1"]) == 1
+    assert len(set().union(*(pinned[a] for a, _ in one_prefix))) == 1
+    assert len(set().union(*(pinned[a] for a, _ in prefixes))) == 3  # prefixes still spread
+    # Without RRL the port is hashed too: one address with many ports uses every worker.
+    spread = _pairs_of(one_address + one_prefix, None)
+    assert len(spread["127.0.0.1"]) > 1
+    assert len(set().union(*(spread[a] for a, _ in one_prefix))) > 1
+
+
+def test_the_prefix_masks_of_the_program() -> None:
+    assert steering._mask(24, 0) == 0xFFFFFF00
+    assert [steering._mask(56, w) for w in range(4)] == [0xFFFFFFFF, 0xFFFFFF00, 0, 0]
+    assert steering._mask(0, 0) == 0 and steering._mask(128, 3) == 0xFFFFFFFF
 
 
 def _listener(sock: socket.socket, protocol: UDPServer) -> None:

@@ -20,8 +20,13 @@ With ``server.workers: N`` each worker has its own pair; the group's sockets are
 (worker 0 normal, worker 0 priority, worker 1 normal, ...), and the program sends a datagram to
 worker ``hash(source address, source port) % N``, which keeps SO_REUSEPORT's own spreading
 (one client's port stays on one worker, a single source with many ports still uses all
-workers).  The program returns an index into the group; the kernel falls back to its own hash
-when an index is out of range, so a group still being bound never loses a datagram.
+workers).  With ``server.rate-limit`` on, the hash is of the source's RRL prefix alone (its
+``ipv4-prefix-length`` / ``ipv6-prefix-length`` network, no port): one client prefix is then
+always on one worker, so the workers' own RRL tables together account as one table would
+(a spoofed victim is limited once, not once per worker), at the price of one prefix's
+traffic never spreading over workers.  The program returns an index into the group; the
+kernel falls back to its own hash when an index is out of range, so a group still being bound
+never loses a datagram.
 
 The server reads the priority socket at the start of each turn of the normal one (``pair``),
 and the priority socket is a listener of its own besides, so it is read in quiet times too.
@@ -68,43 +73,18 @@ _GOLDEN = 0x9E3779B1  # Knuth's multiplicative hash constant (2**32 / phi)
 Insn = tuple[int, int | str, int | str, int | str]  # code, jt, jf, k (offsets or labels)
 
 
-def program(workers: int) -> list[tuple[int, int, int, int]]:
+def program(workers: int, prefixes: tuple[int, int] | None = None) -> list[tuple[int, int, int, int]]:
     """The steering program for *workers* pairs of sockets: returns the socket's index in the
-    group, ``2 * worker + (1 if the datagram carries a server cookie else 0)``."""
+    group, ``2 * worker + (1 if the datagram carries a server cookie else 0)``.
+
+    *prefixes* (RRL's IPv4 and IPv6 prefix lengths, when ``server.rate-limit`` is on): the
+    worker is a hash of the source address's prefix alone, without the port, so every query
+    of one RRL account's client prefix reaches one worker and the workers' separate RRL tables
+    account exactly as one shared table (BIND's): with the port in the hash, a reflection
+    attack from random source ports would be limited once per worker."""
     code: list[Insn | str] = []
     if workers > 1:
-        code += [
-            # M[0] = 2 * (hash(source address, source port) % workers)
-            (_LD | _B | _ABS, 0, 0, _NET & 0xFFFFFFFF),  # version and IHL
-            (_ALU | _RSH | _K, 0, 0, 4),
-            (_JMP | _JEQ | _K, "v6", 0, 6),
-            (_LDX | _B | _MSH, 0, 0, _NET & 0xFFFFFFFF),  # X = IPv4 header length
-            (_LD | _H | _IND, 0, 0, _NET & 0xFFFFFFFF),  # UDP source port
-            (_ST, 0, 0, 1),
-            (_LD | _W | _ABS, 0, 0, (_NET + 12) & 0xFFFFFFFF),  # IPv4 source
-            (_JMP | _JA, 0, 0, "mix"),
-            "v6",
-            (_LD | _H | _ABS, 0, 0, (_NET + 40) & 0xFFFFFFFF),  # UDP source port (no ext. headers)
-            (_ST, 0, 0, 1),
-            # IPv6 source: its four words xored (X holds the running value)
-            (_LD | _W | _ABS, 0, 0, (_NET + 8) & 0xFFFFFFFF),
-            (_MISC | _TAX, 0, 0, 0),
-            (_LD | _W | _ABS, 0, 0, (_NET + 12) & 0xFFFFFFFF),
-            (_ALU | _XOR | _X, 0, 0, 0),
-            (_MISC | _TAX, 0, 0, 0),
-            (_LD | _W | _ABS, 0, 0, (_NET + 16) & 0xFFFFFFFF),
-            (_ALU | _XOR | _X, 0, 0, 0),
-            (_MISC | _TAX, 0, 0, 0),
-            (_LD | _W | _ABS, 0, 0, (_NET + 20) & 0xFFFFFFFF),
-            (_ALU | _XOR | _X, 0, 0, 0),
-            "mix",
-            (_LDX | _MEM, 0, 0, 1),
-            (_ALU | _XOR | _X, 0, 0, 0),
-            (_ALU | _MUL | _K, 0, 0, _GOLDEN),
-            (_ALU | _RSH | _K, 0, 0, 16),
-            (_ALU | _MOD | _K, 0, 0, workers),
-            (_ALU | _LSH | _K, 0, 0, 1),
-        ]
+        code += _worker_hash(workers, prefixes)
     else:
         code.append((_LD | _W | 0x00, 0, 0, 0))  # A = 0 (BPF_LD | BPF_IMM)
     code += [
@@ -127,6 +107,56 @@ def program(workers: int) -> list[tuple[int, int, int, int]]:
         (_RET | _A, 0, 0, 0),
     ]
     return _assemble(code)
+
+
+def _mask(prefix: int, word: int) -> int:
+    """The netmask's 32-bit *word* (0 = most significant) for a *prefix*-bit network."""
+    bits = max(0, min(32, prefix - 32 * word))
+    return (0xFFFFFFFF << (32 - bits)) & 0xFFFFFFFF
+
+
+def _worker_hash(workers: int, prefixes: tuple[int, int] | None) -> list[Insn | str]:
+    """Leave ``2 * (hash(source) % workers)`` in A; the source is address and port, or with
+    *prefixes* the address's network alone (M[1] holds the port, or 0)."""
+    v4_mask = 0xFFFFFFFF if prefixes is None else _mask(prefixes[0], 0)
+    v6_masks = [0xFFFFFFFF] * 4 if prefixes is None else [_mask(prefixes[1], w) for w in range(4)]
+
+    def port(load: Insn) -> list[Insn | str]:
+        if prefixes is not None:
+            return [(_LD | _W | 0x00, 0, 0, 0), (_ST, 0, 0, 1)]  # M[1] = 0: no port
+        return [load, (_ST, 0, 0, 1)]
+
+    code: list[Insn | str] = [
+        # M[0] = 2 * (hash(source) % workers)
+        (_LD | _B | _ABS, 0, 0, _NET & 0xFFFFFFFF),  # version and IHL
+        (_ALU | _RSH | _K, 0, 0, 4),
+        (_JMP | _JEQ | _K, "v6", 0, 6),
+        (_LDX | _B | _MSH, 0, 0, _NET & 0xFFFFFFFF),  # X = IPv4 header length
+        *port((_LD | _H | _IND, 0, 0, _NET & 0xFFFFFFFF)),  # UDP source port
+        (_LD | _W | _ABS, 0, 0, (_NET + 12) & 0xFFFFFFFF),  # IPv4 source
+        (_ALU | _AND | _K, 0, 0, v4_mask),
+        (_JMP | _JA, 0, 0, "mix"),
+        "v6",
+        *port((_LD | _H | _ABS, 0, 0, (_NET + 40) & 0xFFFFFFFF)),  # UDP port (no ext. headers)
+        # IPv6 source: its four words, masked, xored (X holds the running value)
+        (_LD | _W | 0x00, 0, 0, 0),
+    ]
+    for word, mask in enumerate(v6_masks):
+        if mask:
+            code += [(_MISC | _TAX, 0, 0, 0),
+                     (_LD | _W | _ABS, 0, 0, (_NET + 8 + 4 * word) & 0xFFFFFFFF),
+                     (_ALU | _AND | _K, 0, 0, mask),
+                     (_ALU | _XOR | _X, 0, 0, 0)]
+    code += [
+        "mix",
+        (_LDX | _MEM, 0, 0, 1),
+        (_ALU | _XOR | _X, 0, 0, 0),
+        (_ALU | _MUL | _K, 0, 0, _GOLDEN),
+        (_ALU | _RSH | _K, 0, 0, 16),
+        (_ALU | _MOD | _K, 0, 0, workers),
+        (_ALU | _LSH | _K, 0, 0, 1),
+    ]
+    return code
 
 
 def _assemble(code: Sequence[Insn | str]) -> list[tuple[int, int, int, int]]:
@@ -152,12 +182,13 @@ def _assemble(code: Sequence[Insn | str]) -> list[tuple[int, int, int, int]]:
     return out
 
 
-def attach(sock: socket.socket, workers: int) -> None:
-    """Attach the steering program for *workers* pairs to *sock*'s reuseport group.
+def attach(sock: socket.socket, workers: int, prefixes: tuple[int, int] | None = None) -> None:
+    """Attach the steering program for *workers* pairs (see ``program`` for *prefixes*) to
+    *sock*'s reuseport group.
 
     Raises OSError where the kernel refuses it.
     """
-    insns = program(workers)
+    insns = program(workers, prefixes)
     filters = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *i) for i in insns))
     # struct sock_fprog: unsigned short len; struct sock_filter *filter (native alignment)
     fprog = struct.pack("HP", len(insns), ctypes.addressof(filters))

@@ -234,10 +234,15 @@ class WorkerPool:
             # slot 0 normal, slot 0 priority, slot 1 normal, ...
             for n, ep in enumerate(listen):
                 try:
-                    steering.attach(self.slots[0].sockets[3 * n], self.count)
+                    steering.attach(self.slots[0].sockets[3 * n], self.count, self._rrl_prefixes())
                 except OSError as exc:  # the kernel then hashes over all sockets: all are read
                     log.warning("UDP priority for cookie clients off on %s: %s", ep, exc)
         log.info("listening on %s (UDP and TCP) with %d workers", ", ".join(map(str, listen)), self.count)
+
+    def _rrl_prefixes(self) -> tuple[int, int] | None:
+        """RRL's client prefix lengths for steering.program (None: RRL off, hash the port too)."""
+        rl = self.app.config.server.rate_limit
+        return None if rl is None else (rl.ipv4_prefix_length, rl.ipv6_prefix_length)
 
     def start(self) -> defer.Deferred[None]:
         """Write the loaded zones' images, start the workers; fires once every one serves."""
