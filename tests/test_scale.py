@@ -338,16 +338,21 @@ def count_opens(monkeypatch: pytest.MonkeyPatch, directory: Path) -> list[str]:
     return opened
 
 
+def saved_with_a_journal(tmp_path: Path, n: int) -> Config:
+    """*n* saved copies (serial 7) in tmp_path/zones, z0's with a journal to serial 8."""
+    directory = tmp_path / "zones"
+    text = saved_copies(directory, n)
+    journal.append(directory, "z0.test.", [soa_step("z0.test.", 7, 8)], copy_serial=7)
+    return parse_config(text, str(tmp_path / "c.yaml"))
+
+
 def test_restart_opens_only_the_files_the_start_up_listing_shows(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Issue 14: a restart opened five files per zone (copy, snapshot, sidecar, a journal that
     # was not there, and the copy again for the journal's digest): three exist.  Counted.
-    directory = tmp_path / "zones"
     n = 40
-    text = saved_copies(directory, n)
-    journal.append(directory, "z0.test.", [soa_step("z0.test.", 7, 8)], copy_serial=7)
-    config = parse_config(text, str(tmp_path / "c.yaml"))
-    opened = count_opens(monkeypatch, directory)
+    config = saved_with_a_journal(tmp_path, n)
+    opened = count_opens(monkeypatch, tmp_path / "zones")
     app, _ = start_config(config, n, monkeypatch)
     by_zone = collections.Counter(name.split(".zone")[0] for name in opened)
     # z0 with its journal: also the journal, the copy for its digest, the sidecar after replay.
@@ -372,10 +377,7 @@ def test_a_cold_start_opens_no_zone_file(tmp_path: Path, monkeypatch: pytest.Mon
 def test_a_full_save_removes_only_journals_the_listing_or_an_append_showed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     directory = tmp_path / "zones"
-    n = 3
-    text = saved_copies(directory, n)
-    journal.append(directory, "z0.test.", [soa_step("z0.test.", 7, 8)], copy_serial=7)
-    app, _ = start_config(parse_config(text, str(tmp_path / "c.yaml")), n, monkeypatch)
+    app, _ = start_config(saved_with_a_journal(tmp_path, 3), 3, monkeypatch)
     removed: list[str] = []
     real_reset = journal.reset
     monkeypatch.setattr(journal, "reset", lambda d, name: (removed.append(name), real_reset(d, name)))
