@@ -669,7 +669,7 @@ def read_copy(directory: Any, zc: ZoneConfig, leftovers: storage.Leftovers | Non
     if loaded is None:
         return None
     zone, meta = loaded
-    if leftovers is not None and not leftovers.listed(journal.journal_file_name(zc.name)):
+    if not storage.may_exist(leftovers, journal.journal_file_name(zc.name)):
         return zone, meta  # the start-up listing shows no journal: nothing to open
     try:
         replay = journal.replay(directory, zc.name, zc.origin, zone.serial)

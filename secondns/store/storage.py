@@ -276,14 +276,11 @@ def _save_snapshot(path: Path, zone: Zone, text_digest: str, sync_dir: bool = Tr
     exactly that copy; a failure to write it is logged, never fatal, since
     the text copy alone is complete.
     """
-    folded = zone.folded()
-    payload = b"".join(_snapshot_chunks(folded.to_state()))
-    if folded is not zone:
-        # A zone with an IXFR's delta (a journal fold) is marshalled from a folded copy made
-        # for it alone: let it go a shard at a time, not in one decref holding the GIL for
-        # ~86 ms per 1M names in this thread, which stalls the reactor thread too (issue 11).
-        folded.release()
-    del folded
+    # A zone with an IXFR's delta (a journal fold) is marshalled from a folded copy made for
+    # it alone, let go a shard at a time, not in one decref holding the GIL for ~86 ms per 1M
+    # names in this thread, which stalls the reactor thread too (issue 11).
+    with zone.folded_once() as folded:
+        payload = b"".join(_snapshot_chunks(folded.to_state()))
     header = f"{_SNAP_MAGIC} {text_digest} {hashlib.sha256(payload).hexdigest()}\n".encode("ascii")
     try:
         # Not fsynced: its digest rejects a copy a crash tore, and the text copy is parsed.
@@ -513,6 +510,11 @@ class Leftovers:
         return len(found)
 
 
+def may_exist(leftovers: Leftovers | None, file_name: str) -> bool:
+    """False only when a start-up listing (*leftovers*; None: none) shows no *file_name*."""
+    return leftovers is None or leftovers.listed(file_name)
+
+
 def clean_temp_files(directory: Path, name: str) -> int:
     """Remove temporary files left by interrupted writes of this zone; returns how many.
 
@@ -568,9 +570,8 @@ def _load_copy(path: Path, data: bytes, origin: bytes, leftovers: Leftovers | No
     body = data[:start]
     if hashlib.sha256(body).hexdigest() != trailer[2].decode("ascii"):
         raise _corrupt(path, "checksum mismatch")
-    listed = leftovers is None or leftovers.listed(f"{path.name}.snap")
     snapshot = (_load_snapshot(path.with_name(f"{path.name}.snap"), trailer[2].decode("ascii"), origin)
-                if listed else None)
+                if may_exist(leftovers, f"{path.name}.snap") else None)
     header_serial = body[:body.find(b"\n; saved ")].rsplit(b"; serial ", 1)[-1]
     if snapshot is not None and str(snapshot.serial).encode("ascii") == header_serial:
         return snapshot
@@ -621,8 +622,8 @@ def load_zone(directory: Path, name: str, origin: bytes,
             zone = load_zone_text(_decode(path, data), origin, path=str(path))
         except ZoneError as exc:
             raise StorageError(str(exc)) from exc
-    listed = leftovers is None or leftovers.listed(f"{file_name}.meta")
-    meta = _read_meta(f"{path}.meta") if listed else None  # a string: no Path to build
+    # A string: no Path to build.
+    meta = _read_meta(f"{path}.meta") if may_exist(leftovers, f"{file_name}.meta") else None
     if meta is not None and meta.serial != zone.serial:
         log.info("%s: metadata is for serial %d, copy has %d; ignoring it", path, meta.serial,
                  zone.serial)
@@ -659,6 +660,7 @@ __all__ = [
     "fsync_dir",
     "load_meta",
     "load_zone",
+    "may_exist",
     "meta_path",
     "save_meta",
     "save_zone",
