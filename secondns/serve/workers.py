@@ -104,33 +104,32 @@ def bind_slot(listen: tuple[Endpoint, ...], priority: bool = False) -> list[sock
     """One slot's sockets: UDP (with *priority*, then the priority UDP socket of
     serve/steering.py) then TCP for each address, SO_REUSEPORT, listening."""
     out: list[socket.socket] = []
-    for ep in listen:
-        family = socket.AF_INET6 if ":" in ep.host else socket.AF_INET
-        udp = socket.socket(family, socket.SOCK_DGRAM)
-        tcp = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            udp.bind((ep.host, ep.port))
+    try:
+        for ep in listen:
+            out.append(steering.bind_udp(ep.host, ep.port))
             if priority:
-                udp.setblocking(False)
-                out.append(udp)  # closed with the others below if a later bind fails
-                udp = steering.bind_udp(ep.host, ep.port)
-            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            tcp.bind((ep.host, ep.port))
-            tcp.listen(128)
-        except (OSError, CannotListenError) as exc:
-            udp.close()
-            tcp.close()
-            for s in out:
-                s.close()
-            if isinstance(exc, CannotListenError):
-                raise
-            raise CannotListenError(ep.host, ep.port, exc)  # type: ignore[no-untyped-call]
-        udp.setblocking(False)
-        tcp.setblocking(False)
-        out += [udp, tcp]
+                out.append(steering.bind_udp(ep.host, ep.port))
+            out.append(_bind_tcp(ep))
+    except CannotListenError:
+        for s in out:
+            s.close()
+        raise
     return out
+
+
+def _bind_tcp(ep: Endpoint) -> socket.socket:
+    """A non-blocking, listening TCP socket on *ep* in its SO_REUSEPORT group."""
+    tcp = socket.socket(socket.AF_INET6 if ":" in ep.host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        tcp.bind((ep.host, ep.port))
+        tcp.listen(128)
+    except OSError as exc:
+        tcp.close()
+        raise CannotListenError(ep.host, ep.port, exc) from exc  # type: ignore[no-untyped-call]
+    tcp.setblocking(False)
+    return tcp
 
 
 class Slot:
