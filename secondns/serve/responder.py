@@ -132,8 +132,7 @@ class AnswerCache:
     """
 
     __slots__ = ("_deps", "_max", "_max_protected", "_protected_size", "discard", "memos",
-                 "probation",
-                 "protected", "size")
+                 "probation", "protected", "size")
 
     def __init__(self, max_bytes: int) -> None:
         self.protected: OrderedDict[bytes, Entry] = OrderedDict()
