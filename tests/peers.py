@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import collections
 import contextlib
 import os
 import random
@@ -91,6 +92,10 @@ _PORTS = _port_pool()
 _rng = random.Random(secrets.randbits(64))  # not the global one: hypothesis seeds that
 
 
+# The ports free_port gave out last, never given again while here: far fewer than a slice.
+_HANDED_OUT: collections.deque[int] = collections.deque(maxlen=256)
+
+
 def free_port(host: str = LOOPBACK, attempts: int = 50) -> int:
     """Return a port free for both UDP and TCP on ``host``.
 
@@ -108,11 +113,17 @@ def free_port(host: str = LOOPBACK, attempts: int = 50) -> int:
             except OSError:
                 continue
             port = int(tcp.getsockname()[1])
+            if port in _HANDED_OUT:
+                # Free now, but given to a server that may not have bound it yet: a test that
+                # asks for two ports before starting either got the same one twice
+                # ("Address already in use" at the second server's start).
+                continue
             with socket.socket(family, socket.SOCK_DGRAM) as udp:
                 try:
                     udp.bind((host, port))
                 except OSError:
                     continue
+                _HANDED_OUT.append(port)
                 return port
     raise PeerError(f"no port free for both UDP and TCP on {host} after {attempts} attempts")
 
