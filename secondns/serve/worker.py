@@ -283,7 +283,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(worker.stop))
     gc.set_threshold(50_000, 20, 100)
-    reactor.run(installSignalHandlers=False)
+    # Diagnosis only: SECONDNS_WORKER_PROFILE=DIR writes DIR/worker-SLOT-PID.prof (cProfile of
+    # the whole run) when the worker exits (bench/README.md, "Workers").
+    profile_dir = os.environ.get("SECONDNS_WORKER_PROFILE")
+    if profile_dir:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.runcall(reactor.run, installSignalHandlers=False)
+        profiler.dump_stats(os.path.join(profile_dir, f"worker-{args.slot}-{os.getpid()}.prof"))
+    else:
+        reactor.run(installSignalHandlers=False)
     log.debug("worker %d exits", args.slot)
     return 0
 
