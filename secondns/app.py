@@ -54,6 +54,7 @@ Loaded = tuple[Zone, CopyMeta | None] | bool | None
 # the reactor itself for at most LOAD_BUDGET seconds.
 LOAD_CHUNK = 64
 LOAD_BUDGET = 0.05
+NO_COPY_SHOWN = 5  # names the start-up summary of zones without a copy lists
 # systemd: each loaded chunk extends the start timeout by this much (EXTEND_TIMEOUT_USEC).
 LOAD_EXTEND_USEC = 30_000_000
 
@@ -228,6 +229,9 @@ class Application:
         self.refreshers: dict[bytes, Refresher] = {}
         self.unloaded: set[bytes] = set()  # configured zones whose copy is not read yet
         self.loaded_all: defer.Deferred[None] = defer.Deferred()
+        # Zones found without a copy while start() loads: one summary line, not one per zone
+        # (a cold start of 10k catalog members would log 10k identical warnings).
+        self._no_copy: list[str] | None = None
         self.notifies_unknown_zone = 0
         self.ports: list[Any] = []
         self.catalogs = membership.Catalogs(self)
@@ -299,6 +303,9 @@ class Application:
             if zc.static:
                 log.error("zone %s: no primaries and no zone file in %s: SERVFAIL", zc.name,
                           self.config.server.storage)
+            elif self._no_copy is not None:
+                self._no_copy.append(zc.name)
+                log.debug("zone %s: no copy on disk yet; SERVFAIL until the first transfer", zc.name)
             else:
                 log.warning("zone %s: no copy on disk yet; SERVFAIL until the first transfer", zc.name)
             return None
@@ -555,6 +562,7 @@ class Application:
         directory = self.config.server.storage
         leftovers = storage.Leftovers.scan(directory)  # one directory listing for every zone
         self._listed(leftovers)
+        self._no_copy = []
         for zc in zones:
             registry = self._registry_for(zc)
             registry.add(zc.origin)
@@ -584,6 +592,7 @@ class Application:
     def _load_chunk(self, zones: Sequence[ZoneConfig], first: int, leftovers: storage.Leftovers) -> None:
         """Read the next LOAD_CHUNK copies in a worker thread, then serve them in one turn."""
         if first >= len(zones) or self._stopping:
+            self._report_no_copy()
             if not self.loaded_all.called:
                 self.loaded_all.callback(None)
             return
@@ -609,6 +618,16 @@ class Application:
 
         threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), read).addCallbacks(
             apply, failed)
+
+    def _report_no_copy(self) -> None:
+        """The start-up's zones without a copy on disk, in one warning (each at debug)."""
+        names, self._no_copy = self._no_copy or [], None
+        if len(names) == 1:
+            log.warning("zone %s: no copy on disk yet; SERVFAIL until the first transfer", names[0])
+        elif names:
+            shown = ", ".join(names[:NO_COPY_SHOWN]) + (", ..." if len(names) > NO_COPY_SHOWN else "")
+            log.warning("%d zones have no copy on disk yet (%s); SERVFAIL for each until its "
+                        "first transfer", len(names), shown)
 
     def _ready(self, _: Any) -> None:
         log.info("all %d zone copies loaded", len(self.refreshers))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 import collections
 import io
+import logging
 import os
 import time
 from pathlib import Path
@@ -439,3 +440,20 @@ def test_a_transfer_connection_logs_no_factory_start_or_stop() -> None:
     finally:
         globalLogPublisher.removeObserver(events.append)
     assert not [e for e in events if "factory" in str(e.get("log_format", e.get("format", "")))]
+
+
+def test_a_cold_start_reports_zones_without_a_copy_in_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # Issue 14: a cold start of 10k zones logged 10k identical warnings; an operator wants one
+    # line with the count (and each zone at debug, for whoever looks for one).
+    text = write_copies(tmp_path / "zones", 200)
+    for i in range(0, 200, 2):  # half the zones have no copy yet
+        (tmp_path / "zones" / f"z{i}.test.zone").unlink()
+    caplog.set_level(logging.DEBUG, logger="secondns")
+    app, _ = start_config(parse_config(text, str(tmp_path / "c.yaml")), 200, monkeypatch)
+    warnings = [r.getMessage() for r in caplog.records
+                if r.levelno == logging.WARNING and "no copy on disk" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].startswith("100 zones have no copy on disk yet (z0.test.")
+    debug = [r for r in caplog.records if r.levelno == logging.DEBUG and "no copy on disk" in r.getMessage()]
+    assert len(debug) == 100
+    assert sum(1 for e in app.registry if e.serving) == 100
