@@ -55,6 +55,7 @@ Loaded = tuple[Zone, CopyMeta | None] | bool | None
 LOAD_CHUNK = 64
 LOAD_BUDGET = 0.05
 NO_COPY_SHOWN = 5  # names the start-up summary of zones without a copy lists
+NO_COPY = "zone %s: no copy on disk yet; SERVFAIL until the first transfer"
 # systemd: each loaded chunk extends the start timeout by this much (EXTEND_TIMEOUT_USEC).
 LOAD_EXTEND_USEC = 30_000_000
 
@@ -303,11 +304,10 @@ class Application:
             if zc.static:
                 log.error("zone %s: no primaries and no zone file in %s: SERVFAIL", zc.name,
                           self.config.server.storage)
-            elif self._no_copy is not None:
-                self._no_copy.append(zc.name)
-                log.debug("zone %s: no copy on disk yet; SERVFAIL until the first transfer", zc.name)
             else:
-                log.warning("zone %s: no copy on disk yet; SERVFAIL until the first transfer", zc.name)
+                if self._no_copy is not None:  # start-up: summed up in one line by _report_no_copy
+                    self._no_copy.append(zc.name)
+                log.log(logging.WARNING if self._no_copy is None else logging.DEBUG, NO_COPY, zc.name)
             return None
         zone, meta = loaded
         (registry if registry is not None else self.registry).swap(zc.origin, zone)
@@ -623,7 +623,7 @@ class Application:
         """The start-up's zones without a copy on disk, in one warning (each at debug)."""
         names, self._no_copy = self._no_copy or [], None
         if len(names) == 1:
-            log.warning("zone %s: no copy on disk yet; SERVFAIL until the first transfer", names[0])
+            log.warning(NO_COPY, names[0])
         elif names:
             shown = ", ".join(names[:NO_COPY_SHOWN]) + (", ..." if len(names) > NO_COPY_SHOWN else "")
             log.warning("%d zones have no copy on disk yet (%s); SERVFAIL for each until its "
