@@ -106,28 +106,38 @@ def test_a_server_cookie_query_reaches_the_priority_socket_and_others_the_normal
             s.close()
 
 
-def test_with_pairs_each_client_stays_on_one_pair_and_sources_spread() -> None:
+def test_with_pairs_a_question_reaches_one_pair_from_any_client_in_any_case() -> None:
+    # Without RRL the worker is a hash of the question: each worker's answer cache then holds
+    # its share of the questions instead of all of them, and clients spread over workers by
+    # what they ask, not by how many sockets they happen to use (dnsperf's 4 split 3:1).
     socks = group(3)
     try:
         port = socks[0].getsockname()[1]
         clients = []
-        for n in range(60):
+        for n in range(20):
             c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             c.bind((f"127.0.{n // 10}.{n % 10 + 1}", 0))
             clients.append(c)
+        names = [f"host{i}.example.com." for i in range(30)]
+        sent: dict[int, str] = {}
         for n, c in enumerate(clients):
-            c.sendto(query(CLIENT + bytes(16), qid=n), (LOOPBACK, port))
-            c.sendto(query(None, qid=n), (LOOPBACK, port))
+            for i, name in enumerate(names):
+                qid = 30 * n + i
+                sent[qid] = name
+                # every other client asks in 0x20 mixed case
+                asked = name.upper() if n % 2 else name
+                c.sendto(query(CLIENT + bytes(16) if (n + i) % 3 == 0 else None, asked, qid),
+                         (LOOPBACK, port))
         got = drain(socks)
-        pair_of: dict[int, set[int]] = collections.defaultdict(set)
+        pair_of: dict[str, set[int]] = collections.defaultdict(set)
         for index, datagrams in got.items():
             for data in datagrams:
                 cookie = len(data) > 50
                 assert index % 2 == cookie  # priority sockets at odd indexes
-                pair_of[int.from_bytes(data[:2], "big")].add(index // 2)
-        assert sum(len(d) for d in got.values()) == 120
-        assert all(len(pairs) == 1 for pairs in pair_of.values())  # a client's two queries: one pair
-        assert len({next(iter(p)) for p in pair_of.values()}) == 3  # and every pair got clients
+                pair_of[sent[int.from_bytes(data[:2], "big")]].add(index // 2)
+        assert sum(len(d) for d in got.values()) == 600
+        assert all(len(pairs) == 1 for pairs in pair_of.values())  # one question: one pair
+        assert len({next(iter(p)) for p in pair_of.values()}) == 3  # and every pair got questions
         for c in clients:
             c.close()
     finally:
@@ -135,9 +145,29 @@ def test_with_pairs_each_client_stays_on_one_pair_and_sources_spread() -> None:
             s.close()
 
 
-def _pairs_of(sources: list[tuple[str, int]], prefixes: tuple[int, int] | None) -> dict[str, set[int]]:
-    """Send a plain query from each (address, count of source ports) and return, per address,
-    the pairs (workers) its queries reached."""
+def test_a_datagram_too_short_for_the_question_hash_is_steered_by_its_source() -> None:
+    socks = group(3)
+    clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(40)]
+    try:
+        port = socks[0].getsockname()[1]
+        short = dns.message.make_query(".", "NS", use_edns=False).to_wire()  # 17 octets
+        assert len(short) < 12 + 4 * steering._QUESTION_WORDS
+        for n, c in enumerate(clients):
+            c.bind((f"127.0.9.{n + 1}", 0))
+            c.sendto(short, (LOOPBACK, port))
+        got = drain(socks)
+        assert sum(len(d) for d in got.values()) == 40
+        assert len([i for i, d in got.items() if d]) == 3  # the one question spread by source
+    finally:
+        for s in socks + clients:
+            s.close()
+
+
+def _pairs_of(sources: list[tuple[str, int]], prefixes: tuple[int, int] | None,
+              names: int = 1) -> dict[str, set[int]]:
+    """Send plain queries from each (address, count of source ports), each source port asking
+    one of *names* questions in turn, and return, per address, the pairs (workers) its
+    queries reached."""
     socks = group(3, prefixes=prefixes)
     clients: list[socket.socket] = []
     try:
@@ -149,7 +179,8 @@ def _pairs_of(sources: list[tuple[str, int]], prefixes: tuple[int, int] | None) 
                 c.bind((address, 0))
                 clients.append(c)
                 sent[len(sent)] = address
-                c.sendto(query(None, qid=len(sent) - 1), (LOOPBACK, port))
+                qid = len(sent) - 1
+                c.sendto(query(None, f"host{qid % names}.example.com.", qid), (LOOPBACK, port))
         reached: dict[str, set[int]] = collections.defaultdict(set)
         got = drain(socks)
         for index, datagrams in got.items():
@@ -168,14 +199,15 @@ def test_with_rrl_one_client_prefix_stays_on_one_worker_whatever_its_ports() -> 
     one_address = [("127.0.0.1", 30)]
     one_prefix = [(f"127.7.7.{n}", 1) for n in range(1, 31)]
     prefixes = [(f"127.{n}.{n % 7}.1", 1) for n in range(60)]
-    pinned = _pairs_of(one_address + one_prefix + prefixes, (24, 56))
+    # (each source asks one of 30 questions: with RRL the question must not matter)
+    pinned = _pairs_of(one_address + one_prefix + prefixes, (24, 56), names=30)
     assert len(pinned["127.0.0.1"]) == 1
     assert len(set().union(*(pinned[a] for a, _ in one_prefix))) == 1
     assert len(set().union(*(pinned[a] for a, _ in prefixes))) == 3  # prefixes still spread
-    # Without RRL the port is hashed too: one address with many ports uses every worker.
-    spread = _pairs_of(one_address + one_prefix, None)
-    assert len(spread["127.0.0.1"]) > 1
-    assert len(set().union(*(spread[a] for a, _ in one_prefix))) > 1
+    # Without RRL the question is hashed: one address asking many questions uses every worker.
+    spread = _pairs_of(one_address + one_prefix, None, names=30)
+    assert len(spread["127.0.0.1"]) == 3
+    assert len(set().union(*(spread[a] for a, _ in one_prefix))) == 3
 
 
 def test_the_prefix_masks_of_the_program() -> None:

@@ -18,9 +18,13 @@ classic-BPF program attached with SO_ATTACH_REUSEPORT_CBPF picks the socket for 
 
 With ``server.workers: N`` each worker has its own pair; the group's sockets are in bind order
 (worker 0 normal, worker 0 priority, worker 1 normal, ...), and the program sends a datagram to
-worker ``hash(source address, source port) % N``, which keeps SO_REUSEPORT's own spreading
-(one client's port stays on one worker, a single source with many ports still uses all
-workers).  With ``server.rate-limit`` on, the hash is of the source's RRL prefix alone (its
+worker ``hash(question) % N``: the first 16 octets after the header, the start of the QNAME,
+case-folded.  One question then always reaches one worker, so each worker's answer cache
+holds 1/N of the questions instead of every one of them (N workers fill their caches with N
+times fewer misses, in N times less memory), and clients spread over the workers by what they
+ask: hashing the source instead split dnsperf's 4 sockets 3:1 over two workers (bench/README
+"Workers").  A datagram shorter than that (a root question without EDNS) is hashed by source
+address and port.  With ``server.rate-limit`` on, the hash is of the source's RRL prefix alone (its
 ``ipv4-prefix-length`` / ``ipv6-prefix-length`` network, no port): one client prefix is then
 always on one worker, so the workers' own RRL tables together account as one table would
 (a spoofed victim is limited once, not once per worker), at the price of one prefix's
@@ -59,7 +63,7 @@ SO_ATTACH_REUSEPORT_CBPF = getattr(socket, "SO_ATTACH_REUSEPORT_CBPF", 51)
 _LD, _LDX, _ST, _ALU, _JMP, _RET, _MISC = 0x00, 0x01, 0x02, 0x04, 0x05, 0x06, 0x07
 _W, _H, _B = 0x00, 0x08, 0x10
 _ABS, _IND, _MEM, _LEN, _MSH = 0x20, 0x40, 0x60, 0x80, 0xA0
-_ADD, _SUB, _MUL, _AND, _LSH, _RSH, _MOD, _XOR = 0x00, 0x10, 0x20, 0x50, 0x60, 0x70, 0x90, 0xA0
+_ADD, _SUB, _MUL, _OR, _AND, _LSH, _RSH, _MOD, _XOR = 0x00, 0x10, 0x20, 0x40, 0x50, 0x60, 0x70, 0x90, 0xA0
 _JA, _JEQ, _JGE = 0x00, 0x10, 0x30
 _K, _X, _A = 0x00, 0x08, 0x10
 _TAX = 0x00
@@ -69,16 +73,18 @@ _COOKIE_OPTION = 28  # option code, length, 8 client + 16 server octets (RFC 787
 _COOKIE_HEAD = 0x000A0018  # code 10, length 24
 _MIN_COOKIE_QUERY = 12 + 5 + 11 + _COOKIE_OPTION  # header, root question, OPT RR, the option
 _GOLDEN = 0x9E3779B1  # Knuth's multiplicative hash constant (2**32 / phi)
+_QUESTION_WORDS = 4  # octets 12-27: where a QNAME differs from its neighbours in a zone
 
 Insn = tuple[int, int | str, int | str, int | str]  # code, jt, jf, k (offsets or labels)
 
 
 def program(workers: int, prefixes: tuple[int, int] | None = None) -> list[tuple[int, int, int, int]]:
     """The steering program for *workers* pairs of sockets: returns the socket's index in the
-    group, ``2 * worker + (1 if the datagram carries a server cookie else 0)``.
+    group, ``2 * worker + (1 if the datagram carries a server cookie else 0)``, the worker a
+    hash of the question (``_question_hash``).
 
     *prefixes* (RRL's IPv4 and IPv6 prefix lengths, when ``server.rate-limit`` is on): the
-    worker is a hash of the source address's prefix alone, without the port, so every query
+    worker is a hash of the source address's prefix alone, without the port or the question, so every query
     of one RRL account's client prefix reaches one worker and the workers' separate RRL tables
     account exactly as one shared table (BIND's): with the port in the hash, a reflection
     attack from random source ports would be limited once per worker."""
@@ -126,8 +132,11 @@ def _worker_hash(workers: int, prefixes: tuple[int, int] | None) -> list[Insn | 
             return [(_LD | _W | 0x00, 0, 0, 0), (_ST, 0, 0, 1)]  # M[1] = 0: no port
         return [load, (_ST, 0, 0, 1)]
 
-    code: list[Insn | str] = [
-        # M[0] = 2 * (hash(source) % workers)
+    code: list[Insn | str] = []
+    if prefixes is None:
+        code += _question_hash(workers)
+    code += [
+        # A = 2 * (hash(source) % workers)
         (_LD | _B | _ABS, 0, 0, _NET & 0xFFFFFFFF),  # version and IHL
         (_ALU | _RSH | _K, 0, 0, 4),
         (_JMP | _JEQ | _K, "v6", 0, 6),
@@ -155,6 +164,40 @@ def _worker_hash(workers: int, prefixes: tuple[int, int] | None) -> list[Insn | 
         (_ALU | _RSH | _K, 0, 0, 16),
         (_ALU | _MOD | _K, 0, 0, workers),
         (_ALU | _LSH | _K, 0, 0, 1),
+        "hashed",
+    ]
+    return code
+
+
+def _question_hash(workers: int) -> list[Insn | str]:
+    """Leave ``2 * (hash(question) % workers)`` in A and jump to ``hashed``, for a datagram
+    long enough to hold a header and _QUESTION_WORDS words after it; a shorter one falls
+    through to the source hash.
+
+    The words are the start of the question's QNAME (RFC 1035 4.1.2), each ORed with 0x20 in
+    every octet, so a name asked in mixed case (the 0x20 bits of draft-vixie-dnsext-dns0x20)
+    reaches the worker that has it cached in any case.  Past a short name the words run into
+    QTYPE, QCLASS and the OPT record; that only moves a question to another worker, and an
+    answer is always right on any worker."""
+    code: list[Insn | str] = [
+        (_LD | _W | _LEN, 0, 0, 0),
+        (_JMP | _JGE | _K, 0, "source", 12 + 4 * _QUESTION_WORDS),
+        (_LD | _W | 0x00, 0, 0, 0),  # A = 0
+    ]
+    for word in range(_QUESTION_WORDS):
+        code += [
+            (_MISC | _TAX, 0, 0, 0),  # X = running hash
+            (_LD | _W | _ABS, 0, 0, 12 + 4 * word),
+            (_ALU | _OR | _K, 0, 0, 0x20202020),
+            (_ALU | _XOR | _X, 0, 0, 0),
+            (_ALU | _MUL | _K, 0, 0, _GOLDEN),
+        ]
+    code += [
+        (_ALU | _RSH | _K, 0, 0, 16),
+        (_ALU | _MOD | _K, 0, 0, workers),
+        (_ALU | _LSH | _K, 0, 0, 1),
+        (_JMP | _JA, 0, 0, "hashed"),
+        "source",
     ]
     return code
 
