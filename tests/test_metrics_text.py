@@ -8,6 +8,7 @@ between scrapes, and pass ``promtool check metrics``.
 
 from __future__ import annotations
 
+import random
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from peers import require_binary
 from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.utils import floatToGoString
 from test_httpapi import (
     NOW,
     PRIMARY,
@@ -34,6 +36,7 @@ from secondns.ops.metrics import (
     SecondnsRegistry,
     ZoneSeries,
     _Batch,
+    _go_string,
     build_registry,
     encode,
 )
@@ -220,3 +223,17 @@ def test_reference_rendering_matches_the_pinned_fixture_too() -> None:
 
 if __name__ == "__main__":
     FIXTURE.write_text(fixture_text(), encoding="utf-8")
+
+
+def test_go_string_shortcut_is_float_to_go_string() -> None:
+    """metrics._go_string writes values in [1e9, 1e10) itself: it must agree with prometheus_client."""
+    rnd = random.Random(3)
+    values: list[Any] = [rnd.random() * 10**e for e in range(-8, 25) for _ in range(200)]
+    values += [1.7e9 + rnd.random() * 1000 for _ in range(3000)]
+    values += [rnd.randrange(10**9, 10**10) for _ in range(1000)]
+    values += [float(rnd.randrange(10**9, 10**10)) for _ in range(1000)]
+    values += [1e9, 1e10, 999999999.9999999, 9999999999.999998, 1000000000.0000001, 1718445600,
+               2024061501, 4294967295, 0, 1, 12, 300.0, -1.5, True, False, float("inf"), float("-inf")]
+    for value in values:
+        assert _go_string(value) == floatToGoString(value), value
+    assert _go_string(float("nan")) == "NaN"
