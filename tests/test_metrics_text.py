@@ -237,3 +237,26 @@ def test_go_string_shortcut_is_float_to_go_string() -> None:
     for value in values:
         assert _go_string(value) == floatToGoString(value), value
     assert _go_string(float("nan")) == "NaN"
+
+
+def test_render_memo_keeps_only_what_the_last_scrape_used() -> None:
+    """The memo outlives a scrape but not the zones: a zone gone takes its label string with it,
+    and a value that changed is formatted anew (the old string is not shown, nor kept)."""
+    zones = fixture_zones()
+    collector = SecondnsCollector(ServingStats(), lambda: zones, unknown_notifies=lambda: 4)
+    registry = build_registry(collector)
+    encoder = choose_encoder("")[0]
+    encode(registry, encoder)
+    last = collector.memo.last
+    assert last is not None and "static.example." in last.zone
+    assert 3590 + NOW in last.value
+    zones[:] = [z for z in zones if z.name != "static.example."]
+    zones[0].expire_at = NOW + 7200.25
+    text = encode(registry, encoder).decode()
+    last = collector.memo.last
+    assert last is not None and "static.example." not in last.zone
+    assert 'secondns_zone_expiry_timestamp_seconds{zone="example.com."} 1.71845280025e+09' in text
+    assert NOW + 7200.25 in last.value
+    assert len(last.zone) == len(zones)
+    reference, fast = both(registry, "")
+    assert fast == reference
