@@ -258,5 +258,6 @@ def test_render_memo_keeps_only_what_the_last_scrape_used() -> None:
     assert 'secondns_zone_expiry_timestamp_seconds{zone="example.com."} 1.71845280025e+09' in text
     assert NOW + 7200.25 in last.value
     assert len(last.zone) == len(zones)
+    assert not last.value.previous and not last.zone.previous  # no chain of earlier scrapes' memos
     reference, fast = both(registry, "")
     assert fast == reference

@@ -387,6 +387,8 @@ class RenderMemo:
         return _Strings(self.last)
 
     def keep(self, strings: _Strings) -> None:
+        for memo in (strings.value, strings.zone, strings.primary, strings.result):
+            memo.previous = {}  # or every scrape's memo would stay reachable from the last
         self.last = strings
 
 
