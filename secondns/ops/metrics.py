@@ -394,101 +394,126 @@ class RenderMemo:
 
 # Sample lines are written with the zone label last: every other label name of a per-zone
 # family must sort before "zone" (prometheus_client writes label names sorted).
-_Pairs = list[tuple[str, ZoneStatus]]  # (zone label text, status) for each zone, in order
+
+
+class _Scrape:
+    """What one rendering reads once and every family's lines share.
+
+    rows: for each zone, the attributes the zone-level samplers name, read by one attrgetter
+    call (one tuple a zone, the families then read these compact rows rather than 10,000
+    statuses scattered over the heap once each); primaries: a copy of each zone's primaries.
+    """
+
+    __slots__ = ("column", "labels", "primaries", "rows", "strings")
+
+    def __init__(self, zones: list[ZoneStatus], strings: _Strings) -> None:
+        zone = strings.zone
+        self.strings = strings
+        self.labels = [zone[z.name] for z in zones]
+        self.column = {attribute: i for i, attribute in enumerate(_ZONE_ATTRIBUTES)}
+        self.rows: list[tuple[Any, ...]] = list(map(_ROW, zones))
+        self.primaries = [z.primaries.copy() for z in zones] if _PRIMARY_FAMILIES else []
 
 
 @dataclass(frozen=True)
 class ZoneValue:
-    """One sample per zone: get(status), left out where it is None."""
+    """One sample per zone: the zone status's *attribute*, left out where it is None (a bool
+    shows as 1.0 or 0.0, as floatToGoString writes it)."""
 
-    get: Callable[[ZoneStatus], Any]
+    attribute: str
     labels: ClassVar[tuple[str, ...]] = ()
 
     def samples(self, z: ZoneStatus) -> Iterator[tuple[tuple[str, ...], Any]]:
-        value = self.get(z)
+        value = getattr(z, self.attribute)
         if value is not None:
             yield (), value
 
-    def lines(self, name: str, pairs: _Pairs, s: _Strings) -> str:
-        get, value = self.get, s.value
-        return "".join([f"{name}{{{zl}}} {value[v]}\n" for zl, z in pairs if (v := get(z)) is not None])
+    def lines(self, name: str, sc: _Scrape) -> str:
+        i, value = sc.column[self.attribute], sc.strings.value
+        return "".join([f"{name}{{{zl}}} {value[v]}\n" for zl, row in zip(sc.labels, sc.rows, strict=True)
+                        if (v := row[i]) is not None])
 
 
 @dataclass(frozen=True)
 class PrimaryValue:
-    """One sample per primary of a zone: get(primary status), left out where it is None."""
+    """One sample per primary of a zone: the primary status's *attribute*, left out where it is
+    None (a bool shows as 1.0 or 0.0)."""
 
-    get: Callable[[PrimaryStatus], Any]
+    attribute: str
     labels: ClassVar[tuple[str, ...]] = ("primary",)
 
     def samples(self, z: ZoneStatus) -> Iterator[tuple[tuple[str, ...], Any]]:
         for primary, ps in z.primaries.copy().items():
-            value = self.get(ps)
+            value = getattr(ps, self.attribute)
             if value is not None:
                 yield (primary,), value
 
-    def lines(self, name: str, pairs: _Pairs, s: _Strings) -> str:
-        get, value, label = self.get, s.value, s.primary
-        return "".join([f"{name}{{{label[p]},{zl}}} {value[v]}\n" for zl, z in pairs
-                        for p, ps in z.primaries.copy().items() if (v := get(ps)) is not None])
+    def lines(self, name: str, sc: _Scrape) -> str:
+        get, value, label = attrgetter(self.attribute), sc.strings.value, sc.strings.primary
+        return "".join([f"{name}{{{label[p]},{zl}}} {value[v]}\n"
+                        for zl, primaries in zip(sc.labels, sc.primaries, strict=True)
+                        for p, ps in primaries.items() if (v := get(ps)) is not None])
 
 
 @dataclass(frozen=True)
 class PrimaryCounts:
-    """One sample per primary of a zone and key of the dict get(primary status) returns."""
+    """One sample per primary of a zone and key of the primary status's dict *attribute*."""
 
-    get: Callable[[PrimaryStatus], dict[str, int]]
+    attribute: str
     labels: ClassVar[tuple[str, ...]] = ("primary", "result")
 
     def samples(self, z: ZoneStatus) -> Iterator[tuple[tuple[str, ...], Any]]:
         for primary, ps in z.primaries.copy().items():
-            for key, count in self.get(ps).copy().items():
+            for key, count in getattr(ps, self.attribute).copy().items():
                 yield (primary, key), count
 
-    def lines(self, name: str, pairs: _Pairs, s: _Strings) -> str:
-        get, value, label, result = self.get, s.value, s.primary, s.result
-        return "".join([f"{name}{{{label[p]},{result[k]},{zl}}} {value[n]}\n" for zl, z in pairs
-                        for p, ps in z.primaries.copy().items() for k, n in get(ps).copy().items()])
+    def lines(self, name: str, sc: _Scrape) -> str:
+        get, value = attrgetter(self.attribute), sc.strings.value
+        label, result = sc.strings.primary, sc.strings.result
+        return "".join([f"{name}{{{label[p]},{result[k]},{zl}}} {value[n]}\n"
+                        for zl, primaries in zip(sc.labels, sc.primaries, strict=True)
+                        for p, ps in primaries.items() for k, n in get(ps).copy().items()])
 
 
 @dataclass(frozen=True)
 class ZoneCounts:
-    """One sample per key of the dict get(status) returns, the key as the result label."""
+    """One sample per key of the zone status's dict *attribute*, the key as the result label."""
 
-    get: Callable[[ZoneStatus], dict[str, int]]
+    attribute: str
     labels: ClassVar[tuple[str, ...]] = ("result",)
 
     def samples(self, z: ZoneStatus) -> Iterator[tuple[tuple[str, ...], Any]]:
-        for key, count in self.get(z).copy().items():
+        for key, count in getattr(z, self.attribute).copy().items():
             yield (key,), count
 
-    def lines(self, name: str, pairs: _Pairs, s: _Strings) -> str:
-        get, value, result = self.get, s.value, s.result
-        return "".join([f"{name}{{{result[k]},{zl}}} {value[n]}\n" for zl, z in pairs
-                        for k, n in get(z).copy().items()])
+    def lines(self, name: str, sc: _Scrape) -> str:
+        i, value, result = sc.column[self.attribute], sc.strings.value, sc.strings.result
+        return "".join([f"{name}{{{result[k]},{zl}}} {value[n]}\n"
+                        for zl, row in zip(sc.labels, sc.rows, strict=True)
+                        for k, n in row[i].copy().items()])
 
 
 @dataclass(frozen=True)
 class FixedCounts:
-    """A sample for each of *keys* in every zone (0 where absent) from the dict get(status)
-    returns, keyed by tuples of label values in the order of *labels*."""
+    """A sample for each of *keys* in every zone (0 where absent) from the zone status's dict
+    *attribute*, keyed by tuples of label values in the order of *labels*."""
 
-    get: Callable[[ZoneStatus], dict[Any, int]]
+    attribute: str
     labels: tuple[str, ...]
     keys: tuple[tuple[str, ...], ...]
 
     def samples(self, z: ZoneStatus) -> Iterator[tuple[tuple[str, ...], Any]]:
-        counts = self.get(z)
+        counts = getattr(z, self.attribute)
         for key in self.keys:
             yield key, counts.get(key, 0)
 
-    def lines(self, name: str, pairs: _Pairs, s: _Strings) -> str:
-        get, value = self.get, s.value
-        heads = [(name + "{" + ",".join(f'{n}="{_escape(v)}"' for n, v in sorted(zip(self.labels, key,
-                                                                                     strict=True)))
-                  + ",", key) for key in self.keys]
-        return "".join([f"{head}{zl}}} {value[get(z).get(key, 0)]}\n" for zl, z in pairs
-                        for head, key in heads])
+    def lines(self, name: str, sc: _Scrape) -> str:
+        i, value = sc.column[self.attribute], sc.strings.value
+        heads = [(name + "{" + ",".join(f'{n}="{_escape(v)}"'
+                                        for n, v in sorted(zip(self.labels, key, strict=True))) + ",", key)
+                 for key in self.keys]
+        return "".join([f"{head}{zl}}} {value[row[i].get(key, 0)]}\n"
+                        for zl, row in zip(sc.labels, sc.rows, strict=True) for head, key in heads])
 
 
 Sampler = ZoneValue | PrimaryValue | PrimaryCounts | ZoneCounts | FixedCounts
@@ -509,72 +534,62 @@ class ZoneFamily:
         return ("zone", *self.sampler.labels)
 
 
-def _flag(attribute: str) -> Callable[[Any], float | None]:
-    """1.0 or 0.0 for a boolean attribute, None (no sample) where it is None."""
-    get = attrgetter(attribute)
-
-    def flag(obj: Any) -> float | None:
-        value = get(obj)
-        return None if value is None else (1.0 if value else 0.0)
-    return flag
-
-
 # Every per-zone family, in the order they are exported: one line each, the only place a per-zone
 # family is declared (SecondnsCollector._zones builds Metric objects from it, ZoneSeries text).
 ZONE_FAMILIES: tuple[ZoneFamily, ...] = (
-    ZoneFamily("secondns_zone_serial", GAUGE, "SOA serial of the zone as served.",
-               ZoneValue(attrgetter("serial"))),
+    ZoneFamily("secondns_zone_serial", GAUGE, "SOA serial of the zone as served.", ZoneValue("serial")),
     ZoneFamily("secondns_zone_primary_serial", GAUGE, "SOA serial the last check saw at each primary.",
-               PrimaryValue(attrgetter("serial"))),
-    ZoneFamily("secondns_zone_loaded", GAUGE, "1 when the zone has data to serve.",
-               ZoneValue(_flag("loaded"))),
+               PrimaryValue("serial")),
+    ZoneFamily("secondns_zone_loaded", GAUGE, "1 when the zone has data to serve.", ZoneValue("loaded")),
     ZoneFamily("secondns_zone_expired", GAUGE, "1 when the zone expired and answers SERVFAIL.",
-               ZoneValue(_flag("expired"))),
-    ZoneFamily("secondns_zone_records", GAUGE, "Records in the served zone.",
-               ZoneValue(attrgetter("records"))),
+               ZoneValue("expired")),
+    ZoneFamily("secondns_zone_records", GAUGE, "Records in the served zone.", ZoneValue("records")),
     ZoneFamily("secondns_zone_last_refresh_success_timestamp_seconds", GAUGE,
-               "When a primary last confirmed our serial or a transfer finished.",
-               ZoneValue(attrgetter("last_success"))),
+               "When a primary last confirmed our serial or a transfer finished.", ZoneValue("last_success")),
     ZoneFamily("secondns_zone_last_refresh_attempt_timestamp_seconds", GAUGE,
-               "When the last SOA check started.", ZoneValue(attrgetter("last_attempt"))),
+               "When the last SOA check started.", ZoneValue("last_attempt")),
     ZoneFamily("secondns_zone_expiry_timestamp_seconds", GAUGE,
-               "When the zone expires unless a check succeeds first.", ZoneValue(attrgetter("expire_at"))),
+               "When the zone expires unless a check succeeds first.", ZoneValue("expire_at")),
     ZoneFamily("secondns_zone_next_refresh_timestamp_seconds", GAUGE, "When the next SOA check is due.",
-               ZoneValue(attrgetter("next_refresh"))),
+               ZoneValue("next_refresh")),
     ZoneFamily("secondns_zone_refresh_seconds", GAUGE, "REFRESH interval in force (clamped SOA value).",
-               ZoneValue(attrgetter("refresh"))),
+               ZoneValue("refresh")),
     ZoneFamily("secondns_zone_retry_seconds", GAUGE, "RETRY interval in force (clamped SOA value).",
-               ZoneValue(attrgetter("retry"))),
+               ZoneValue("retry")),
     ZoneFamily("secondns_zone_expire_seconds", GAUGE, "EXPIRE interval in force (clamped SOA value).",
-               ZoneValue(attrgetter("expire"))),
+               ZoneValue("expire")),
     ZoneFamily("secondns_zone_signature_expiry_timestamp_seconds", GAUGE,
                "Earliest RRSIG expiration in the served zone (hour-rounded down).",
-               ZoneValue(attrgetter("signature_expiry"))),
+               ZoneValue("signature_expiry")),
     ZoneFamily("secondns_zone_last_save_timestamp_seconds", GAUGE,
-               "When the zone's copy on disk was last written successfully.",
-               ZoneValue(attrgetter("last_save"))),
+               "When the zone's copy on disk was last written successfully.", ZoneValue("last_save")),
     ZoneFamily("secondns_zone_save_failures", COUNTER,
-               "Failed writes of the zone's copy on disk (disk full, ...).",
-               ZoneValue(attrgetter("save_failures"))),
+               "Failed writes of the zone's copy on disk (disk full, ...).", ZoneValue("save_failures")),
     ZoneFamily("secondns_primary_up", GAUGE, "1 when the last SOA check reached the primary.",
-               PrimaryValue(_flag("up"))),
+               PrimaryValue("up")),
     ZoneFamily("secondns_transfers", COUNTER, "Zone transfers, by type and result.",
-               FixedCounts(attrgetter("transfers"), ("type", "result"),
+               FixedCounts("transfers", ("type", "result"),
                            tuple((k, r) for k in ("axfr", "ixfr") for r in ("success", "failure")))),
     ZoneFamily("secondns_transfer_bytes", COUNTER, "Bytes received in zone transfers.",
-               ZoneValue(attrgetter("transfer_bytes"))),
-    ZoneFamily("secondns_soa_checks", COUNTER, "SOA checks, by primary and result.",
-               PrimaryCounts(attrgetter("checks"))),
-    ZoneFamily("secondns_notifies", COUNTER, "NOTIFY messages received, by result.",
-               ZoneCounts(attrgetter("notifies"))),
+               ZoneValue("transfer_bytes")),
+    ZoneFamily("secondns_soa_checks", COUNTER, "SOA checks, by primary and result.", PrimaryCounts("checks")),
+    ZoneFamily("secondns_notifies", COUNTER, "NOTIFY messages received, by result.", ZoneCounts("notifies")),
 )
 _UNKNOWN_ZONE_FAMILY = "secondns_notifies"  # also has the zone="" sample for zones not served
+# The zone attributes _Scrape reads into its rows (derived from the table: nothing to keep in step).
+_ZONE_ATTRIBUTES = tuple(dict.fromkeys(f.sampler.attribute for f in ZONE_FAMILIES
+                                       if isinstance(f.sampler, ZoneValue | ZoneCounts | FixedCounts)))
+assert len(_ZONE_ATTRIBUTES) > 1  # attrgetter of one name gives the value, not a tuple
+_ROW = attrgetter(*_ZONE_ATTRIBUTES)
+_PRIMARY_FAMILIES = any(isinstance(f.sampler, PrimaryValue | PrimaryCounts) for f in ZONE_FAMILIES)
 
-for _family in ZONE_FAMILIES:  # the lines put the zone label last: see ZoneValue.lines
+for _family in ZONE_FAMILIES:  # the lines put the zone label last: see _Scrape
     assert list(_family.sampler.labels) == sorted(_family.sampler.labels) or isinstance(
         _family.sampler, FixedCounts), _family.name
     assert all(label < "zone" for label in _family.sampler.labels), _family.name
     assert _family.type in (GAUGE, COUNTER), _family.name
+    assert hasattr(PrimaryStatus() if isinstance(_family.sampler, PrimaryValue | PrimaryCounts)
+                   else ZoneStatus("x.", static=False), _family.sampler.attribute), _family.name
 
 
 @dataclass(frozen=True)
@@ -583,10 +598,9 @@ class ZoneSeries:
 
     At 10,000 zones these are 240,000 samples; building a Sample object and a
     label dict, then sorting and escaping the labels, for each cost 1.6-2.6 s
-    a scrape.  Here each family of ZONE_FAMILIES is written by one
-    comprehension over the zones (family by family, as the format orders
-    them), reading each value where its line is written (no per-zone tuple:
-    the allocations woke the cyclic collector), and every value and label
+    a scrape.  Here each zone's attributes are read once into a row (_Scrape),
+    each family of ZONE_FAMILIES is written by one comprehension over the rows
+    (family by family, as the format orders them), and every value and label
     string comes from a memo that outlives the scrape (RenderMemo): a
     timestamp, serial or label is formatted once, not once per scrape.  The
     text is byte for byte what prometheus_client renders from the same
@@ -604,8 +618,7 @@ class ZoneSeries:
     def render(self, encoder: Callable[[Any], bytes]) -> bytes:
         escaping = getattr(encoder, "keywords", {}).get("escaping", openmetrics.UNDERSCORES)
         strings = self.memo.start() if self.memo is not None else _Strings()
-        zone = strings.zone
-        pairs = [(zone[z.name], z) for z in self.zones]
+        scrape = _Scrape(self.zones, strings)
         out: list[str] = []
         for family in ZONE_FAMILIES:
             counter = family.type == COUNTER
@@ -614,7 +627,7 @@ class ZoneSeries:
                 family.name, family.help, labels=list(family.labels))
             out.append(_strip_eof(encoder(_Batch([header]))).decode())
             name = openmetrics.escape_metric_name(family.name + ("_total" if counter else ""), escaping)
-            out.append(family.sampler.lines(name, pairs, strings))
+            out.append(family.sampler.lines(name, scrape))
             if family.name == _UNKNOWN_ZONE_FAMILY and self.unknown_notifies is not None:
                 # The zone label stays bounded: NOTIFYs for zones we do not serve share zone="".
                 out.append(f'{name}{{result="unknown_zone",zone=""}} '
