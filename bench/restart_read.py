@@ -92,7 +92,8 @@ def restart(config_path: Path) -> dict[str, Any]:
             "opens_per_zone": round(opened[0] / len(loaded), 2)}
 
 
-def scrape(n: int) -> dict[str, Any]:
+def live_zones(n: int) -> list[ZoneStatus]:
+    """*n* statuses shaped as a live node's: one primary, SOA checks, one AXFR, a saved copy."""
     rnd = random.Random(1)
     now = time.time()
     zones = []
@@ -108,6 +109,11 @@ def scrape(n: int) -> dict[str, Any]:
         z.transfer_buckets["axfr"] = [0] * 13 + [1]
         z.transfer_seconds["axfr"] = 0.01
         zones.append(z)
+    return zones
+
+
+def scrape(n: int) -> dict[str, Any]:
+    zones = live_zones(n)
     registry = build_registry(SecondnsCollector(ServingStats(), lambda: zones, per_zone=True))
     encoder = choose_encoder("")[0]
     best = float("inf")
