@@ -10,11 +10,12 @@ served as soon as its copy is in, while the reactor keeps answering.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from twisted.internet import defer, task, threads
@@ -619,15 +620,33 @@ class Application:
         threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(), read).addCallbacks(
             apply, failed)
 
-    def _report_no_copy(self) -> None:
-        """The start-up's zones without a copy on disk, in one warning (each at debug)."""
+    def _report_no_copy(self, source: str = "") -> None:
+        """The zones found without a copy on disk since _no_copy was set (start-up, or a
+        catalog's batch of members), in one warning (each at debug); *source* prefixes it."""
         names, self._no_copy = self._no_copy or [], None
         if len(names) == 1:
-            log.warning(NO_COPY, names[0])
+            log.warning(source + NO_COPY, names[0])
         elif names:
             shown = ", ".join(names[:NO_COPY_SHOWN]) + (", ..." if len(names) > NO_COPY_SHOWN else "")
-            log.warning("%d zones have no copy on disk yet (%s); SERVFAIL for each until its "
-                        "first transfer", len(names), shown)
+            log.warning("%s%d zones have no copy on disk yet (%s); SERVFAIL for each until its "
+                        "first transfer", source, len(names), shown)
+
+    @contextlib.contextmanager
+    def no_copy_summary(self, source: str) -> Iterator[None]:
+        """Sum up the zones started without a copy inside the block in one warning.
+
+        A catalog's first transfer starts every member it lists at once (issue 14: 10k
+        members, 10k identical warnings).  Inside start-up's own summary (a catalog loaded
+        from disk) the names join that one instead.
+        """
+        if self._no_copy is not None:
+            yield
+            return
+        self._no_copy = []
+        try:
+            yield
+        finally:
+            self._report_no_copy(source)
 
     def _ready(self, _: Any) -> None:
         log.info("all %d zone copies loaded", len(self.refreshers))

@@ -226,3 +226,35 @@ def test_catalog_ixfrs_act_on_the_members_they_touch(tmp_path: Path, monkeypatch
     assert store.deleted == ["n.example.", "m.example."] and app.catalogs.owned[cat1][m].unique_id == "a2"
     assert app.catalogs.owned[cat1][m].group is None and _served(app, "m.example")
     assert app.refreshers[cat1].status.catalog_members == 2
+
+
+def test_members_a_catalog_transfer_adds_without_a_copy_are_reported_in_one_line(
+        tmp_path: Path, caplog: Any) -> None:
+    """Issue 14: a catalog's first transfer adding 10k members logged 10k identical 'no copy on
+    disk yet' warnings; one line with the count and the first names, each zone at debug."""
+    import logging
+    import re
+
+    app, _ = _app(tmp_path, "  cat1.invalid: {catalog: true, primaries: [192.0.2.1]}\n",
+                  {"m0.example": MEMBER})
+    caplog.clear()  # the catalog's own line: it has no copy either
+    caplog.set_level(logging.DEBUG, logger="secondns")
+    body = "\n".join(f"m{i}.zones 0 IN PTR m{i}.example." for i in range(40))
+    _swap(app, "cat1.invalid", catalog("cat1.invalid", 1, body))  # as its first transfer would
+    assert all(_served(app, f"m{i}.example") == (i == 0) for i in range(40))  # m0 from its copy
+    warnings = [r.getMessage() for r in caplog.records
+                if r.levelno == logging.WARNING and "no copy on disk" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    shown = re.fullmatch(r"catalog cat1\.invalid\.: 39 zones have no copy on disk yet \((.*), \.\.\.\); "
+                         r"SERVFAIL for each until its first transfer", warnings[0])
+    assert shown is not None, warnings
+    names = shown[1].split(", ")
+    assert len(names) == 5 and set(names) <= {f"m{i}.example." for i in range(1, 40)}
+    debug = [r for r in caplog.records if r.levelno == logging.DEBUG and "no copy on disk" in r.getMessage()]
+    assert len(debug) == 39
+    caplog.clear()  # a later version adding one member: the usual line, and no summary left open
+    _swap(app, "cat1.invalid", catalog("cat1.invalid", 2, body + "\nx.zones 0 IN PTR x.example."))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["catalog cat1.invalid.: zone x.example.: no copy on disk yet; SERVFAIL until "
+                        "the first transfer"], warnings
+    assert app._no_copy is None

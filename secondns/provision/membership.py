@@ -21,6 +21,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -66,6 +67,8 @@ class Host(Protocol):
     def stop_zone(self, origin: bytes) -> None: ...
 
     def load_zone(self, zc: ZoneConfig, registry: Registry | None = None) -> CopyMeta | None: ...
+
+    def no_copy_summary(self, source: str) -> AbstractContextManager[None]: ...
 
 
 class CatalogCollector:
@@ -284,6 +287,13 @@ class Catalogs:
         catalog_zc = self._catalog_zc(origin)
         if catalog_zc is None:
             return
+        # The members this version adds without a copy: one warning for all (issue 14).
+        with self.host.no_copy_summary(f"catalog {catalog_zc.name}: "):
+            self._apply_members(origin, catalog_zc, only)
+        self._show(origin)
+
+    def _apply_members(self, origin: bytes, catalog_zc: ZoneConfig, only: frozenset[bytes] | None
+                       ) -> None:
         listed = self.listed.get(origin, {})
         owned = self.owned.setdefault(origin, {})
         hand = {zc.origin for zc in self.host.config.zones.values()}
@@ -334,7 +344,6 @@ class Catalogs:
             else:
                 owned[member.origin] = member
                 self._reconfigure(origin, catalog_zc, member)
-        self._show(origin)
 
     def _in_order(self, name: str, work: Callable[[], None]) -> None:
         """Run a write of catalog *name*'s member list behind the ones queued before it."""
