@@ -159,10 +159,13 @@ class DiskStore:
 
         return self._serialised(zc, write)
 
-    def delete_zone(self, name: str) -> defer.Deferred[Any]:
-        """Remove every file of a zone (a catalog member removed or reset), behind its writes."""
+    def delete_zone(self, name: str, scan: storage.ScanOnce | None = None) -> defer.Deferred[Any]:
+        """Remove every file of a zone (a catalog member removed or reset), behind its writes.
+
+        *scan*: the directory listing a batch of deletions shares (membership.delete_copies).
+        """
         directory = self.directory
-        return self._serialised_name(name, lambda: membership.delete_copies(directory, name))
+        return self._serialised_name(name, lambda: membership.delete_copies(directory, name, scan))
 
     def in_order(self, key: str, work: Any) -> defer.Deferred[Any]:
         """Run *work* in the writer thread behind what was queued under *key* (catalogs' lists)."""

@@ -33,7 +33,7 @@ class FakeStore:
     def __init__(self) -> None:
         self.deleted: list[str] = []
 
-    def delete_zone(self, name: str) -> defer.Deferred[Any]:
+    def delete_zone(self, name: str, scan: Any = None) -> defer.Deferred[Any]:
         self.deleted.append(name)
         return defer.succeed(None)
 
@@ -258,3 +258,43 @@ def test_members_a_catalog_transfer_adds_without_a_copy_are_reported_in_one_line
     assert warnings == ["catalog cat1.invalid.: zone x.example.: no copy on disk yet; SERVFAIL until "
                         "the first transfer"], warnings
     assert app._no_copy is None
+
+
+def test_a_version_removing_many_members_lists_the_storage_directory_once(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    """Issue 14: each removed member's deletion listed the whole storage directory for its
+    leftovers (storage.clean_temp_files), so a version removing N members made N listings of
+    the directory (quadratic).  Counted, not timed."""
+    import os
+
+    from secondns.store import storage
+
+    n = 60
+    for i in range(n):
+        (tmp_path / f"m{i}.example.zone").write_text(MEMBER)
+    (tmp_path / ".m7.example.zone.tmp-0123456789abcdef").write_text("partial")  # a crash's
+    (tmp_path / ".keep.example.zone.tmp-0123456789abcdef").write_text("partial")  # not a member
+    body = "\n".join(f"m{i}.zones 0 IN PTR m{i}.example." for i in range(n))
+    (tmp_path / "cat1.invalid.zone").write_text(catalog("cat1.invalid", 1, body))
+    conf = tmp_path / "secondns.yaml"
+    conf.write_text("server: {storage: ., http: null}\nzones:\n  cat1.invalid: {catalog: true}\n")
+    app = Application(load_config(conf), task.Clock())
+    # The writer thread inline, so the deletions are done when the swap returns.
+    monkeypatch.setattr("secondns.app.threads.deferToThread",
+                        lambda f, *a, **k: defer.maybeDeferred(f, *a, **k))
+    for zc in app.config.zones.values():
+        app.start_zone(zc)
+    assert all(_served(app, f"m{i}.example") for i in range(n))
+    scans: list[Any] = []
+    real = os.scandir
+
+    def counting(path: Any = ".") -> Any:
+        scans.append(path)
+        return real(path)
+
+    monkeypatch.setattr(storage.os, "scandir", counting)
+    _swap(app, "cat1.invalid", catalog("cat1.invalid", 2, ""))
+    assert not any(_served(app, f"m{i}.example") for i in range(n))
+    assert len(scans) == 1, len(scans)
+    left = sorted(p.name for p in tmp_path.iterdir() if "example" in p.name)
+    assert left == [".keep.example.zone.tmp-0123456789abcdef"], left  # m7's leftover gone too

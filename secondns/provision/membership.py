@@ -17,6 +17,7 @@ by any catalog (RFC 9432 5.2: the clashing new instance is ignored).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -117,15 +118,25 @@ class CatalogClient:
         return self.inner.transfer(primary, zc, current, kind)
 
 
-def delete_copies(directory: Any, name: str) -> None:
-    """Every file a zone leaves in the storage directory: copy, sidecar, snapshot, journal, temporaries."""
+def delete_copies(directory: Any, name: str, scan: storage.ScanOnce | None = None) -> None:
+    """Every file a zone leaves in the storage directory: copy, sidecar, snapshot, journal, temporaries.
+
+    *scan*: the listing a batch of deletions shares for the temporaries (None: one of its own).
+    """
     for path in (storage.zone_path(directory, name), storage.meta_path(directory, name),
                  storage.snapshot_path(directory, name), journal.journal_path(directory, name)):
         try:
             path.unlink()
         except FileNotFoundError:
             pass
-    storage.clean_temp_files(directory, name)
+    if scan is None:
+        storage.clean_temp_files(directory, name)
+        return
+    leftovers = scan.get()
+    if leftovers.files is None:  # the shared listing failed: try this zone's own
+        storage.clean_temp_files(directory, name)
+    else:
+        leftovers.clean(name)
 
 
 def members_path(directory: Any, name: str) -> Path:
@@ -195,6 +206,7 @@ class Catalogs:
         self.owner: dict[bytes, bytes] = {}  # member origin -> catalog origin
         self.problems: dict[bytes, dict[bytes, str]] = {}  # per catalog: member -> why not served
         self._generation: dict[bytes, int] = {}  # guards a restart after a reset's deletion
+        self._scan: storage.ScanOnce | None = None  # the deletions of one batch share a listing
 
     # -- hooks from the application
 
@@ -217,8 +229,9 @@ class Catalogs:
                 pass
 
         self._in_order(to_text(origin), unlink)  # behind a member list still being written
-        for member in list(self.owned.pop(origin, {}).values()):
-            self._remove(origin, member, delete=True)
+        with self._deleting():
+            for member in list(self.owned.pop(origin, {}).values()):
+                self._remove(origin, member, delete=True)
 
     def release(self, hand: set[bytes]) -> None:
         """Before a reload starts hand-configured zones: members now configured by hand leave
@@ -288,9 +301,23 @@ class Catalogs:
         if catalog_zc is None:
             return
         # The members this version adds without a copy: one warning for all (issue 14).
-        with self.host.no_copy_summary(f"catalog {catalog_zc.name}: "):
+        with self.host.no_copy_summary(f"catalog {catalog_zc.name}: "), self._deleting():
             self._apply_members(origin, catalog_zc, only)
         self._show(origin)
+
+    @contextlib.contextmanager
+    def _deleting(self) -> Iterator[None]:
+        """The members removed inside the block share one listing of the storage directory
+        for their leftovers (storage.ScanOnce): a version removing N of N members listed the
+        directory N times.  Each deletion still runs behind its own zone's writes."""
+        if self._scan is not None:  # inside another batch: theirs
+            yield
+            return
+        self._scan = storage.ScanOnce(self.host.config.server.storage)
+        try:
+            yield
+        finally:
+            self._scan = None
 
     def _apply_members(self, origin: bytes, catalog_zc: ZoneConfig, only: frozenset[bytes] | None
                        ) -> None:
@@ -407,7 +434,7 @@ class Catalogs:
         self._generation[member.origin] = self._generation.get(member.origin, 0) + 1
         self.host.stop_zone(member.origin)
         if delete:
-            self.host.store.delete_zone(member.name)
+            self.host.store.delete_zone(member.name, self._scan)
 
     # -- status
 

@@ -35,6 +35,7 @@ import math
 import os
 import re
 import secrets
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -508,6 +509,30 @@ class Leftovers:
             log.info("%s: removing leftover of an interrupted write", path)
             _unlink_quietly(path)
         return len(found)
+
+
+class ScanOnce:
+    """A Leftovers scan of the directory made the first time one is asked for, then shared.
+
+    For a batch of deletions queued at once (a catalog version removing thousands of members):
+    one listing for all of them instead of one each (clean_temp_files), which made the batch
+    quadratic in the directory's size.  The first deletion of the batch to run (in a writer
+    thread) makes it, so it is made after every deletion of the batch was queued: it sees all
+    the leftovers each would have seen with a listing of its own.  Leftovers are only ever
+    made by a crash (_atomic_write removes its temporary file otherwise), so none appears
+    for a zone between the scan and its deletion.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._lock = threading.Lock()
+        self._scan: Leftovers | None = None
+
+    def get(self) -> Leftovers:
+        with self._lock:  # deletions of different zones run in different threads
+            if self._scan is None:
+                self._scan = Leftovers.scan(self.directory)
+            return self._scan
 
 
 def may_exist(leftovers: Leftovers | None, file_name: str) -> bool:
